@@ -1,0 +1,284 @@
+//! An in-memory hypervisor for unit tests of the decision logic above the port
+//! (timeouts, caches, conflicts, batches). It records every call so tests can assert on
+//! what was (and was not) asked, and lets each test script agent replies and failures.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{
+    ChangeScope, DomainInfo, DomainState, HvError, HvResult, Hypervisor, StorageVolume, XmlScope,
+};
+
+/// Scripted behaviour of one guest agent: gets the domain name and the request.
+pub type AgentScript = Arc<dyn Fn(&str, &Value) -> HvResult<Value> + Send + Sync>;
+/// Scripted behaviour of device changes: gets domain, device XML, scope and force.
+pub type DeviceScript = Arc<dyn Fn(&str, &str, ChangeScope, bool) -> HvResult<()> + Send + Sync>;
+
+/// One recorded call on the port.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Call {
+    ListDomains,
+    DomainXml(String, XmlScope),
+    Agent(String, Value),
+    UpdateDevice {
+        domain: String,
+        xml: String,
+        scope: ChangeScope,
+        force: bool,
+    },
+    AttachDevice {
+        domain: String,
+        xml: String,
+        scope: ChangeScope,
+    },
+    ListVolumes,
+}
+
+/// One fake domain.
+#[derive(Clone)]
+pub struct FakeDomain {
+    pub info: DomainInfo,
+    pub xml: String,
+    pub persistent_xml: Option<String>,
+    pub agent: Option<AgentScript>,
+    /// How long every agent call takes before its script answers.
+    pub agent_delay: Duration,
+}
+
+impl FakeDomain {
+    /// A domain with plausible numbers and a minimal XML; no agent.
+    pub fn new(name: &str, state: DomainState) -> FakeDomain {
+        FakeDomain {
+            info: DomainInfo {
+                name: name.to_string(),
+                uuid: format!(
+                    "00000000-0000-0000-0000-{:012x}",
+                    fnv(name) & 0xffff_ffff_ffff
+                ),
+                state,
+                persistent: true,
+                vcpus: 1,
+                memory_max_kib: 262_144,
+                memory_used_kib: 262_144,
+                cpu_time_ns: 0,
+            },
+            xml: format!("<domain type='qemu'><name>{name}</name><devices/></domain>"),
+            persistent_xml: None,
+            agent: None,
+            agent_delay: Duration::ZERO,
+        }
+    }
+
+    pub fn with_xml(mut self, xml: &str) -> FakeDomain {
+        self.xml = xml.to_string();
+        self
+    }
+
+    pub fn with_persistent_xml(mut self, xml: &str) -> FakeDomain {
+        self.persistent_xml = Some(xml.to_string());
+        self
+    }
+
+    pub fn with_agent(
+        mut self,
+        script: impl Fn(&str, &Value) -> HvResult<Value> + Send + Sync + 'static,
+    ) -> FakeDomain {
+        self.agent = Some(Arc::new(script));
+        self
+    }
+
+    pub fn with_agent_delay(mut self, delay: Duration) -> FakeDomain {
+        self.agent_delay = delay;
+        self
+    }
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[derive(Default)]
+struct State {
+    domains: BTreeMap<String, FakeDomain>,
+    calls: Vec<Call>,
+    volumes: Vec<StorageVolume>,
+    list_error: Option<HvError>,
+    device_script: Option<DeviceScript>,
+}
+
+/// The fake itself. Cheap to clone: clones share state.
+#[derive(Clone, Default)]
+pub struct FakeHypervisor {
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeHypervisor {
+    pub fn new() -> FakeHypervisor {
+        FakeHypervisor::default()
+    }
+
+    pub fn with_domain(self, domain: FakeDomain) -> FakeHypervisor {
+        self.lock().domains.insert(domain.info.name.clone(), domain);
+        self
+    }
+
+    pub fn with_volume(self, volume: StorageVolume) -> FakeHypervisor {
+        self.lock().volumes.push(volume);
+        self
+    }
+
+    /// Make `list_domains` fail (libvirtd gone).
+    pub fn fail_listing(&self, error: HvError) {
+        self.lock().list_error = Some(error);
+    }
+
+    /// Script `update_device`/`attach_device`; without a script they succeed.
+    pub fn on_device_change(
+        &self,
+        script: impl Fn(&str, &str, ChangeScope, bool) -> HvResult<()> + Send + Sync + 'static,
+    ) {
+        self.lock().device_script = Some(Arc::new(script));
+    }
+
+    /// Replace the XML of a domain (e.g. after a scripted media change).
+    pub fn set_xml(&self, domain: &str, scope: XmlScope, xml: &str) {
+        let mut st = self.lock();
+        if let Some(d) = st.domains.get_mut(domain) {
+            match scope {
+                XmlScope::Current => d.xml = xml.to_string(),
+                XmlScope::Persistent => d.persistent_xml = Some(xml.to_string()),
+            }
+        }
+    }
+
+    pub fn set_state(&self, domain: &str, state: DomainState) {
+        if let Some(d) = self.lock().domains.get_mut(domain) {
+            d.info.state = state;
+        }
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// Agent requests sent to one domain, in order.
+    pub fn agent_calls(&self, domain: &str) -> Vec<Value> {
+        self.lock()
+            .calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Agent(d, v) if d == domain => Some(v.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn clear_calls(&self) {
+        self.lock().calls.clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A test thread that panicked while holding the lock already failed its test;
+        // the data is still usable for the others.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn domain(&self, name: &str) -> HvResult<FakeDomain> {
+        self.lock()
+            .domains
+            .get(name)
+            .cloned()
+            .ok_or_else(|| HvError::NoSuchDomain(name.to_string()))
+    }
+}
+
+impl Hypervisor for FakeHypervisor {
+    fn uri(&self) -> String {
+        "fake:///test".to_string()
+    }
+
+    fn list_domains(&self) -> HvResult<Vec<DomainInfo>> {
+        let mut st = self.lock();
+        st.calls.push(Call::ListDomains);
+        if let Some(e) = &st.list_error {
+            return Err(e.clone());
+        }
+        Ok(st.domains.values().map(|d| d.info.clone()).collect())
+    }
+
+    fn domain_xml(&self, domain: &str, scope: XmlScope) -> HvResult<String> {
+        self.lock()
+            .calls
+            .push(Call::DomainXml(domain.to_string(), scope));
+        let d = self.domain(domain)?;
+        Ok(match scope {
+            XmlScope::Current => d.xml,
+            XmlScope::Persistent => d.persistent_xml.unwrap_or(d.xml),
+        })
+    }
+
+    fn agent_command(&self, domain: &str, command: &Value, _timeout: Duration) -> HvResult<Value> {
+        self.lock()
+            .calls
+            .push(Call::Agent(domain.to_string(), command.clone()));
+        let d = self.domain(domain)?;
+        if !d.info.state.agent_may_answer() {
+            return Err(HvError::DomainNotRunning(domain.to_string()));
+        }
+        if !d.agent_delay.is_zero() {
+            thread::sleep(d.agent_delay);
+        }
+        match &d.agent {
+            Some(script) => script(domain, command),
+            None => Err(HvError::AgentNotConnected(domain.to_string())),
+        }
+    }
+
+    fn update_device(
+        &self,
+        domain: &str,
+        device_xml: &str,
+        scope: ChangeScope,
+        force: bool,
+    ) -> HvResult<()> {
+        self.lock().calls.push(Call::UpdateDevice {
+            domain: domain.to_string(),
+            xml: device_xml.to_string(),
+            scope,
+            force,
+        });
+        self.domain(domain)?;
+        let script = self.lock().device_script.clone();
+        match script {
+            Some(s) => s(domain, device_xml, scope, force),
+            None => Ok(()),
+        }
+    }
+
+    fn attach_device(&self, domain: &str, device_xml: &str, scope: ChangeScope) -> HvResult<()> {
+        self.lock().calls.push(Call::AttachDevice {
+            domain: domain.to_string(),
+            xml: device_xml.to_string(),
+            scope,
+        });
+        self.domain(domain)?;
+        let script = self.lock().device_script.clone();
+        match script {
+            Some(s) => s(domain, device_xml, scope, false),
+            None => Ok(()),
+        }
+    }
+
+    fn list_volumes(&self) -> HvResult<Vec<StorageVolume>> {
+        let mut st = self.lock();
+        st.calls.push(Call::ListVolumes);
+        Ok(st.volumes.clone())
+    }
+}
