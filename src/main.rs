@@ -1,3 +1,19 @@
-//! Thin entry point: everything lives in the library so tests can drive it.
+//! Thin entry point: parse arguments, run, turn the outcome into an exit code. Errors are
+//! printed once, here, as one line; a closed pipe (`| head`) is not an error.
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use dismount_iso_qemu::{cli::Cli, run};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) if f.message.is_empty() => ExitCode::from(f.code),
+        Err(f) => {
+            eprintln!("dismount_iso_qemu: error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The interactive menu. Its text is the seed's, exactly. The session keeps the latest
+//! snapshot and refreshes it in a background thread that never prints: everything the
+//! user sees is written by the menu loop itself, between prompts.
+
+use std::io::{self, BufRead, Write};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::prompt::Prompter;
+use crate::probe::{ProbeManager, Progress};
+use crate::render;
+use crate::snapshot::Snapshot;
+use crate::{exit, App, Failure};
+
+pub const MENU: &str =
+    "--- MENU ---\n1) Mount ISO\n2) Scan mounted ISOs\n3) Modify file in VM\n4) Exit\n";
+pub const PROMPT: &str = "Select option: ";
+
+/// A snapshot younger than this is shown at once by option 2.
+const FRESH_ENOUGH: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct Shared {
+    latest: Option<(Result<Snapshot, String>, Instant)>,
+    /// A refresh was asked for and has not finished yet.
+    pending: bool,
+    closing: bool,
+}
+
+/// Background refresher of the session's snapshot.
+pub struct Refresher {
+    shared: Arc<(Mutex<Shared>, Condvar)>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl Refresher {
+    pub fn start(probes: Arc<ProbeManager>) -> Refresher {
+        let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
+        let bg = Arc::clone(&shared);
+        {
+            let mut s = lock(&shared.0);
+            s.pending = true;
+        }
+        let handle = thread::spawn(move || {
+            let (m, cv) = &*bg;
+            loop {
+                {
+                    let mut s = lock(m);
+                    while !s.pending && !s.closing {
+                        s = cv.wait(s).unwrap_or_else(|e| e.into_inner());
+                    }
+                    if s.closing {
+                        return;
+                    }
+                }
+                let result = probes
+                    .scan_with_progress(&Progress::default())
+                    .map_err(|e| e.to_string());
+                let mut s = lock(m);
+                s.latest = Some((result, Instant::now()));
+                s.pending = false;
+                cv.notify_all();
+            }
+        });
+        Refresher {
+            shared,
+            handle: Some(handle),
+        }
+    }
+
+    /// Ask for a new snapshot without waiting for it.
+    pub fn refresh(&self) {
+        let (m, cv) = &*self.shared;
+        lock(m).pending = true;
+        cv.notify_all();
+    }
+
+    /// A snapshot no older than `max_age`: the latest when fresh enough, else wait for
+    /// the refresh under way (starting one when none is).
+    pub fn get(&self, max_age: Duration) -> Result<Snapshot, String> {
+        let (m, cv) = &*self.shared;
+        let mut s = lock(m);
+        if let Some((snap, at)) = &s.latest {
+            if at.elapsed() <= max_age {
+                return snap.clone();
+            }
+        }
+        if !s.pending {
+            s.pending = true;
+            cv.notify_all();
+        }
+        while s.pending {
+            s = cv.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        match &s.latest {
+            Some((snap, _)) => snap.clone(),
+            None => Err("no scan result".to_string()),
+        }
+    }
+}
+
+impl Drop for Refresher {
+    fn drop(&mut self) {
+        let (m, cv) = &*self.shared;
+        lock(m).closing = true;
+        cv.notify_all();
+        // A scan in progress may wait for a frozen agent; do not block the exit on it.
+        drop(self.handle.take());
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The menu on the process's stdin/stdout.
+pub fn run_stdio(app: &App) -> Result<u8, Failure> {
+    let stdin = io::stdin();
+    let mut input = stdin.lock();
+    let mut output = io::stdout().lock();
+    run(app, &mut input, &mut output)
+}
+
+/// The menu loop over any input/output. Option 4 or end of input exits 0.
+pub fn run(app: &App, input: &mut dyn BufRead, output: &mut dyn Write) -> Result<u8, Failure> {
+    let refresher = Refresher::start(Arc::clone(&app.probes));
+    let mut p = Prompter::new(input, output);
+    loop {
+        write!(p.out(), "{MENU}")?;
+        let Some(choice) = p.ask(PROMPT)? else {
+            return Ok(exit::OK);
+        };
+        match choice.trim() {
+            "1" => writeln!(
+                p.out(),
+                "Mount ISO is not available yet in this version; nothing was changed."
+            )?,
+            "2" => show_scan(&refresher, p.out())?,
+            "3" => writeln!(
+                p.out(),
+                "Modify file in VM is not available yet in this version; nothing was changed."
+            )?,
+            "4" => return Ok(exit::OK),
+            other => writeln!(
+                p.out(),
+                "{:?} is not an option: type 1, 2, 3 or 4.",
+                render::text::sanitize(other)
+            )?,
+        }
+    }
+}
+
+fn show_scan(refresher: &Refresher, out: &mut dyn Write) -> Result<(), Failure> {
+    match refresher.get(FRESH_ENOUGH) {
+        Ok(snap) => {
+            let mut buf = Vec::new();
+            render::table::write_table(&mut buf, &snap)?;
+            out.write_all(&buf)?;
+            for e in &snap.errors {
+                writeln!(out, "warning: {}", render::text::sanitize(e))?;
+            }
+        }
+        Err(e) => writeln!(out, "scan failed: {e}")?,
+    }
+    // Keep the next view fresh without making the user wait for it.
+    refresher.refresh();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{resolve_with, FileConfig, Overrides};
+    use crate::hypervisor::fake::{FakeDomain, FakeHypervisor};
+    use crate::hypervisor::DomainState;
+
+    fn app(hv: FakeHypervisor) -> App {
+        let mut settings =
+            resolve_with(&Overrides::default(), None, FileConfig::default()).unwrap();
+        settings.cache_path = None;
+        settings.probe_timeout = Duration::from_millis(500);
+        App::from_parts(settings, Arc::new(hv), false)
+    }
+
+    fn drive(app: &App, input: &str) -> (u8, String) {
+        let mut inp = io::Cursor::new(input.as_bytes().to_vec());
+        let mut out = Vec::new();
+        let code = run(app, &mut inp, &mut out).unwrap();
+        (code, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn menu_text_is_the_seeds_exactly() {
+        let (code, out) = drive(&app(FakeHypervisor::new()), "4\n");
+        assert_eq!(code, 0);
+        assert_eq!(
+            out,
+            "--- MENU ---\n1) Mount ISO\n2) Scan mounted ISOs\n3) Modify file in VM\n4) Exit\nSelect option: "
+        );
+    }
+
+    #[test]
+    fn scan_invalid_input_and_end_of_input() {
+        let hv = FakeHypervisor::new().with_domain(FakeDomain::new("web01", DomainState::ShutOff));
+        let (code, out) = drive(&app(hv), "2\nfoo\n2\n");
+        assert_eq!(code, 0);
+        assert_eq!(out.matches("--- MENU ---").count(), 4);
+        assert_eq!(out.matches("web01").count(), 2);
+        assert!(out.contains("\"foo\" is not an option: type 1, 2, 3 or 4."));
+        assert!(out.contains("Memory (used/max)"));
+    }
+
+    #[test]
+    fn unfinished_options_say_so_plainly() {
+        let (_, out) = drive(&app(FakeHypervisor::new()), "1\n3\n4\n");
+        assert!(out.contains("Mount ISO is not available yet"));
+        assert!(out.contains("Modify file in VM is not available yet"));
+    }
+
+    #[test]
+    fn empty_host_says_no_vms() {
+        let (_, out) = drive(&app(FakeHypervisor::new()), "2\n");
+        assert!(out.contains("no VMs on fake:///test"));
+    }
+}

@@ -1,0 +1,264 @@
+//! Command-line definitions (clap) and the interactive front-ends (menu, prompts,
+//! progress). Commands are dispatched by [`crate::run`].
+
+pub mod menu;
+pub mod prompt;
+pub mod spinner;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::Overrides;
+use crate::hypervisor::Backend;
+
+const AFTER_HELP: &str = "\
+Without a command, the interactive menu starts.
+
+Configuration: flags beat environment (LIBVIRT_URI, then LIBVIRT_DEFAULT_URI) beat the
+config file ($XDG_CONFIG_HOME/dismount_iso_qemu/config.toml: uri, backend, probe_timeout,
+cache_ttl, jobs) beat defaults. OS answers are cached in
+$XDG_CACHE_HOME/dismount_iso_qemu/os-cache.json.
+
+Exit codes: 0 ok; 1 the command ran but some targets failed; 2 usage or connection error.";
+
+/// Scan libvirt/QEMU VMs (guest OS, memory, CPU time, mounted ISOs), mount and dismount
+/// ISO images, and edit files inside running guests.
+#[derive(Debug, Parser)]
+#[command(name = "dismount_iso_qemu", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// libvirt connection URI, e.g. qemu:///system or qemu+ssh://root@host/system
+    /// [default: LIBVIRT_DEFAULT_URI, then the config file, then libvirt's default]
+    #[arg(
+        short = 'c',
+        long = "connect",
+        value_name = "URI",
+        env = "LIBVIRT_URI",
+        global = true
+    )]
+    pub connect: Option<String>,
+
+    /// How to talk to libvirt: the native C API (no process per VM) or the virsh command
+    /// [default: native]
+    #[arg(long, value_enum, env = "DISMOUNT_ISO_QEMU_BACKEND", global = true)]
+    pub backend: Option<Backend>,
+
+    /// Seconds a scan waits for guest agents before printing without them [default: 5]
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "DISMOUNT_ISO_QEMU_PROBE_TIMEOUT",
+        global = true
+    )]
+    pub probe_timeout: Option<f64>,
+
+    /// Seconds a guest's OS answer (or its agent's silence) is remembered [default: 60]
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "DISMOUNT_ISO_QEMU_CACHE_TTL",
+        global = true
+    )]
+    pub cache_ttl: Option<u64>,
+
+    /// Guest agents asked in parallel [default: 32]
+    #[arg(long, value_name = "N", env = "DISMOUNT_ISO_QEMU_JOBS", global = true)]
+    pub jobs: Option<usize>,
+
+    /// Config file to read instead of the default one
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "DISMOUNT_ISO_QEMU_CONFIG",
+        global = true
+    )]
+    pub config: Option<PathBuf>,
+}
+
+impl GlobalArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            uri: self.connect.clone().filter(|u| !u.trim().is_empty()),
+            backend: self.backend,
+            probe_timeout: self.probe_timeout,
+            cache_ttl: self.cache_ttl,
+            jobs: self.jobs,
+            config_file: self.config.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print every VM once: name, guest OS, memory used/max, CPU time, state, ISO
+    Scan(ScanArgs),
+    /// The interactive menu (also what no command does)
+    Menu,
+    /// Show every VM's CD-ROM drives and the ISO in each
+    Isos(IsosArgs),
+    /// Insert an ISO image into a VM's CD-ROM drive
+    Mount(MountArgs),
+    /// Dismount ISOs: unmount inside the guest, then eject at the hypervisor
+    Eject(EjectArgs),
+    /// Edit a file inside a running VM with $VISUAL/$EDITOR, uploading only real changes
+    Edit(EditArgs),
+    /// Print a file from inside a running VM to stdout
+    Cat(CatArgs),
+    /// Copy a file out of a running VM
+    Pull(PullArgs),
+    /// Copy a local file into a running VM
+    Push(PushArgs),
+    /// Serve Prometheus metrics and a health check from a background scan
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ScanArgs {
+    /// One JSON document instead of the table
+    #[arg(long)]
+    pub json: bool,
+    /// Ignore cached OS answers and ask every guest agent again
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IsosArgs {
+    /// One JSON document instead of the table
+    #[arg(long)]
+    pub json: bool,
+    /// Only VMs holding this ISO image
+    #[arg(long, value_name = "PATH")]
+    pub iso: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// VM name
+    pub vm: String,
+    /// ISO image: a file path (or a storage pool volume's path)
+    pub iso: PathBuf,
+    /// CD-ROM drive target (e.g. sda); needed when the VM has several
+    #[arg(long, value_name = "TARGET")]
+    pub drive: Option<String>,
+    /// Change only the running VM, not its saved config
+    #[arg(long, conflicts_with = "config_only")]
+    pub live_only: bool,
+    /// Change only the saved config (takes effect at next boot)
+    #[arg(long)]
+    pub config_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EjectArgs {
+    /// VM name (or use --iso / --all)
+    #[arg(required_unless_present_any = ["iso", "all"], conflicts_with_all = ["iso", "all"])]
+    pub vm: Option<String>,
+    /// CD-ROM drive target (e.g. sda); default: every drive of the VM
+    #[arg(long, value_name = "TARGET")]
+    pub drive: Option<String>,
+    /// Eject this ISO from every VM that holds it
+    #[arg(long, value_name = "PATH", conflicts_with = "all")]
+    pub iso: Option<PathBuf>,
+    /// Eject every ISO from every VM on the host
+    #[arg(long)]
+    pub all: bool,
+    /// Force the tray open even when the guest holds it locked
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    /// VM name
+    pub vm: String,
+    /// Path of the file inside the guest (e.g. /etc/hosts or C:\nps.xml)
+    pub remote_path: String,
+    /// Where to keep the local copy [default: a private temporary directory]
+    #[arg(long, value_name = "PATH")]
+    pub local: Option<PathBuf>,
+    /// Upload without asking (also needed when stdin is not a terminal)
+    #[arg(long)]
+    pub yes: bool,
+    /// Overwrite even if the guest's file changed while you were editing
+    #[arg(long)]
+    pub force: bool,
+    /// Mode of a newly created file, octal [default: 0644]
+    #[arg(long, value_name = "OCTAL")]
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// VM name
+    pub vm: String,
+    /// Path of the file inside the guest
+    pub remote_path: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// VM name
+    pub vm: String,
+    /// Path of the file inside the guest
+    pub remote_path: String,
+    /// Local file to write
+    pub local_path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// VM name
+    pub vm: String,
+    /// Local file to read
+    pub local_path: PathBuf,
+    /// Path of the file inside the guest
+    pub remote_path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; anything beyond loopback must be asked for here
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9177")]
+    pub listen: String,
+    /// Seconds between background scans
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub interval: u64,
+    /// Log format on stderr
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn eject_needs_a_target() {
+        assert!(Cli::try_parse_from(["x", "eject"]).is_err());
+        assert!(Cli::try_parse_from(["x", "eject", "vm", "--all"]).is_err());
+        assert!(Cli::try_parse_from(["x", "eject", "--all", "--force"]).is_ok());
+        assert!(Cli::try_parse_from(["x", "-c", "test:///default", "scan", "--json"]).is_ok());
+        assert!(Cli::try_parse_from(["x", "scan", "--backend", "virsh"]).is_ok());
+    }
+}

@@ -1,0 +1,124 @@
+//! Line-based prompts on any reader/writer, so every interactive flow can be driven by
+//! piping input in a test. End of input is always a clean answer (`None`), never an error.
+
+use std::io::{self, BufRead, Write};
+
+use crate::render::text::sanitize;
+
+/// A question-and-answer session over a reader and a writer.
+pub struct Prompter<'a> {
+    input: &'a mut dyn BufRead,
+    output: &'a mut dyn Write,
+}
+
+impl<'a> Prompter<'a> {
+    pub fn new(input: &'a mut dyn BufRead, output: &'a mut dyn Write) -> Prompter<'a> {
+        Prompter { input, output }
+    }
+
+    /// Where flows write what they have to say.
+    pub fn out(&mut self) -> &mut dyn Write {
+        self.output
+    }
+
+    /// Print `question` (no newline), read one line. `None` at end of input.
+    pub fn ask(&mut self, question: &str) -> io::Result<Option<String>> {
+        write!(self.output, "{question}")?;
+        self.output.flush()?;
+        let mut line = String::new();
+        if self.input.read_line(&mut line)? == 0 {
+            writeln!(self.output)?;
+            return Ok(None);
+        }
+        Ok(Some(line.trim_end_matches(['\n', '\r']).to_string()))
+    }
+
+    /// Yes/no; empty input takes `default`. `None` at end of input.
+    pub fn confirm(&mut self, question: &str, default: bool) -> io::Result<Option<bool>> {
+        let hint = if default { "[Y/n]" } else { "[y/N]" };
+        loop {
+            let Some(a) = self.ask(&format!("{question} {hint} "))? else {
+                return Ok(None);
+            };
+            match a.trim().to_ascii_lowercase().as_str() {
+                "" => return Ok(Some(default)),
+                "y" | "yes" => return Ok(Some(true)),
+                "n" | "no" => return Ok(Some(false)),
+                _ => writeln!(self.output, "Please answer y or n.")?,
+            }
+        }
+    }
+
+    /// A numbered list; the user types a number or the item's exact text.
+    /// Empty input or end of input → `None` (cancel).
+    pub fn choose(&mut self, title: &str, items: &[String]) -> io::Result<Option<usize>> {
+        if items.is_empty() {
+            return Ok(None);
+        }
+        writeln!(self.output, "{title}")?;
+        for (i, item) in items.iter().enumerate() {
+            writeln!(self.output, "{:>3}) {}", i + 1, sanitize(item))?;
+        }
+        loop {
+            let Some(a) = self.ask(&format!("Choose 1-{} (empty to cancel): ", items.len()))?
+            else {
+                return Ok(None);
+            };
+            let a = a.trim();
+            if a.is_empty() {
+                return Ok(None);
+            }
+            if let Ok(n) = a.parse::<usize>() {
+                if (1..=items.len()).contains(&n) {
+                    return Ok(Some(n - 1));
+                }
+            } else if let Some(i) = items.iter().position(|it| it == a) {
+                return Ok(Some(i));
+            }
+            writeln!(
+                self.output,
+                "{:?} is not on the list: type a number from 1 to {}.",
+                sanitize(a),
+                items.len()
+            )?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run<T>(input: &str, f: impl FnOnce(&mut Prompter) -> T) -> (T, String) {
+        let mut inp = io::Cursor::new(input.as_bytes().to_vec());
+        let mut out = Vec::new();
+        let r = f(&mut Prompter::new(&mut inp, &mut out));
+        (r, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn choose_by_number_name_retry_and_cancel() {
+        let items = vec!["alpha".to_string(), "beta".to_string()];
+        let (r, out) = run("9\nbeta\n", |p| p.choose("VMs:", &items).unwrap());
+        assert_eq!(r, Some(1));
+        assert!(out.contains("  1) alpha"));
+        assert!(out.contains("not on the list"));
+        let (r, _) = run("2\n", |p| p.choose("VMs:", &items).unwrap());
+        assert_eq!(r, Some(1));
+        let (r, _) = run("\n", |p| p.choose("VMs:", &items).unwrap());
+        assert_eq!(r, None);
+        let (r, _) = run("", |p| p.choose("VMs:", &items).unwrap());
+        assert_eq!(r, None);
+    }
+
+    #[test]
+    fn confirm_defaults_and_eof() {
+        assert_eq!(run("\n", |p| p.confirm("ok?", true).unwrap()).0, Some(true));
+        assert_eq!(
+            run("maybe\nn\n", |p| p.confirm("ok?", true).unwrap()).0,
+            Some(false)
+        );
+        assert_eq!(run("", |p| p.confirm("ok?", true).unwrap()).0, None);
+        assert_eq!(run("x\r\n", |p| p.ask("q").unwrap()).0, Some("x".into()));
+    }
+}

@@ -1,0 +1,207 @@
+//! Settings, resolved once: flags beat environment beat the config file beat defaults.
+//!
+//! The config file is TOML in the user's config directory
+//! (`$XDG_CONFIG_HOME/dismount_iso_qemu/config.toml`, or `--config FILE`):
+//!
+//! ```toml
+//! uri = "qemu:///system"
+//! backend = "native"      # or "virsh"
+//! probe_timeout = 5       # seconds
+//! cache_ttl = 60          # seconds
+//! jobs = 32
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::hypervisor::Backend;
+
+pub const DEFAULT_PROBE_TIMEOUT_SECS: f64 = 5.0;
+pub const DEFAULT_CACHE_TTL_SECS: u64 = 60;
+pub const DEFAULT_JOBS: usize = 32;
+
+/// What the config file may hold. Unknown keys are an error, so typos are noticed.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub uri: Option<String>,
+    pub backend: Option<Backend>,
+    pub probe_timeout: Option<f64>,
+    pub cache_ttl: Option<u64>,
+    pub jobs: Option<usize>,
+}
+
+/// The settings given on the command line or in the environment (clap reads both).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub uri: Option<String>,
+    pub backend: Option<Backend>,
+    pub probe_timeout: Option<f64>,
+    pub cache_ttl: Option<u64>,
+    pub jobs: Option<usize>,
+    pub config_file: Option<PathBuf>,
+}
+
+/// The resolved settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `None`: libvirt's own default.
+    pub uri: Option<String>,
+    pub backend: Backend,
+    pub probe_timeout: Duration,
+    pub cache_ttl: Duration,
+    pub jobs: usize,
+    pub cache_path: Option<PathBuf>,
+}
+
+/// The default config file location.
+pub fn default_config_path() -> Option<PathBuf> {
+    dirs::config_dir().map(|d| d.join("dismount_iso_qemu").join("config.toml"))
+}
+
+/// Read a config file. A missing default file is fine; a missing explicit one, or a file
+/// that does not parse, is an error naming the file.
+pub fn read_file(path: &Path, explicit: bool) -> Result<FileConfig, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            format!(
+                "config file {}{}: {} (keys: uri, backend, probe_timeout, cache_ttl, jobs)",
+                path.display(),
+                line.map(|l| format!(" line {l}")).unwrap_or_default(),
+                e.message().replace('\n', " ")
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            Ok(FileConfig::default())
+        }
+        Err(e) => Err(format!("cannot read config file {}: {e}", path.display())),
+    }
+}
+
+fn env_uri() -> Option<String> {
+    ["LIBVIRT_URI", "LIBVIRT_DEFAULT_URI"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .find(|v| !v.trim().is_empty())
+}
+
+/// Resolve: flag/env (already merged by clap) > libvirt's env > file > default.
+pub fn resolve(o: &Overrides) -> Result<Settings, String> {
+    let (path, explicit) = match &o.config_file {
+        Some(p) => (Some(p.clone()), true),
+        None => (default_config_path(), false),
+    };
+    let file = match &path {
+        Some(p) => read_file(p, explicit)?,
+        None => FileConfig::default(),
+    };
+    resolve_with(o, env_uri(), file)
+}
+
+/// The pure part of [`resolve`].
+pub fn resolve_with(
+    o: &Overrides,
+    env_uri: Option<String>,
+    file: FileConfig,
+) -> Result<Settings, String> {
+    let probe_timeout = o
+        .probe_timeout
+        .or(file.probe_timeout)
+        .unwrap_or(DEFAULT_PROBE_TIMEOUT_SECS);
+    if !(probe_timeout.is_finite() && probe_timeout > 0.0 && probe_timeout <= 3600.0) {
+        return Err(format!(
+            "probe timeout must be between 0 and 3600 seconds, got {probe_timeout}"
+        ));
+    }
+    let jobs = o.jobs.or(file.jobs).unwrap_or(DEFAULT_JOBS);
+    if jobs == 0 || jobs > 1024 {
+        return Err(format!("jobs must be between 1 and 1024, got {jobs}"));
+    }
+    Ok(Settings {
+        uri: o.uri.clone().or(env_uri).or(file.uri),
+        backend: o.backend.or(file.backend).unwrap_or(Backend::Native),
+        probe_timeout: Duration::from_secs_f64(probe_timeout),
+        cache_ttl: Duration::from_secs(
+            o.cache_ttl
+                .or(file.cache_ttl)
+                .unwrap_or(DEFAULT_CACHE_TTL_SECS),
+        ),
+        jobs,
+        cache_path: crate::probe::cache::OsCache::default_path(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_env_beat_file_beat_defaults() {
+        let file = FileConfig {
+            uri: Some("qemu:///session".into()),
+            backend: Some(Backend::Virsh),
+            probe_timeout: Some(9.0),
+            cache_ttl: Some(10),
+            jobs: Some(3),
+        };
+        let none = Overrides::default();
+        let s = resolve_with(&none, None, FileConfig::default()).unwrap();
+        assert_eq!(s.uri, None);
+        assert_eq!(s.backend, Backend::Native);
+        assert_eq!(s.probe_timeout, Duration::from_secs(5));
+        assert_eq!(s.cache_ttl, Duration::from_secs(60));
+
+        let s = resolve_with(&none, None, file).unwrap();
+        assert_eq!(s.uri.as_deref(), Some("qemu:///session"));
+        assert_eq!(s.backend, Backend::Virsh);
+        assert_eq!(s.jobs, 3);
+
+        let file = FileConfig {
+            uri: Some("qemu:///session".into()),
+            ..FileConfig::default()
+        };
+        let s = resolve_with(&none, Some("test:///default".into()), file).unwrap();
+        assert_eq!(s.uri.as_deref(), Some("test:///default"));
+
+        let flags = Overrides {
+            uri: Some("qemu:///system".into()),
+            probe_timeout: Some(0.5),
+            ..Overrides::default()
+        };
+        let s = resolve_with(
+            &flags,
+            Some("test:///default".into()),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(s.uri.as_deref(), Some("qemu:///system"));
+        assert_eq!(s.probe_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn bad_values_are_one_clear_line() {
+        let o = Overrides {
+            probe_timeout: Some(0.0),
+            ..Overrides::default()
+        };
+        assert!(resolve_with(&o, None, FileConfig::default())
+            .unwrap_err()
+            .contains("probe timeout"));
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "uri = \"x\"\nprobe_timout = 3\n").unwrap();
+        let e = read_file(&p, true).unwrap_err();
+        assert!(e.contains("probe_timout"), "{e}");
+        assert!(!e.contains('\n'));
+        assert!(read_file(&dir.path().join("missing.toml"), true).is_err());
+        assert_eq!(
+            read_file(&dir.path().join("missing.toml"), false).unwrap(),
+            FileConfig::default()
+        );
+    }
+}

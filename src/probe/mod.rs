@@ -1,0 +1,453 @@
+//! ProbeManager: one scan of a connection → a [`Snapshot`].
+//!
+//! Cheap facts (state, memory, CPU, XML) are read fresh every time. Guest OS answers need
+//! the guest agent, which can be absent, disabled or frozen, so they run on a bounded
+//! pool with one probe (and so at most one agent call) in flight per VM, under a deadline
+//! the tool enforces itself: the snapshot is finished when every probe answered or the
+//! deadline passed, and a late answer is dropped. Answers and timeouts are cached with a
+//! TTL so a frozen agent costs its timeout once per TTL, not once per scan.
+
+pub mod cache;
+pub mod os;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::agent::Agent;
+use crate::domxml;
+use crate::hypervisor::{DomainInfo, HvError, HvResult, Hypervisor, XmlScope};
+use crate::snapshot::{AgentStatus, OsAnswer, OsSource, Snapshot, VmRow};
+
+use cache::{now_unix, CacheEntry, OsCache};
+use os::OsinfoDb;
+
+/// Settings of the probe manager (from flags, environment, config file, defaults).
+#[derive(Debug, Clone)]
+pub struct ProbeSettings {
+    /// The whole scan's agent deadline.
+    pub timeout: Duration,
+    /// How long OS answers (and remembered timeouts) stay valid.
+    pub cache_ttl: Duration,
+    /// Size of the probe pool.
+    pub jobs: usize,
+    /// Ignore cached answers (fresh answers are still stored).
+    pub no_cache: bool,
+    /// Where the cache persists; `None` keeps it in memory only.
+    pub cache_path: Option<PathBuf>,
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        ProbeSettings {
+            timeout: Duration::from_secs(5),
+            cache_ttl: Duration::from_secs(60),
+            jobs: 32,
+            no_cache: false,
+            cache_path: None,
+        }
+    }
+}
+
+/// Progress of a running scan, for a spinner: probes finished / started.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub done: AtomicUsize,
+    pub total: AtomicUsize,
+}
+
+/// What one agent probe found.
+#[derive(Debug, Clone)]
+struct ProbeOutcome {
+    agent: AgentStatus,
+    /// `Some` when the agent told us the OS.
+    os: Option<OsAnswer>,
+    /// Why the agent gave no OS.
+    reason: Option<String>,
+}
+
+pub struct ProbeManager {
+    hv: Arc<dyn Hypervisor>,
+    settings: ProbeSettings,
+    cache: Mutex<OsCache>,
+    /// UUIDs whose probe is still running (possibly from an earlier scan): never start a
+    /// second one, libvirt would only queue it behind the first.
+    in_flight: Arc<Mutex<HashSet<String>>>,
+    osinfo: OsinfoDb,
+}
+
+fn agent_failure(e: &HvError) -> (AgentStatus, String) {
+    match e {
+        HvError::AgentNotConnected(_) => (AgentStatus::Absent, "agent not connected".into()),
+        HvError::AgentTimeout(_) => (AgentStatus::Timeout, "agent timed out".into()),
+        HvError::AgentCommandDisabled { command, .. } => (
+            AgentStatus::Disabled,
+            format!("{command} is disabled in the guest agent"),
+        ),
+        HvError::DomainNotRunning(_) => (AgentStatus::NotAsked, "VM not running".into()),
+        other => (AgentStatus::Error, format!("agent error: {other}")),
+    }
+}
+
+/// Is this failure of `guest-get-osinfo` one the guest-exec fallback can work around?
+fn osinfo_unavailable(e: &HvError) -> bool {
+    match e {
+        HvError::AgentCommandDisabled { .. } => true,
+        HvError::AgentCommandFailed { message, .. } => {
+            let m = message.to_ascii_lowercase();
+            m.contains("not been found") || m.contains("not found") || m.contains("unknown command")
+        }
+        _ => false,
+    }
+}
+
+/// The OS detection chain for one running guest: `guest-get-osinfo`, then `guest-exec`.
+fn probe_guest(hv: &dyn Hypervisor, domain: &str, deadline: Instant) -> ProbeOutcome {
+    let call_timeout = |d: Instant| {
+        d.saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1))
+    };
+    let agent = Agent::new(hv, domain, call_timeout(deadline));
+    let osinfo_reason = match agent.osinfo() {
+        Ok(info) => {
+            if let Some(text) = os::from_osinfo(&info) {
+                return ProbeOutcome {
+                    agent: AgentStatus::Ok,
+                    os: Some(OsAnswer::known(text, info.id, OsSource::GuestGetOsinfo)),
+                    reason: None,
+                };
+            }
+            "guest-get-osinfo gave no name".to_string()
+        }
+        Err(e) if osinfo_unavailable(&e) => agent_failure(&e).1,
+        Err(e) => {
+            let (agent, reason) = agent_failure(&e);
+            return ProbeOutcome {
+                agent,
+                os: None,
+                reason: Some(reason),
+            };
+        }
+    };
+
+    // Fallback: ask the guest to print what it is. Linux first, then Windows.
+    type Parse = fn(&str) -> Option<(String, Option<String>)>;
+    let attempts: [(&str, &[&str], Parse); 4] = [
+        ("cat", &["/etc/os-release"], os::from_os_release),
+        ("cat", &["/usr/lib/os-release"], os::from_os_release),
+        ("uname", &["-sr"], |s| os::from_uname(s).map(|t| (t, None))),
+        ("cmd.exe", &["/c", "ver"], |s| {
+            os::from_windows_ver(s).map(|t| (t, Some("mswindows".to_string())))
+        }),
+    ];
+    for (path, args, parse) in attempts {
+        let agent = Agent::new(hv, domain, call_timeout(deadline));
+        match agent.exec(path, args, deadline) {
+            Ok(out) if out.success() => {
+                if let Some((text, id)) = parse(&String::from_utf8_lossy(&out.stdout)) {
+                    return ProbeOutcome {
+                        agent: AgentStatus::Ok,
+                        os: Some(OsAnswer::known(text, id, OsSource::GuestExec)),
+                        reason: None,
+                    };
+                }
+            }
+            Ok(_) => {}
+            // The program does not exist in this guest: try the next one.
+            Err(HvError::AgentCommandFailed { .. }) => {}
+            Err(e @ HvError::AgentCommandDisabled { .. }) => {
+                return ProbeOutcome {
+                    agent: AgentStatus::Disabled,
+                    os: None,
+                    reason: Some(format!("{osinfo_reason}; {}", agent_failure(&e).1)),
+                };
+            }
+            Err(e) => {
+                let (agent, reason) = agent_failure(&e);
+                return ProbeOutcome {
+                    agent,
+                    os: None,
+                    reason: Some(reason),
+                };
+            }
+        }
+    }
+    ProbeOutcome {
+        agent: AgentStatus::Ok,
+        os: None,
+        reason: Some(format!(
+            "{osinfo_reason}; no os-release, uname or ver answered"
+        )),
+    }
+}
+
+struct Task {
+    uuid: String,
+    name: String,
+}
+
+impl ProbeManager {
+    pub fn new(hv: Arc<dyn Hypervisor>, settings: ProbeSettings) -> ProbeManager {
+        let cache = match &settings.cache_path {
+            Some(p) => OsCache::load(p),
+            None => OsCache::in_memory(),
+        };
+        ProbeManager {
+            hv,
+            settings,
+            cache: Mutex::new(cache),
+            in_flight: Arc::new(Mutex::new(HashSet::new())),
+            osinfo: OsinfoDb::system(),
+        }
+    }
+
+    /// Use another osinfo database (tests).
+    pub fn with_osinfo_db(mut self, db: OsinfoDb) -> ProbeManager {
+        self.osinfo = db;
+        self
+    }
+
+    pub fn hypervisor(&self) -> &Arc<dyn Hypervisor> {
+        &self.hv
+    }
+
+    pub fn settings(&self) -> &ProbeSettings {
+        &self.settings
+    }
+
+    pub fn scan(&self) -> HvResult<Snapshot> {
+        self.scan_with_progress(&Progress::default())
+    }
+
+    /// One scan. Errors only when the connection itself fails; per-VM problems end up in
+    /// the rows (and in `Snapshot::errors`).
+    pub fn scan_with_progress(&self, progress: &Progress) -> HvResult<Snapshot> {
+        let started = Instant::now();
+        let deadline = started + self.settings.timeout;
+        let uri = self.hv.uri();
+        let mut domains = self.hv.list_domains()?;
+        domains.sort_by(|a, b| a.name.cmp(&b.name));
+
+        let names: Vec<String> = domains.iter().map(|d| d.name.clone()).collect();
+        let xmls = self.hv.domain_xmls(&names, XmlScope::Current);
+        let mut errors = Vec::new();
+        let facts: Vec<domxml::DomainXmlFacts> = domains
+            .iter()
+            .zip(xmls)
+            .map(|(d, xml)| {
+                match xml
+                    .map_err(|e| e.to_string())
+                    .and_then(|x| domxml::parse(&x))
+                {
+                    Ok(f) => f,
+                    Err(e) => {
+                        errors.push(format!("{}: {e}", d.name));
+                        domxml::DomainXmlFacts::default()
+                    }
+                }
+            })
+            .collect();
+
+        // Which guests need their agent asked now?
+        let ttl = self.settings.cache_ttl.as_secs();
+        let mut cached: HashMap<String, CacheEntry> = HashMap::new();
+        let mut tasks = Vec::new();
+        let mut busy = HashSet::new();
+        {
+            let cache = lock(&self.cache);
+            let mut in_flight = lock(&self.in_flight);
+            for d in domains.iter().filter(|d| d.state.agent_may_answer()) {
+                if !self.settings.no_cache {
+                    if let Some(e) = cache.get(&uri, &d.uuid, ttl) {
+                        cached.insert(d.uuid.clone(), e.clone());
+                        continue;
+                    }
+                }
+                if in_flight.insert(d.uuid.clone()) {
+                    tasks.push(Task {
+                        uuid: d.uuid.clone(),
+                        name: d.name.clone(),
+                    });
+                } else {
+                    busy.insert(d.uuid.clone());
+                }
+            }
+        }
+
+        let outcomes = self.run_probes(tasks, deadline, progress);
+
+        // Assemble rows, remembering fresh answers and timeouts.
+        let now = now_unix();
+        let mut cache = lock(&self.cache);
+        let mut vms = Vec::with_capacity(domains.len());
+        for (d, f) in domains.into_iter().zip(facts) {
+            let (agent, mut os, probe_ms) = if !d.state.agent_may_answer() {
+                (
+                    AgentStatus::NotAsked,
+                    OsAnswer::unknown(format!("VM {}", d.state.as_str())),
+                    None,
+                )
+            } else if let Some(e) = cached.remove(&d.uuid) {
+                let mut os = e.os;
+                os.cached = true;
+                (e.agent, os, None)
+            } else if busy.contains(&d.uuid) {
+                (
+                    AgentStatus::Timeout,
+                    OsAnswer::unknown("agent timed out (an earlier probe is still waiting)"),
+                    None,
+                )
+            } else {
+                match outcomes.get(&d.uuid) {
+                    Some((o, ms)) => {
+                        let os = o.os.clone().unwrap_or_else(|| {
+                            OsAnswer::unknown(o.reason.clone().unwrap_or_default())
+                        });
+                        if o.os.is_some() || o.agent == AgentStatus::Timeout {
+                            cache.put(
+                                &uri,
+                                &d.uuid,
+                                CacheEntry {
+                                    name: d.name.clone(),
+                                    stored_at: now,
+                                    agent: o.agent,
+                                    os: os.clone(),
+                                },
+                            );
+                        }
+                        (o.agent, os, Some(*ms))
+                    }
+                    None => {
+                        let os = OsAnswer::unknown(format!(
+                            "agent timed out (no answer within {}s)",
+                            self.settings.timeout.as_secs_f64()
+                        ));
+                        cache.put(
+                            &uri,
+                            &d.uuid,
+                            CacheEntry {
+                                name: d.name.clone(),
+                                stored_at: now,
+                                agent: AgentStatus::Timeout,
+                                os: os.clone(),
+                            },
+                        );
+                        (AgentStatus::Timeout, os, None)
+                    }
+                }
+            };
+            if os.text.is_none() {
+                if let Some(id) = &f.libosinfo_id {
+                    let reason = os.reason.take();
+                    os = OsAnswer::known(
+                        self.osinfo.name_for(id),
+                        Some(id.clone()),
+                        OsSource::LibosinfoMetadata,
+                    );
+                    os.reason = reason;
+                }
+            }
+            vms.push(row(d, f, os, agent, probe_ms));
+        }
+        if let Err(e) = cache.save(ttl) {
+            errors.push(format!("could not save the OS cache: {e}"));
+        }
+        Ok(Snapshot {
+            uri,
+            taken_at: now_unix(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            vms,
+            errors,
+        })
+    }
+
+    /// Run the probes on a bounded pool; return what answered before `deadline`.
+    fn run_probes(
+        &self,
+        tasks: Vec<Task>,
+        deadline: Instant,
+        progress: &Progress,
+    ) -> HashMap<String, (ProbeOutcome, u64)> {
+        let mut answers = HashMap::new();
+        if tasks.is_empty() {
+            return answers;
+        }
+        progress.total.store(tasks.len(), Ordering::Relaxed);
+        let expected = tasks.len();
+        let (task_tx, task_rx) = crossbeam_channel::unbounded::<Task>();
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        for t in tasks {
+            // The receiver lives until the workers end; sending cannot fail here.
+            let _ = task_tx.send(t);
+        }
+        drop(task_tx);
+        for _ in 0..self.settings.jobs.clamp(1, expected) {
+            let rx = task_rx.clone();
+            let tx = done_tx.clone();
+            let hv = Arc::clone(&self.hv);
+            let in_flight = Arc::clone(&self.in_flight);
+            // Detached on purpose: a worker stuck on a frozen agent must not hold up the
+            // scan; its late answer goes to a closed channel and is dropped.
+            thread::spawn(move || {
+                for task in rx.iter() {
+                    if Instant::now() >= deadline {
+                        lock(&in_flight).remove(&task.uuid);
+                        continue;
+                    }
+                    let t0 = Instant::now();
+                    let outcome = probe_guest(hv.as_ref(), &task.name, deadline);
+                    let ms = t0.elapsed().as_millis() as u64;
+                    lock(&in_flight).remove(&task.uuid);
+                    if tx.send((task.uuid, outcome, ms)).is_err() {
+                        // The scan is over; later tasks would be dropped too.
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        while answers.len() < expected {
+            match done_rx.recv_deadline(deadline) {
+                Ok((uuid, outcome, ms)) => {
+                    answers.insert(uuid, (outcome, ms));
+                    progress.done.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => break,
+            }
+        }
+        answers
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panicking probe thread cannot leave these maps half-updated in a harmful way.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn row(
+    d: DomainInfo,
+    f: domxml::DomainXmlFacts,
+    os: OsAnswer,
+    agent: AgentStatus,
+    probe_ms: Option<u64>,
+) -> VmRow {
+    VmRow {
+        name: d.name,
+        uuid: d.uuid,
+        state: d.state,
+        persistent: d.persistent,
+        vcpus: d.vcpus,
+        memory_used_kib: d.memory_used_kib,
+        memory_max_kib: d.memory_max_kib,
+        cpu_time_seconds: d.cpu_time_ns as f64 / 1e9,
+        media: f.cdroms,
+        os,
+        agent,
+        probe_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests;

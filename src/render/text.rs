@@ -1,0 +1,113 @@
+//! Terminal-safe text and display-width layout. Guest-supplied strings (OS names, VM
+//! names, paths) are untrusted: control characters and bidi overrides are replaced with
+//! visible escapes before anything reaches a terminal.
+
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+
+/// Replace every control character (C0, DEL, C1) and bidi control with a visible
+/// `\xNN` / `\u{NNNN}` escape. Everything else passes through unchanged.
+pub fn sanitize(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let code = c as u32;
+        if c.is_control() {
+            if code <= 0xff {
+                out.push_str(&format!("\\x{code:02x}"));
+            } else {
+                out.push_str(&format!("\\u{{{code:04x}}}"));
+            }
+        } else if is_bidi_control(c) {
+            out.push_str(&format!("\\u{{{code:04x}}}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(c as u32, 0x200e | 0x200f | 0x061c | 0x202a..=0x202e | 0x2066..=0x2069)
+}
+
+/// Display width of `s` on a terminal.
+pub fn width(s: &str) -> usize {
+    UnicodeWidthStr::width(s)
+}
+
+/// Cut `s` to at most `max` display columns, ending with `…` when cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    if width(s) <= max {
+        return s.to_string();
+    }
+    if max == 0 {
+        return String::new();
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in s.chars() {
+        let w = UnicodeWidthChar::width(c).unwrap_or(0);
+        if used + w > max - 1 {
+            break;
+        }
+        out.push(c);
+        used += w;
+    }
+    out.push('…');
+    out
+}
+
+/// `s` cut to `max` columns and padded with spaces to exactly `cell` columns
+/// (`cell` ≥ `max`), so columns line up by display width.
+pub fn cell(s: &str, max: usize, cell: usize) -> String {
+    let mut t = truncate(s, max);
+    let w = width(&t);
+    for _ in w..cell {
+        t.push(' ');
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn escapes_controls_visibly() {
+        assert_eq!(sanitize("Ubuntu\x1b[31m red"), "Ubuntu\\x1b[31m red");
+        assert_eq!(sanitize("a\nb\tc\u{7f}"), "a\\x0ab\\x09c\\x7f");
+        assert_eq!(sanitize("x\u{9b}y"), "x\\x9by");
+        assert_eq!(sanitize("evil\u{202e}txt"), "evil\\u{202e}txt");
+        assert_eq!(
+            sanitize("CentOS Stream 10 (Coughlan)"),
+            "CentOS Stream 10 (Coughlan)"
+        );
+        assert_eq!(sanitize("東京-vm é"), "東京-vm é");
+    }
+
+    #[test]
+    fn truncates_by_display_width() {
+        assert_eq!(truncate("abcdef", 6), "abcdef");
+        assert_eq!(truncate("abcdefg", 6), "abcde…");
+        assert_eq!(truncate("東京東京", 5), "東京…");
+        assert_eq!(width(&truncate("東京東京", 4)), 3);
+        assert_eq!(cell("東京", 20, 21).chars().count(), 2 + 17);
+        assert_eq!(width(&cell("東京", 20, 21)), 21);
+    }
+
+    proptest! {
+        #[test]
+        fn sanitized_text_has_no_controls(s in any::<String>()) {
+            let t = sanitize(&s);
+            prop_assert!(!t.chars().any(|c| c.is_control() || is_bidi_control(c)));
+        }
+
+        #[test]
+        fn cells_are_exactly_their_width(s in "\\PC{0,40}", max in 1usize..30) {
+            let s = sanitize(&s);
+            let c = cell(&s, max, max + 1);
+            // Zero-width and wide characters can leave one column short of max.
+            prop_assert!(width(&c) == max + 1);
+        }
+    }
+}

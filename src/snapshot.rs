@@ -1,0 +1,128 @@
+//! The plain data every view reads: one `Snapshot` of `VmRow`s. The table, `scan --json`,
+//! the menu and `/metrics` are views of this; none of them calls libvirt itself.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domxml::CdromDrive;
+use crate::hypervisor::DomainState;
+
+/// Where an OS answer came from (the JSON spells these exactly so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OsSource {
+    #[serde(rename = "guest-get-osinfo")]
+    GuestGetOsinfo,
+    #[serde(rename = "guest-exec")]
+    GuestExec,
+    #[serde(rename = "libosinfo-metadata")]
+    LibosinfoMetadata,
+}
+
+impl OsSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OsSource::GuestGetOsinfo => "guest-get-osinfo",
+            OsSource::GuestExec => "guest-exec",
+            OsSource::LibosinfoMetadata => "libosinfo-metadata",
+        }
+    }
+}
+
+/// What the guest agent did for this scan — the `agent` field in JSON and the metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentStatus {
+    /// Answered (now, or within the cache TTL).
+    Ok,
+    /// Did not answer before the deadline.
+    Timeout,
+    /// The agent runs but the commands we need are disabled by its allow/block list.
+    Disabled,
+    /// No agent connected (not installed, not started, no channel).
+    Absent,
+    /// The agent answered with an error we could not classify.
+    Error,
+    /// Not asked: the VM is not running.
+    NotAsked,
+}
+
+impl AgentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Ok => "ok",
+            AgentStatus::Timeout => "timeout",
+            AgentStatus::Disabled => "disabled",
+            AgentStatus::Absent => "absent",
+            AgentStatus::Error => "error",
+            AgentStatus::NotAsked => "not-asked",
+        }
+    }
+}
+
+/// The guest OS: text plus its source, or, when unknown, the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OsAnswer {
+    /// Readable OS name, untrusted (it may come from inside the guest).
+    pub text: Option<String>,
+    /// The OS id (os-release `ID`, osinfo `id`, or the libosinfo URI), untrusted.
+    pub id: Option<String>,
+    pub source: Option<OsSource>,
+    /// Why `text` is missing (or why the agent could not be used, when the answer came
+    /// from a fallback).
+    pub reason: Option<String>,
+    /// The answer was served from the cache, not asked during this scan.
+    pub cached: bool,
+}
+
+impl OsAnswer {
+    pub fn known(text: String, id: Option<String>, source: OsSource) -> OsAnswer {
+        OsAnswer {
+            text: Some(text),
+            id,
+            source: Some(source),
+            reason: None,
+            cached: false,
+        }
+    }
+
+    pub fn unknown(reason: impl Into<String>) -> OsAnswer {
+        OsAnswer {
+            text: None,
+            id: None,
+            source: None,
+            reason: Some(reason.into()),
+            cached: false,
+        }
+    }
+}
+
+/// One VM of the table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmRow {
+    pub name: String,
+    pub uuid: String,
+    pub state: DomainState,
+    pub persistent: bool,
+    pub vcpus: u32,
+    pub memory_used_kib: u64,
+    pub memory_max_kib: u64,
+    pub cpu_time_seconds: f64,
+    /// CD-ROM drives of the running (or, when off, the persistent) definition.
+    pub media: Vec<CdromDrive>,
+    pub os: OsAnswer,
+    pub agent: AgentStatus,
+    /// How long this scan's agent probe took, when one ran.
+    pub probe_ms: Option<u64>,
+}
+
+/// One scan of one connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub uri: String,
+    /// Unix time (seconds) the scan finished.
+    pub taken_at: u64,
+    pub duration_ms: u64,
+    /// Sorted by name.
+    pub vms: Vec<VmRow>,
+    /// Per-VM problems that are not about the guest agent (e.g. unreadable XML).
+    pub errors: Vec<String>,
+}
