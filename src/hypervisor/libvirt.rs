@@ -344,14 +344,23 @@ impl Hypervisor for NativeHypervisor {
     }
 
     fn list_domains(&self) -> HvResult<Vec<DomainInfo>> {
-        let domains = self
-            .conn
-            .list_all_domains(0)
-            .map_err(|e| classify_domain_error(&self.uri, "listing domains", "*", &e))?;
-        let domains: Vec<Owned<Domain>> = domains.into_iter().map(Owned::new).collect();
+        // Listing persistent and transient domains apart tells each domain's persistence
+        // without one more RPC per domain; a domain that changes kind in between is
+        // reported in whichever list saw it.
+        let mut domains: Vec<(Owned<Domain>, bool)> = Vec::new();
+        for (flag, persistent) in [
+            (sys::VIR_CONNECT_LIST_DOMAINS_PERSISTENT, true),
+            (sys::VIR_CONNECT_LIST_DOMAINS_TRANSIENT, false),
+        ] {
+            let listed = self
+                .conn
+                .list_all_domains(flag)
+                .map_err(|e| classify_domain_error(&self.uri, "listing domains", "*", &e))?;
+            domains.extend(listed.into_iter().map(|d| (Owned::new(d), persistent)));
+        }
         let mut out = Vec::with_capacity(domains.len());
-        for dom in &domains {
-            match domain_info(dom) {
+        for (dom, persistent) in &domains {
+            match domain_info(dom, *persistent) {
                 Ok(info) => out.push(info),
                 // Undefined between the list and the query: it is simply no longer there.
                 Err(e) if code(&e) == sys::VIR_ERR_NO_DOMAIN => continue,
@@ -462,15 +471,15 @@ impl Hypervisor for NativeHypervisor {
     }
 }
 
-/// The `dominfo` facts of one domain: two RPCs (info, persistence); name and UUID are
-/// cached in the handle.
-fn domain_info(dom: &Domain) -> Result<DomainInfo, VirtError> {
+/// The `dominfo` facts of one domain: one RPC (name and UUID are cached in the handle).
+/// `virDomainGetInfo` needs no domain job, so a busy monitor or agent cannot stall it.
+fn domain_info(dom: &Domain, persistent: bool) -> Result<DomainInfo, VirtError> {
     let info = dom.info()?;
     Ok(DomainInfo {
         name: dom.name()?,
         uuid: dom.uuid_string()?,
         state: DomainState::from_libvirt(info.state.to_raw()),
-        persistent: dom.is_persistent()?,
+        persistent,
         vcpus: info.nr_virt_cpu,
         memory_max_kib: info.max_mem,
         memory_used_kib: info.memory,
