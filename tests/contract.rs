@@ -9,7 +9,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use dismount_iso_qemu::hypervisor::{self, Backend, DomainState, HvError, Hypervisor, XmlScope};
+use dismount_iso_qemu::hypervisor::{
+    self, Backend, ChangeScope, DomainState, HvError, Hypervisor, XmlScope,
+};
 use serde_json::json;
 
 /// libvirt's built-in test driver: one running domain named "test".
@@ -83,7 +85,7 @@ fn unknown_domain_is_no_such_domain(h: &dyn Hypervisor) {
         Err(HvError::NoSuchDomain(missing.into()))
     );
     assert_eq!(
-        h.update_device(missing, "<disk/>", hypervisor::ChangeScope::LIVE, false),
+        h.update_device(missing, "<disk/>", ChangeScope::LIVE, false),
         Err(HvError::NoSuchDomain(missing.into()))
     );
 }
@@ -107,6 +109,32 @@ fn lists_volumes_of_active_pools(h: &dyn Hypervisor) {
         volumes.iter().all(|v| v.pool == "default-pool"),
         "{volumes:?}"
     );
+}
+
+fn device_changes_fail_cleanly_where_unsupported(h: &dyn Hypervisor) {
+    // The test driver implements neither update nor attach: a clean error, not a panic.
+    let cdrom = "<disk type='file' device='cdrom'><target dev='sdb' bus='scsi'/><readonly/></disk>";
+    for scope in [ChangeScope::LIVE, ChangeScope::CONFIG, ChangeScope::BOTH] {
+        let err = h
+            .update_device("test", cdrom, scope, true)
+            .expect_err("unsupported");
+        assert!(
+            !err.is_connection() && !err.to_string().contains('\n'),
+            "{err:?}"
+        );
+        let err = h
+            .attach_device("test", cdrom, scope)
+            .expect_err("unsupported");
+        assert!(
+            !err.is_connection() && !err.to_string().contains('\n'),
+            "{err:?}"
+        );
+    }
+    let nothing = ChangeScope {
+        live: false,
+        config: false,
+    };
+    assert!(h.update_device("test", cdrom, nothing, false).is_err());
 }
 
 fn serves_many_threads_on_one_connection(h: &dyn Hypervisor) {
@@ -187,6 +215,42 @@ fn shut_off_windows_is_persistent(h: &dyn Hypervisor) {
         .expect("domain_xml");
     assert!(xml.contains("libosinfo:os"), "{xml}");
     assert!(xml.contains("win/2k22"), "{xml}");
+}
+
+fn live_xml_shows_the_cdrom(h: &dyn Hypervisor) {
+    let xml = h
+        .domain_xml(common::UBUNTU, XmlScope::Current)
+        .expect("domain_xml");
+    let doc = roxmltree::Document::parse(&xml).expect("domain XML parses");
+    let cdrom = doc
+        .descendants()
+        .find(|n| n.has_tag_name("disk") && n.attribute("device") == Some("cdrom"))
+        .expect("a CD-ROM drive");
+    let target = cdrom
+        .children()
+        .find(|n| n.has_tag_name("target"))
+        .expect("target");
+    assert_eq!(target.attribute("dev"), Some("sda"));
+    let source = cdrom
+        .children()
+        .find(|n| n.has_tag_name("source"))
+        .expect("an ISO inserted");
+    assert!(
+        source
+            .attribute("file")
+            .is_some_and(|f| f.ends_with(".iso")),
+        "{xml}"
+    );
+}
+
+fn lists_volumes_without_error(h: &dyn Hypervisor) {
+    let volumes = h.list_volumes().expect("list_volumes");
+    assert!(
+        volumes
+            .iter()
+            .all(|v| !v.pool.is_empty() && !v.path.is_empty()),
+        "{volumes:?}"
+    );
 }
 
 fn agent_reports_ubuntu(h: &dyn Hypervisor) {
@@ -322,6 +386,7 @@ on_test_driver!(
     unknown_domain_is_no_such_domain,
     agent_on_test_driver_fails_cleanly,
     lists_volumes_of_active_pools,
+    device_changes_fail_cleanly_where_unsupported,
     serves_many_threads_on_one_connection,
 );
 
@@ -330,6 +395,8 @@ on_open!(bad_uri_is_bad_uri, missing_socket_is_unreachable);
 on_harness!(
     harness_domains_have_their_states,
     shut_off_windows_is_persistent,
+    live_xml_shows_the_cdrom,
+    lists_volumes_without_error,
     agent_reports_ubuntu,
     missing_agent_is_not_connected_at_once,
     blocked_command_is_disabled,

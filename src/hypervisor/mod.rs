@@ -388,6 +388,15 @@ mod tests {
             ),
             HvError::AgentCommandDisabled { .. }
         ));
+        // qemu-ga 7.2 (--block-rpcs), as libvirt 9.0 relays it.
+        assert!(matches!(
+            classify_agent_message(
+                "vm",
+                "guest-get-osinfo",
+                "internal error: unable to execute QEMU agent command 'guest-get-osinfo': Command guest-get-osinfo has been disabled"
+            ),
+            HvError::AgentCommandDisabled { .. }
+        ));
     }
 
     #[test]
