@@ -283,7 +283,13 @@ pub fn command_name(command: &serde_json::Value) -> String {
 /// libvirt (the native one alongside an error code), so the wording rules live here once.
 pub fn classify_agent_message(domain: &str, command: &str, message: &str) -> HvError {
     let lower = message.to_ascii_lowercase();
-    if lower.contains("not connected") {
+    // libvirt 9.0's wordings for "no agent to talk to" (none configured, none started,
+    // gone mid-command, or marked broken after bad data until the guest reconnects).
+    if lower.contains("not connected")
+        || lower.contains("agent is not configured")
+        || lower.contains("agent disappeared")
+        || lower.contains("not available due to an error")
+    {
         HvError::AgentNotConnected(domain.to_string())
     } else if lower.contains("has been disabled") || lower.contains("commanddisabled") {
         HvError::AgentCommandDisabled {
@@ -350,6 +356,46 @@ mod tests {
         assert!(matches!(
             classify_agent_message(d, "guest-file-open", "internal error: unable to execute QEMU agent command 'guest-file-open': failed to open file '/nope': No such file or directory"),
             HvError::AgentCommandFailed { .. }
+        ));
+    }
+
+    #[test]
+    fn classifies_libvirt_9_agent_wordings() {
+        for gone in [
+            "argument unsupported: QEMU guest agent is not configured",
+            "Guest agent is not responding: QEMU guest agent is not available due to an error",
+            "internal error: Guest agent disappeared while executing command",
+        ] {
+            assert_eq!(
+                classify_agent_message("vm", "guest-ping", gone),
+                HvError::AgentNotConnected("vm".into()),
+                "{gone}"
+            );
+        }
+        assert_eq!(
+            classify_agent_message(
+                "vm",
+                "guest-ping",
+                "Timed out during operation: cannot acquire state change lock (held by monitor=remoteDispatchDomainQemuAgentCommand)"
+            ),
+            HvError::AgentTimeout("vm".into())
+        );
+        assert!(matches!(
+            classify_agent_message(
+                "vm",
+                "guest-get-osinfo",
+                "internal error: unable to execute QEMU agent command 'guest-get-osinfo': The command has been disabled for this instance"
+            ),
+            HvError::AgentCommandDisabled { .. }
+        ));
+        // qemu-ga 7.2 (--block-rpcs), as libvirt 9.0 relays it.
+        assert!(matches!(
+            classify_agent_message(
+                "vm",
+                "guest-get-osinfo",
+                "internal error: unable to execute QEMU agent command 'guest-get-osinfo': Command guest-get-osinfo has been disabled"
+            ),
+            HvError::AgentCommandDisabled { .. }
         ));
     }
 
