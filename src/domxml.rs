@@ -26,6 +26,20 @@ pub struct DomainXmlFacts {
     pub libosinfo_id: Option<String>,
     /// Disk buses with a controller present (`scsi`, `sata`, ...), for hot-add decisions.
     pub controllers: Vec<String>,
+    /// Target names of every disk (CD-ROM or not), so a new drive gets a free name.
+    pub disk_targets: Vec<String>,
+    /// Where each CD-ROM sits on its bus (`<address type='drive'>`), by target, to match
+    /// the drive with what the guest agent reports.
+    pub cdrom_addresses: Vec<(String, DriveAddress)>,
+}
+
+/// A drive's `<address type='drive' controller bus target unit/>`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriveAddress {
+    pub controller: u32,
+    pub bus: u32,
+    pub target: u32,
+    pub unit: u32,
 }
 
 /// Parse the facts we need from domain XML. Malformed XML is an error with the parser's
@@ -48,8 +62,21 @@ pub fn parse(xml: &str) -> Result<DomainXmlFacts, String> {
             continue;
         }
         match name.name() {
-            "disk" if node.attribute("device") == Some("cdrom") => {
-                facts.cdroms.push(parse_cdrom(node));
+            "disk" => {
+                let target = node
+                    .children()
+                    .find(|c| c.has_tag_name("target"))
+                    .and_then(|t| t.attribute("dev"));
+                if let Some(t) = target {
+                    facts.disk_targets.push(t.to_string());
+                }
+                if node.attribute("device") == Some("cdrom") {
+                    let drive = parse_cdrom(node);
+                    if let Some(a) = parse_drive_address(node) {
+                        facts.cdrom_addresses.push((drive.target.clone(), a));
+                    }
+                    facts.cdroms.push(drive);
+                }
             }
             "controller" => {
                 if let Some(t) = node.attribute("type") {
@@ -62,6 +89,23 @@ pub fn parse(xml: &str) -> Result<DomainXmlFacts, String> {
         }
     }
     Ok(facts)
+}
+
+fn parse_drive_address(disk: roxmltree::Node<'_, '_>) -> Option<DriveAddress> {
+    let a = disk
+        .children()
+        .find(|c| c.has_tag_name("address") && c.attribute("type") == Some("drive"))?;
+    let num = |name: &str| -> u32 {
+        a.attribute(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default()
+    };
+    Some(DriveAddress {
+        controller: num("controller"),
+        bus: num("bus"),
+        target: num("target"),
+        unit: num("unit"),
+    })
 }
 
 fn parse_cdrom(disk: roxmltree::Node<'_, '_>) -> CdromDrive {
@@ -93,9 +137,78 @@ fn parse_cdrom(disk: roxmltree::Node<'_, '_>) -> CdromDrive {
     drive
 }
 
+/// What goes into a CD-ROM drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaSource<'a> {
+    /// An image file (also what a storage volume of a directory pool is).
+    File(&'a str),
+    /// A host block device (`/dev/sr0`, an LVM volume holding an image).
+    Block(&'a str),
+}
+
+/// A `<disk device='cdrom'>` element for `update_device` (insert; `source` `None` ejects)
+/// or `attach_device` (a new drive). Every value is escaped, so any path that XML can
+/// carry (spaces, quotes, `&`, non-ASCII) arrives at libvirt unchanged; text XML cannot
+/// carry at all (most control characters) is refused.
+pub fn cdrom_device_xml(
+    target: &str,
+    bus: Option<&str>,
+    source: Option<MediaSource<'_>>,
+) -> Result<String, String> {
+    let kind = match source {
+        Some(MediaSource::Block(_)) => "block",
+        _ => "file",
+    };
+    let mut xml = format!("<disk type='{kind}' device='cdrom'><driver name='qemu' type='raw'/>");
+    match source {
+        Some(MediaSource::File(path)) => {
+            xml.push_str(&format!("<source file='{}'/>", escape_attr(path)?));
+        }
+        Some(MediaSource::Block(path)) => {
+            xml.push_str(&format!("<source dev='{}'/>", escape_attr(path)?));
+        }
+        None => {}
+    }
+    xml.push_str(&format!("<target dev='{}'", escape_attr(target)?));
+    if let Some(bus) = bus {
+        xml.push_str(&format!(" bus='{}'", escape_attr(bus)?));
+    }
+    xml.push_str("/><readonly/></disk>");
+    Ok(xml)
+}
+
+/// Escape text for an XML attribute value (quoted with either quote character).
+/// Tabs and line breaks become character references so attribute-value normalisation
+/// does not turn them into spaces.
+pub fn escape_attr(value: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            '\t' => out.push_str("&#9;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => {
+                return Err(format!(
+                    "{:?} contains the character U+{:04X}, which libvirt's XML cannot carry",
+                    crate::render::text::sanitize(value),
+                    c as u32
+                ));
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const WIN: &str = r#"<domain type='kvm'>
   <name>fs00</name>
@@ -152,5 +265,66 @@ mod tests {
     #[test]
     fn malformed_xml_is_an_error() {
         assert!(parse("<domain>").unwrap_err().starts_with("domain XML"));
+    }
+
+    #[test]
+    fn addresses_and_all_disk_targets() {
+        let xml = r#"<domain><devices>
+          <disk type='file' device='disk'><target dev='vda' bus='virtio'/></disk>
+          <disk type='file' device='cdrom'><target dev='sdc' bus='scsi'/>
+            <address type='drive' controller='0' bus='0' target='1' unit='2'/></disk>
+          <disk type='file' device='cdrom'><target dev='sda' bus='sata'/></disk>
+        </devices></domain>"#;
+        let f = parse(xml).unwrap();
+        assert_eq!(f.disk_targets, vec!["vda", "sdc", "sda"]);
+        assert_eq!(
+            f.cdrom_addresses,
+            vec![(
+                "sdc".to_string(),
+                DriveAddress {
+                    controller: 0,
+                    bus: 0,
+                    target: 1,
+                    unit: 2
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn device_xml_escapes_every_path() {
+        let path = "/isos/it's a \"disc\" <1> & more é\u{1F4BF}\tx\ny.iso";
+        let xml = cdrom_device_xml("sda", Some("sata"), Some(MediaSource::File(path))).unwrap();
+        assert!(!xml.contains("it's"), "{xml}");
+        let doc = format!("<domain><devices>{xml}</devices></domain>");
+        let f = parse(&doc).unwrap();
+        assert_eq!(f.cdroms[0].source.as_deref(), Some(path));
+        assert_eq!(f.cdroms[0].target, "sda");
+        assert!(f.cdroms[0].readonly);
+
+        let empty = cdrom_device_xml("hdc", None, None).unwrap();
+        assert_eq!(
+            empty,
+            "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/><target dev='hdc'/><readonly/></disk>"
+        );
+        let block =
+            cdrom_device_xml("sdb", Some("scsi"), Some(MediaSource::Block("/dev/sr0"))).unwrap();
+        assert!(block.starts_with("<disk type='block'"));
+        assert!(block.contains("<source dev='/dev/sr0'/>"));
+    }
+
+    #[test]
+    fn device_xml_refuses_what_xml_cannot_carry() {
+        let e = cdrom_device_xml("sda", None, Some(MediaSource::File("/a\u{1}b.iso"))).unwrap_err();
+        assert!(e.contains("U+0001"), "{e}");
+    }
+
+    proptest! {
+        #[test]
+        fn any_carryable_path_round_trips(path in "[^\u{0}-\u{8}\u{b}\u{c}\u{e}-\u{1f}\u{fffe}\u{ffff}]{1,60}") {
+            let xml = cdrom_device_xml("sda", Some("sata"), Some(MediaSource::File(&path))).unwrap();
+            let f = parse(&format!("<domain><devices>{xml}</devices></domain>")).unwrap();
+            prop_assert_eq!(f.cdroms[0].source.as_deref(), Some(path.as_str()));
+        }
     }
 }
