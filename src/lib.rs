@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod domxml;
 pub mod hypervisor;
+pub mod media;
 pub mod probe;
 pub mod render;
 pub mod snapshot;
@@ -137,6 +138,15 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Some(Command::Scan(args)) => {
             let app = App::connect(&cli, args.no_cache)?;
             scan(&app, args, &mut io::stdout().lock())
+        }
+        Some(Command::Isos(args)) => {
+            media::cmd::isos(&App::connect(&cli, false)?, args, &mut io::stdout().lock())
+        }
+        Some(Command::Mount(args)) => {
+            media::cmd::mount(&App::connect(&cli, false)?, args, &mut io::stdout().lock())
+        }
+        Some(Command::Eject(args)) => {
+            media::cmd::eject(&App::connect(&cli, false)?, args, &mut io::stdout().lock())
         }
         Some(other) => Err(Failure::usage(format!(
             "`{}` is not available yet in this version",

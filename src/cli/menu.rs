@@ -132,11 +132,15 @@ pub fn run(app: &App, input: &mut dyn BufRead, output: &mut dyn Write) -> Result
             return Ok(exit::OK);
         };
         match choice.trim() {
-            "1" => writeln!(
-                p.out(),
-                "Mount ISO is not available yet in this version; nothing was changed."
-            )?,
-            "2" => show_scan(&refresher, p.out())?,
+            "1" => {
+                crate::media::menu::mount_flow(app, &mut p)?;
+                refresher.refresh();
+            }
+            "2" => {
+                show_scan(&refresher, p.out())?;
+                crate::media::menu::dismount_offer(app, &mut p)?;
+                refresher.refresh();
+            }
             "3" => writeln!(
                 p.out(),
                 "Modify file in VM is not available yet in this version; nothing was changed."
@@ -213,8 +217,7 @@ mod tests {
 
     #[test]
     fn unfinished_options_say_so_plainly() {
-        let (_, out) = drive(&app(FakeHypervisor::new()), "1\n3\n4\n");
-        assert!(out.contains("Mount ISO is not available yet"));
+        let (_, out) = drive(&app(FakeHypervisor::new()), "3\n4\n");
         assert!(out.contains("Modify file in VM is not available yet"));
     }
 

@@ -1,0 +1,272 @@
+//! The menu's media flows: option 1 "Mount ISO" (pick a VM, see its drives, eject or pick
+//! an ISO and a drive, confirm) and the dismount offer after option 2's table. Line-based
+//! through [`Prompter`], so tests drive them by piping input.
+
+use std::path::PathBuf;
+
+use super::cmd::{eject_options, slot_text};
+use super::{
+    eject_many, eject_vm, mount, read_host, DriveOutcome, IsoMatch, MountRequest, ScopeChoice,
+    VmMedia, VmReport, Which,
+};
+use crate::cli::prompt::Prompter;
+use crate::render::text::sanitize;
+use crate::{App, Failure};
+
+const TYPE_A_PATH: &str = "Type a path";
+const MOUNT_ANOTHER: &str = "Mount another ISO";
+
+/// Show a VM's drives.
+fn show_drives(p: &mut Prompter<'_>, vm: &VmMedia) -> Result<(), Failure> {
+    let name = sanitize(&vm.name);
+    if vm.drives.is_empty() {
+        writeln!(p.out(), "{name} ({}) has no CD-ROM drive.", vm.state)?;
+        return Ok(());
+    }
+    writeln!(p.out(), "CD-ROM drives of {name} ({}):", vm.state)?;
+    for d in &vm.drives {
+        let what = if d.is_empty() && !d.differs {
+            "empty".to_string()
+        } else {
+            slot_text(d)
+        };
+        writeln!(
+            p.out(),
+            "  {} ({}): {what}",
+            sanitize(&d.target),
+            sanitize(d.bus.as_deref().unwrap_or("?"))
+        )?;
+    }
+    Ok(())
+}
+
+/// Print each report's line; when some drive was locked, offer to force it open.
+fn report_and_offer_force(
+    app: &App,
+    p: &mut Prompter<'_>,
+    vms: &[VmMedia],
+    which: &Which,
+    reports: Vec<VmReport>,
+) -> Result<(), Failure> {
+    for r in &reports {
+        writeln!(p.out(), "{}", r.line())?;
+    }
+    let locked: Vec<VmMedia> = reports
+        .iter()
+        .filter(|r| {
+            r.drives
+                .iter()
+                .any(|d| matches!(d.outcome, DriveOutcome::Locked))
+        })
+        .filter_map(|r| vms.iter().find(|v| v.name == r.vm).cloned())
+        .collect();
+    if locked.is_empty() {
+        return Ok(());
+    }
+    let again = p.confirm(
+        "Force the tray open anyway? The guest loses the disc under it.",
+        false,
+    )?;
+    if again == Some(true) {
+        let opts = eject_options(app, true);
+        for r in eject_many(app.hv.as_ref(), &locked, which, &opts) {
+            writeln!(p.out(), "{}", r.line())?;
+        }
+    }
+    Ok(())
+}
+
+/// Menu option 1.
+pub fn mount_flow(app: &App, p: &mut Prompter<'_>) -> Result<(), Failure> {
+    let hv = app.hv.as_ref();
+    let host = read_host(hv)?;
+    if host.vms.is_empty() {
+        writeln!(p.out(), "no VMs on {}", sanitize(&host.uri))?;
+        return Ok(());
+    }
+    let items: Vec<String> = host
+        .vms
+        .iter()
+        .map(|v| format!("{} ({})", v.name, v.state))
+        .collect();
+    let Some(i) = p.choose("Mount an ISO into which VM?", &items)? else {
+        return Ok(());
+    };
+    let vm = &host.vms[i];
+    show_drives(p, vm)?;
+
+    let held: Vec<&super::MediaSlot> = vm.drives.iter().filter(|d| !d.is_empty()).collect();
+    if !held.is_empty() {
+        let mut actions: Vec<String> = held
+            .iter()
+            .map(|d| {
+                format!(
+                    "Eject {} from {}",
+                    d.current().unwrap_or("the disc"),
+                    d.target
+                )
+            })
+            .collect();
+        actions.push(MOUNT_ANOTHER.to_string());
+        let Some(a) = p.choose("What now?", &actions)? else {
+            return Ok(());
+        };
+        if a < held.len() {
+            let which = Which::Drive(held[a].target.clone());
+            let report = eject_vm(hv, vm, &which, &eject_options(app, false));
+            return report_and_offer_force(app, p, std::slice::from_ref(vm), &which, vec![report]);
+        }
+    }
+
+    let iso = match pick_iso(app, p)? {
+        Some(iso) => iso,
+        None => return Ok(()),
+    };
+    let drive = if vm.drives.len() > 1 {
+        let items: Vec<String> = vm
+            .drives
+            .iter()
+            .map(|d| format!("{} ({})", d.target, slot_text(d)))
+            .collect();
+        match p.choose("Which drive?", &items)? {
+            Some(i) => Some(vm.drives[i].target.clone()),
+            None => return Ok(()),
+        }
+    } else {
+        vm.drives.first().map(|d| d.target.clone())
+    };
+    let into = match &drive {
+        Some(t) => format!("{} {}", sanitize(&vm.name), sanitize(t)),
+        None => format!("{} (a new CD-ROM drive)", sanitize(&vm.name)),
+    };
+    let question = format!("Mount {} into {into}?", sanitize(&iso.to_string_lossy()));
+    if p.confirm(&question, true)? != Some(true) {
+        writeln!(p.out(), "Nothing was changed.")?;
+        return Ok(());
+    }
+    let req = MountRequest {
+        vm: &vm.name,
+        iso: &iso,
+        drive: drive.as_deref(),
+        scope: ScopeChoice::Both,
+    };
+    match mount(hv, &req) {
+        Ok(line) => writeln!(p.out(), "{line}")?,
+        Err(f) => writeln!(p.out(), "error: {}", f.message)?,
+    }
+    Ok(())
+}
+
+/// The storage pools' ISO volumes, plus "Type a path".
+fn pick_iso(app: &App, p: &mut Prompter<'_>) -> Result<Option<PathBuf>, Failure> {
+    let mut volumes = match app.hv.list_volumes() {
+        Ok(v) => v,
+        Err(e) => {
+            writeln!(p.out(), "(cannot list storage pools: {e})")?;
+            Vec::new()
+        }
+    };
+    volumes.retain(|v| {
+        v.path.to_ascii_lowercase().ends_with(".iso")
+            || v.name.to_ascii_lowercase().ends_with(".iso")
+    });
+    volumes.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut items: Vec<String> = volumes
+        .iter()
+        .map(|v| format!("{} (pool {})", v.path, v.pool))
+        .collect();
+    items.push(TYPE_A_PATH.to_string());
+    let Some(i) = p.choose("Which ISO?", &items)? else {
+        return Ok(None);
+    };
+    if i < volumes.len() {
+        return Ok(Some(PathBuf::from(&volumes[i].path)));
+    }
+    match p.ask("ISO path: ")? {
+        Some(s) if !s.trim().is_empty() => Ok(Some(PathBuf::from(s.trim()))),
+        _ => Ok(None),
+    }
+}
+
+/// After option 2's table: one numbered choice dismounts a drive, an ISO everywhere, or
+/// everything.
+pub fn dismount_offer(app: &App, p: &mut Prompter<'_>) -> Result<(), Failure> {
+    let hv = app.hv.as_ref();
+    let host = match read_host(hv) {
+        Ok(h) => h,
+        Err(e) => {
+            writeln!(p.out(), "cannot read the drives: {e}")?;
+            return Ok(());
+        }
+    };
+    let held: Vec<(&VmMedia, &super::MediaSlot)> = host
+        .vms
+        .iter()
+        .flat_map(|vm| vm.drives.iter().map(move |d| (vm, d)))
+        .filter(|(_, d)| !d.is_empty())
+        .collect();
+    if held.is_empty() {
+        writeln!(p.out(), "No VM holds an ISO.")?;
+        return Ok(());
+    }
+    enum Action {
+        Drive(usize),
+        Iso(String),
+        Everything,
+    }
+    let mut items = Vec::new();
+    let mut actions = Vec::new();
+    for (i, (vm, d)) in held.iter().enumerate() {
+        items.push(format!("{} {}: {}", vm.name, d.target, slot_text(d)));
+        actions.push(Action::Drive(i));
+    }
+    let mut isos: Vec<&str> = held.iter().filter_map(|(_, d)| d.current()).collect();
+    isos.sort();
+    isos.dedup();
+    for iso in isos {
+        let n = held
+            .iter()
+            .filter(|(_, d)| d.holds(&IsoMatch::new(std::path::Path::new(iso))))
+            .map(|(vm, _)| &vm.name)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        if n > 1 {
+            items.push(format!("{iso} from all {n} VMs holding it"));
+            actions.push(Action::Iso(iso.to_string()));
+        }
+    }
+    if held.len() > 1 {
+        items.push(format!("Every ISO from every VM ({} drives)", held.len()));
+        actions.push(Action::Everything);
+    }
+    let Some(i) = p.choose("Dismount an ISO? (empty to go back)", &items)? else {
+        return Ok(());
+    };
+    let (which, vms): (Which, Vec<VmMedia>) = match &actions[i] {
+        Action::Drive(k) => {
+            let (vm, d) = held[*k];
+            (Which::Drive(d.target.clone()), vec![vm.clone()])
+        }
+        Action::Iso(iso) => {
+            let m = IsoMatch::new(std::path::Path::new(iso));
+            let vms = host
+                .vms
+                .iter()
+                .filter(|vm| vm.drives.iter().any(|d| d.holds(&m)))
+                .cloned()
+                .collect();
+            (Which::Holding(m), vms)
+        }
+        Action::Everything => {
+            let vms = host
+                .vms
+                .iter()
+                .filter(|vm| vm.drives.iter().any(|d| !d.is_empty()))
+                .cloned()
+                .collect();
+            (Which::All, vms)
+        }
+    };
+    let reports = eject_many(hv, &vms, &which, &eject_options(app, false));
+    report_and_offer_force(app, p, &vms, &which, reports)
+}
