@@ -256,6 +256,17 @@ pub enum Backend {
     Virsh,
 }
 
+impl Backend {
+    /// Native when this build has it, else virsh.
+    pub fn default_for_build() -> Backend {
+        if cfg!(feature = "native") {
+            Backend::Native
+        } else {
+            Backend::Virsh
+        }
+    }
+}
+
 /// Open a connection with the chosen adapter. `uri` `None` means libvirt's default.
 pub fn open(backend: Backend, uri: Option<&str>) -> HvResult<Box<dyn Hypervisor>> {
     match backend {
