@@ -38,7 +38,7 @@ use super::{
 /// Wall-clock limit of a virsh child unless the operation needs more.
 pub const DEFAULT_CHILD_LIMIT: Duration = Duration::from_secs(30);
 /// Added to an agent call's own timeout: connecting, plus libvirt's resync of an agent
-/// that timed out before (about 5 s).
+/// that timed out before (about 5 s). Never more than the general child limit.
 const AGENT_SLACK: Duration = Duration::from_secs(10);
 /// Agent commands whose JSON is longer than this go to virsh on stdin, not as an
 /// argument (Linux's limit is 128 KiB per argument; stay well clear of it).
@@ -389,7 +389,7 @@ impl VirshHypervisor {
         // The marker is split by quotes so the echoed input line never contains it.
         let split = |m: &str| format!("'{}''{}'", &m[..5], &m[5..]);
         let script = format!(
-            "echo {b} ; echo --err {b}\nqemu-agent-command --domain {d} --timeout {secs} {j}\necho {e} ; echo --err {e}\n",
+            "echo {b}\necho --err {b}\nqemu-agent-command --domain {d} --timeout {secs} {j}\necho {e}\necho --err {e}\n",
             b = split(&begin),
             e = split(&end),
             d = quote_for_virsh_shell(domain),
@@ -558,7 +558,7 @@ impl Hypervisor for VirshHypervisor {
         let json = command.to_string();
         let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
         let secs = secs.max(1);
-        let limit = Duration::from_secs(secs) + AGENT_SLACK;
+        let limit = Duration::from_secs(secs) + AGENT_SLACK.min(self.child_limit);
         let finished = if json.len() > ARGV_AGENT_LIMIT {
             if !fits_one_stdin_line(domain) {
                 return Err(HvError::AgentCommandFailed {
