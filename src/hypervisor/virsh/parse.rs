@@ -194,10 +194,13 @@ impl DomStats {
         let vcpus = self
             .u64_field("vcpu.current")
             .and_then(|v| u32::try_from(v).ok())?;
-        let cpu = match self.u64_field("cpu.time") {
-            Some(ns) => ns,
-            None if state.is_active() => return None,
-            None => 0,
+        // Only a running domain has consumed CPU time we can report. libvirt 9.0 was
+        // measured to print a changing `cpu.time` for a shut-off QEMU domain (apparently
+        // read from its stale pid), where dominfo and virDomainGetInfo say 0.
+        let cpu = match (state.is_active(), self.u64_field("cpu.time")) {
+            (true, Some(ns)) => ns,
+            (true, None) => return None,
+            (false, _) => 0,
         };
         Some(DomainInfo {
             name: self.name.clone(),
