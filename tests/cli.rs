@@ -20,7 +20,10 @@ fn one_clear_line(stderr: &[u8]) -> String {
     let s = String::from_utf8_lossy(stderr).to_string();
     assert_eq!(s.lines().count(), 1, "expected one line, got: {s}");
     assert!(s.starts_with("dismount_iso_qemu: error: "), "{s}");
-    assert!(!s.contains("panicked") && !s.contains("RUST_BACKTRACE"), "{s}");
+    assert!(
+        !s.contains("panicked") && !s.contains("RUST_BACKTRACE"),
+        "{s}"
+    );
     s
 }
 
@@ -32,7 +35,11 @@ fn scan_prints_the_table_for_the_test_driver() {
             .args(["-c", "test:///default", "--backend", backend, "scan"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{backend}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8(out.stdout).unwrap();
         let mut lines = text.lines();
         assert!(lines.next().unwrap().starts_with("VM                   OS"));

@@ -35,7 +35,10 @@ fn scan_json(cache: &tempfile::TempDir, backend: &str, extra: &[&str]) -> (Value
         "scan failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    (serde_json::from_slice(&out.stdout).expect("valid JSON"), took)
+    (
+        serde_json::from_slice(&out.stdout).expect("valid JSON"),
+        took,
+    )
 }
 
 fn vm<'a>(doc: &'a Value, name: &str) -> &'a Value {
@@ -57,16 +60,43 @@ fn every_guest_has_its_state_os_and_source_on_both_backends() {
         let cache = tempfile::tempdir().unwrap();
         let (doc, took) = scan_json(&cache, backend, &["--no-cache"]);
         // The frozen guest costs at most the probe timeout (3 s) plus a margin.
-        assert!(took < Duration::from_millis(5500), "{backend}: scan took {took:?}");
+        assert!(
+            took < Duration::from_millis(5500),
+            "{backend}: scan took {took:?}"
+        );
 
         let expect = [
-            (UBUNTU, "running", Some("Ubuntu 18.04.6 LTS"), Some("guest-get-osinfo"), "ok"),
-            (CENTOS, "running", Some("CentOS Stream 10 (Coughlan)"), Some("guest-get-osinfo"), "ok"),
-            (DEBIAN_EXEC, "running", Some("Debian GNU/Linux 12 (bookworm)"), Some("guest-exec"), "ok"),
+            (
+                UBUNTU,
+                "running",
+                Some("Ubuntu 18.04.6 LTS"),
+                Some("guest-get-osinfo"),
+                "ok",
+            ),
+            (
+                CENTOS,
+                "running",
+                Some("CentOS Stream 10 (Coughlan)"),
+                Some("guest-get-osinfo"),
+                "ok",
+            ),
+            (
+                DEBIAN_EXEC,
+                "running",
+                Some("Debian GNU/Linux 12 (bookworm)"),
+                Some("guest-exec"),
+                "ok",
+            ),
             (NO_AGENT, "running", None, None, "absent"),
             (FROZEN, "running", None, None, "timeout"),
             (PAUSED, "paused", None, None, "not-asked"),
-            (WIN_OFF, "shut_off", Some("Microsoft Windows Server 2022"), Some("libosinfo-metadata"), "not-asked"),
+            (
+                WIN_OFF,
+                "shut_off",
+                Some("Microsoft Windows Server 2022"),
+                Some("libosinfo-metadata"),
+                "not-asked",
+            ),
         ];
         for (name, state, os, source, agent) in expect {
             let v = vm(&doc, name);
@@ -74,7 +104,10 @@ fn every_guest_has_its_state_os_and_source_on_both_backends() {
             assert_eq!(v["os"]["text"].as_str(), os, "{backend} {name}: {v}");
             assert_eq!(v["os"]["source"].as_str(), source, "{backend} {name}");
             assert_eq!(v["agent"], agent, "{backend} {name}: {v}");
-            assert!(v["memory_max_kib"].as_u64().unwrap() >= 262_144, "{backend} {name}");
+            assert!(
+                v["memory_max_kib"].as_u64().unwrap() >= 262_144,
+                "{backend} {name}"
+            );
             assert!(v["uuid"].as_str().unwrap().len() == 36);
         }
         assert_eq!(vm(&doc, NO_AGENT)["os"]["reason"], "agent not connected");
@@ -133,9 +166,15 @@ fn second_scan_within_the_ttl_does_not_wait_for_the_frozen_guest() {
     for backend in BACKENDS {
         let cache = tempfile::tempdir().unwrap();
         let (_, cold) = scan_json(&cache, backend, &[]);
-        assert!(cold >= Duration::from_millis(2500), "{backend}: cold scan {cold:?} did not wait for the frozen agent?");
+        assert!(
+            cold >= Duration::from_millis(2500),
+            "{backend}: cold scan {cold:?} did not wait for the frozen agent?"
+        );
         let (doc, warm) = scan_json(&cache, backend, &[]);
-        assert!(warm < Duration::from_millis(2000), "{backend}: warm scan took {warm:?}");
+        assert!(
+            warm < Duration::from_millis(2000),
+            "{backend}: warm scan took {warm:?}"
+        );
         assert_eq!(vm(&doc, FROZEN)["agent"], "timeout");
         assert_eq!(vm(&doc, UBUNTU)["os"]["cached"], true);
         assert_eq!(vm(&doc, UBUNTU)["os"]["text"], "Ubuntu 18.04.6 LTS");
@@ -157,7 +196,15 @@ fn table_has_the_seed_columns_and_every_guest() {
     let header = text.lines().next().unwrap();
     assert_eq!(header.find("OS"), Some(21));
     assert_eq!(header.find("Memory (used/max)"), Some(62));
-    for name in [UBUNTU, CENTOS, DEBIAN_EXEC, NO_AGENT, FROZEN, PAUSED, WIN_OFF] {
+    for name in [
+        UBUNTU,
+        CENTOS,
+        DEBIAN_EXEC,
+        NO_AGENT,
+        FROZEN,
+        PAUSED,
+        WIN_OFF,
+    ] {
         let line = text
             .lines()
             .find(|l| l.starts_with(name))
