@@ -77,6 +77,7 @@ readonly SECOND_TEXT="Second disc of the dismount_iso_qemu harness."
 readonly SECOND_ISO_NAME="second disc é.iso"
 
 # A fixed literal: guest-exec a shell that stops qemu-ga after the reply has left.
+# shellcheck disable=SC2016 # the $(...) is for the guest's shell, not ours
 readonly FREEZE_JSON='{"execute":"guest-exec","arguments":{"path":"/bin/sh","arg":["-c","sleep 2; kill -STOP $(pidof qemu-ga)"]}}'
 readonly PING_JSON='{"execute":"guest-ping"}'
 
@@ -102,10 +103,12 @@ check_harness_dir() {
     HARNESS_DIR="${HARNESS_DIR%/}"
 }
 
-vsh() { LC_ALL=C virsh -q -c "$URI" "$@"; }
+# C.UTF-8, not C: in the C locale virsh prints every non-ASCII byte of a table cell as \xff.
+vsh() { LC_ALL=C.UTF-8 virsh -q -c "$URI" "$@"; }
 
 now() { printf '%s' "${EPOCHREALTIME/,/.}"; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+elapsed_ms() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%d", (b - a) * 1000 }'; }
 
 # ---------------------------------------------------------------------------------------- deps
 
@@ -179,13 +182,14 @@ ensure_daemons() {
     if ((changed)); then stop_libvirtd; fi
 
     mkdir -p "$HARNESS_DIR/log"
+    # Started in C.UTF-8 so the errors the daemon sends back are English for every test run.
     if ! daemon_alive /run/virtlogd.pid virtlogd; then
         msg "starting virtlogd"
-        virtlogd -d </dev/null >/dev/null 2>&1 || die "virtlogd -d failed"
+        LC_ALL=C.UTF-8 virtlogd -d </dev/null >/dev/null 2>&1 || die "virtlogd -d failed"
     fi
     if ! daemon_alive /run/libvirtd.pid libvirtd; then
         msg "starting libvirtd (its log: $HARNESS_DIR/log/libvirtd.log)"
-        LIBVIRT_LOG_OUTPUTS="3:file:$HARNESS_DIR/log/libvirtd.log" \
+        LC_ALL=C.UTF-8 LIBVIRT_LOG_OUTPUTS="3:file:$HARNESS_DIR/log/libvirtd.log" \
             libvirtd -d </dev/null >/dev/null 2>&1 || die "libvirtd -d failed; see $HARNESS_DIR/log/libvirtd.log"
     fi
     for ((i = 0; i < 300; i++)); do
@@ -653,6 +657,39 @@ ensure_defined() {
     rm -f "$HARNESS_DIR/state/$name.frozen"
 }
 
+# The medium in NAME's drive sda, from the live (or with --inactive, the stored) definition:
+# a path, "-" for an empty drive, nothing when there is no sda.
+drive_medium() {
+    vsh domblklist --details "$@" 2>/dev/null |
+        sed -nE 's/^[[:space:]]*[a-z]+[[:space:]]+cdrom[[:space:]]+sda[[:space:]]+(.*[^[:space:]])[[:space:]]*$/\1/p'
+}
+
+# Puts back the disc (or the empty drive) that `up` promises, in case a test left sda changed.
+ensure_media() {
+    local name="$1" kind="$2" want have scope flags
+    case "$kind" in harness) want="$HARNESS_DIR/iso/harness.iso" ;; empty) want="-" ;; *) return 0 ;; esac
+    for scope in live config; do
+        if [[ "$scope" == live ]]; then
+            [[ "$(dom_state "$name")" == "shut off" ]] && continue
+            have=$(drive_medium "$name")
+            flags=(--live)
+        else
+            have=$(drive_medium --inactive "$name")
+            flags=(--config)
+        fi
+        [[ "$have" == "$want" ]] && continue
+        if [[ -z "$have" ]]; then
+            die "$name has no drive sda ($scope); a SATA drive cannot come back while it runs: run '$0 down' then '$0 up'"
+        fi
+        msg "$name: sda holds '$have' ($scope), putting back '$want'"
+        if [[ "$want" == "-" ]]; then
+            vsh change-media "$name" sda --eject --force "${flags[@]}" >/dev/null
+        else
+            vsh change-media "$name" sda "$want" --update --force "${flags[@]}" >/dev/null
+        fi
+    done
+}
+
 # ---------------------------------------------------------------------------------- agent calls
 
 AGENT_OUT=""
@@ -704,6 +741,7 @@ freeze_agent() {
     local name="$1" i marker="$HARNESS_DIR/state/$1.frozen"
     msg "$name: stopping its agent with SIGSTOP (guest-exec)"
     agent_call "$name" 10 "$FREEZE_JSON" || die "$name: guest-exec of the freeze failed: $AGENT_ERR"
+    msg "$name: guest-exec answered $AGENT_OUT"
     sleep 2.5
     for ((i = 0; i < 5; i++)); do
         ping_check "$name" 3
@@ -763,6 +801,7 @@ cmd_up() {
             esac
             ;;
         esac
+        ensure_media "$name" "$cdrom"
     done
 
     # A frozen guest whose QEMU instance is the one we froze needs no ping (it would cost 3 s
@@ -899,7 +938,7 @@ cmd_status() {
             (
                 start=$(now)
                 if vsh qemu-agent-command --timeout 3 "$name" "$PING_JSON" >/dev/null 2>"$TMP/$name.err"; then
-                    printf 'answers (%s s)\n' "$(elapsed "$start")" >"$TMP/$name.ping"
+                    printf 'answers (%s ms)\n' "$(elapsed_ms "$start")" >"$TMP/$name.ping"
                 else
                     printf 'no: %s\n' "$(tr '\n' ' ' <"$TMP/$name.err" | sed 's/^error: //; s/ *$//')" >"$TMP/$name.ping"
                 fi
