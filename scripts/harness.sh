@@ -901,17 +901,26 @@ cmd_down() {
     command -v virsh >/dev/null || { msg "down: virsh not installed, nothing to do"; return 0; }
     TMP=$(mktemp -d)
     ensure_daemons
-    local name n=0
-    while read -r name; do
+    local name names=() n=0
+    mapfile -t names < <(harness_domains)
+    # QEMU takes about 2 s to exit after libvirt's SIGTERM: destroy all guests at once.
+    for name in "${names[@]}"; do
         [[ -n "$name" ]] || continue
         if [[ "$(dom_state "$name")" != "shut off" ]]; then
-            vsh destroy "$name" >/dev/null
+            vsh destroy "$name" >/dev/null 2>"$TMP/$name.destroy.err" &
+        fi
+    done
+    wait || true
+    for name in "${names[@]}"; do
+        [[ -n "$name" ]] || continue
+        if [[ "$(dom_state "$name")" != "shut off" ]]; then
+            die "down: $name is still $(dom_state "$name") after destroy: $(tr '\n' ' ' <"$TMP/$name.destroy.err" 2>/dev/null || true)"
         fi
         vsh undefine "$name" >/dev/null
         rm -f "$HARNESS_DIR/domains/$name.xml" "$HARNESS_DIR/state/$name.frozen"
         msg "down: $name destroyed and undefined"
         n=$((n + 1))
-    done < <(harness_domains)
+    done
     msg "down: $n domain(s) removed; caches kept in $HARNESS_DIR"
 }
 
