@@ -543,6 +543,13 @@ ensure_isos() {
 
 # ------------------------------------------------------------------------------------- domains
 
+# A UUID derived from the name: the same guest keeps its UUID across down and up.
+domain_uuid() {
+    local h
+    h=$(printf 'dismount-iso-qemu-harness:%s' "$1" | md5sum | cut -c1-32)
+    printf '%s-%s-%s-%s-%s\n' "${h:0:8}" "${h:8:4}" "${h:12:4}" "${h:16:4}" "${h:20:12}"
+}
+
 # domain_xml NAME PERSONA AGENT CDROM: prints the domain definition.
 domain_xml() {
     local name="$1" persona="$2" agent="$3" cdrom="$4" disk="" memory=256 vcpus=1 os metadata
@@ -589,6 +596,7 @@ domain_xml() {
     cat <<EOF
 <domain type='qemu'>
   <name>$name</name>
+  <uuid>$(domain_uuid "$name")</uuid>
   <metadata>
     $metadata
   </metadata>
@@ -648,6 +656,8 @@ ensure_defined() {
         if [[ "$(dom_state "$name")" != "shut off" ]]; then
             vsh destroy "$name" >/dev/null
         fi
+        # define over a domain made by an older harness could clash on its UUID.
+        vsh undefine "$name" >/dev/null
     else
         msg "$name: defining"
     fi
@@ -699,7 +709,7 @@ AGENT_ERR=""
 agent_call() {
     local rc=0
     AGENT_OUT=$(vsh qemu-agent-command --timeout "$2" "$1" "$3" 2>"$TMP/agent.err") || rc=$?
-    AGENT_ERR=$(tr '\n' ' ' <"$TMP/agent.err")
+    AGENT_ERR=$(sed 's/^error: //' "$TMP/agent.err" | tr '\n' ' ' | sed 's/ *$//')
     return "$rc"
 }
 
@@ -727,7 +737,7 @@ logs_hint() {
 
 # ------------------------------------------------------------------------------------------ up
 
-declare -A STARTED_AT=() FIRST_PING=()
+declare -A STARTED_AT=() FIRST_PING=() LAST_ERR=()
 
 start_guest() {
     local name="$1"
@@ -825,6 +835,7 @@ cmd_up() {
         still=()
         for name in "${pending[@]}"; do
             ping_check "$name" 2
+            LAST_ERR[$name]="$AGENT_ERR"
             case "$PING_CLASS" in
             ok)
                 if [[ -n "${STARTED_AT[$name]:-}" ]]; then
@@ -849,7 +860,7 @@ cmd_up() {
         ((${#pending[@]} > 0)) || break
         if (($(date +%s) >= deadline)); then
             for name in "${pending[@]}"; do
-                msg "$name: agent did not answer guest-ping within ${BOOT_TIMEOUT} s (last: ${AGENT_ERR:-no error text}); $(logs_hint "$name")"
+                msg "$name: agent did not answer guest-ping within ${BOOT_TIMEOUT} s (last answer: ${LAST_ERR[$name]:-none}); $(logs_hint "$name")"
             done
             die "guests not ready: ${pending[*]}"
         fi
