@@ -182,15 +182,16 @@ ensure_daemons() {
     if ((changed)); then stop_libvirtd; fi
 
     mkdir -p "$HARNESS_DIR/log"
-    # Started in C.UTF-8 so the errors the daemon sends back are English for every test run.
+    # Started in C.UTF-8 so the errors the daemon sends back are English for every test run;
+    # 9>&- keeps the harness lock out of the daemons, which outlive this run.
     if ! daemon_alive /run/virtlogd.pid virtlogd; then
         msg "starting virtlogd"
-        LC_ALL=C.UTF-8 virtlogd -d </dev/null >/dev/null 2>&1 || die "virtlogd -d failed"
+        LC_ALL=C.UTF-8 virtlogd -d </dev/null >/dev/null 2>&1 9>&- || die "virtlogd -d failed"
     fi
     if ! daemon_alive /run/libvirtd.pid libvirtd; then
         msg "starting libvirtd (its log: $HARNESS_DIR/log/libvirtd.log)"
         LC_ALL=C.UTF-8 LIBVIRT_LOG_OUTPUTS="3:file:$HARNESS_DIR/log/libvirtd.log" \
-            libvirtd -d </dev/null >/dev/null 2>&1 || die "libvirtd -d failed; see $HARNESS_DIR/log/libvirtd.log"
+            libvirtd -d </dev/null >/dev/null 2>&1 9>&- || die "libvirtd -d failed; see $HARNESS_DIR/log/libvirtd.log"
     fi
     for ((i = 0; i < 300; i++)); do
         if vsh list >/dev/null 2>&1; then
@@ -477,8 +478,10 @@ ensure_image() {
         name=$(basename "$mod")
         case "$name" in
         *.ko) cp "$KERNEL_ROOT/lib/modules/$KERNEL_VERSION/$mod" "$stage/lib/modules/$name" ;;
-        *.ko.xz) xz -dc "$KERNEL_ROOT/lib/modules/$KERNEL_VERSION/$mod" >"$stage/lib/modules/${name%.xz}"; name="${name%.xz}" ;;
-        *.ko.zst) zstd -qdc "$KERNEL_ROOT/lib/modules/$KERNEL_VERSION/$mod" >"$stage/lib/modules/${name%.zst}"; name="${name%.zst}" ;;
+        *.ko.xz) command -v xz >/dev/null || die "compressed modules need xz (apt-get install xz-utils)"
+            xz -dc "$KERNEL_ROOT/lib/modules/$KERNEL_VERSION/$mod" >"$stage/lib/modules/${name%.xz}"; name="${name%.xz}" ;;
+        *.ko.zst) command -v zstd >/dev/null || die "compressed modules need zstd (apt-get install zstd)"
+            zstd -qdc "$KERNEL_ROOT/lib/modules/$KERNEL_VERSION/$mod" >"$stage/lib/modules/${name%.zst}"; name="${name%.zst}" ;;
         *) die "unexpected module file $mod" ;;
         esac
         printf '%s\n' "$name" >>"$stage/etc/diq/modules"
@@ -747,6 +750,26 @@ start_guest() {
         die "$name: virsh start failed: $(tr '\n' ' ' <"$TMP/start.err") ($(logs_hint "$name"))"
 }
 
+# A guest found running in a bad state gets one reboot per run (STARTED_AT marks it).
+restart_guest() {
+    msg "$1: restarting: $2"
+    vsh destroy "$1" >/dev/null 2>&1 || true
+    rm -f "$HARNESS_DIR/state/$1.frozen"
+    start_guest "$1"
+}
+
+# Seconds since NAME's QEMU process started (0 when unknown).
+qemu_age() {
+    local pidfile="/run/libvirt/qemu/$1.pid" pid start
+    pid=$(cat "$pidfile" 2>/dev/null || true)
+    start=$(awk '{ print $22 }' "/proc/$pid/stat" 2>/dev/null || true)
+    if [[ -z "$pid" || -z "$start" ]]; then
+        echo 0
+        return 0
+    fi
+    awk -v s="$start" -v hz="$(getconf CLK_TCK)" '{ printf "%d\n", $1 - s / hz }' /proc/uptime
+}
+
 freeze_agent() {
     local name="$1" i marker="$HARNESS_DIR/state/$1.frozen"
     msg "$name: stopping its agent with SIGSTOP (guest-exec)"
@@ -766,9 +789,20 @@ freeze_agent() {
     die "$name: guest-ping still gives '$PING_CLASS' after the freeze, not a timeout; $(logs_hint "$name")"
 }
 
+# One up or down at a time: two runs would start, freeze or destroy the same guests.
+take_lock() {
+    mkdir -p "$HARNESS_DIR"
+    exec 9>"$HARNESS_DIR/.lock"
+    if ! flock -n 9; then
+        msg "another harness up/down runs; waiting for it (at most 10 minutes)"
+        flock -w 600 9 || die "the harness lock $HARNESS_DIR/.lock stayed taken for 10 minutes"
+    fi
+}
+
 cmd_up() {
     need_root
     check_harness_dir
+    take_lock
     local t0 line name persona agent cdrom expect state xml pending=() still i last_note
     t0=$(now)
     cmd_deps
@@ -827,7 +861,7 @@ cmd_up() {
     pending=("${still[@]}")
 
     # Wait for the agents, all guests at once.
-    local deadline wait_start
+    local deadline wait_start age
     wait_start=$(now)
     deadline=$(($(date +%s) + BOOT_TIMEOUT))
     last_note=$(date +%s)
@@ -849,9 +883,20 @@ cmd_up() {
                     msg "$name: agent already frozen (guest-ping times out)"
                     mkdir -p "$HARNESS_DIR/state"
                     qemu_instance "$name" >"$HARNESS_DIR/state/$name.frozen" || true
+                elif [[ -z "${STARTED_AT[$name]:-}" ]]; then
+                    # Found running with a hung agent (a test may have stopped it): reboot it.
+                    restart_guest "$name" "its agent does not answer (${LAST_ERR[$name]})"
+                    still+=("$name")
                 else
                     still+=("$name")
                 fi
+                ;;
+            not-connected)
+                age=$(qemu_age "$name")
+                if [[ -z "${STARTED_AT[$name]:-}" ]] && ((age > 60)); then
+                    restart_guest "$name" "it has run for ${age} s and its agent never connected"
+                fi
+                still+=("$name")
                 ;;
             *) still+=("$name") ;;
             esac
@@ -910,6 +955,7 @@ cmd_down() {
     need_root
     check_harness_dir
     command -v virsh >/dev/null || { msg "down: virsh not installed, nothing to do"; return 0; }
+    take_lock
     TMP=$(mktemp -d)
     ensure_daemons
     local name names=() n=0
