@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # harness.sh — the real libvirt/QEMU end-to-end harness of dismount_iso_qemu.
 #
-# Usage: scripts/harness.sh [-h] deps|up|down|status
+# Usage: scripts/harness.sh [-h] deps|up|down|status|env
 #
 #   deps    Install the Debian packages the harness needs (apt-get, noninteractive).
 #   up      deps, then: configure and start virtlogd + libvirtd (no systemd needed), build the
@@ -11,7 +11,9 @@
 #   down    Destroy and undefine every harness domain (names start with "diq-"). Cached
 #           downloads, the guest image and the ISOs stay.
 #   status  List the harness domains, their state and whether each agent answers guest-ping.
-#           Exits 1 when a domain is not in its expected state.
+#           Exits 1 when a domain is not in its expected state, 2 when libvirtd does not answer.
+#   env     Print the harness's facts as shell assignments (paths, volume ids, file texts),
+#           for tests and scripts: eval "$(scripts/harness.sh env)".
 #
 # Must run as root. Environment:
 #   HARNESS_DIR           cache and image directory (default /var/lib/dismount-iso-qemu-harness)
@@ -31,8 +33,14 @@
 #   diq-paused    alpine   ok            -                        paused
 #   diq-win2k22   -        -             iso/harness.iso          shut off, libosinfo win2k22, 2 GiB
 #
-# Every domain: type qemu (TCG), machine q35, 256 MiB, 1 vCPU, direct kernel boot, serial
-# console to $HARNESS_DIR/console/<name>.log (read it when a guest misbehaves).
+# The Linux guests: type qemu (TCG), machine q35, 256 MiB, 1 vCPU, direct kernel boot, a
+# virtio balloon with stats, serial console to $HARNESS_DIR/console/<name>.log (read it when a
+# guest misbehaves). diq-win2k22 is q35 too, 2 GiB and 2 vCPUs, with no kernel and no disk.
+# UUIDs derive from the names, so they survive down/up.
+#
+# up repairs what a test may have left behind: it resumes or starts guests, reboots a guest
+# whose agent hangs, puts the promised disc (or empty drive) back into sda, and redefines a
+# guest whose definition or image changed.
 #
 # The discs, under $HARNESS_DIR/iso/:
 #   harness.iso           volume id DIQ_HARNESS, file HELLO.TXT:
@@ -42,7 +50,7 @@
 #
 # Agent modes (kernel parameter diq.agent=): ok = qemu-ga as usual; none = never started;
 # freeze = started, and `up` then stops it with SIGSTOP through guest-exec, so every call
-# times out; block-osinfo = qemu-ga --block-rpcs=guest-get-osinfo, so a tool must read
+# times out (after libvirt's 5 s guest-sync wait, whatever --timeout says); block-osinfo = qemu-ga --block-rpcs=guest-get-osinfo, so a tool must read
 # /etc/os-release through guest-exec instead.
 
 set -euo pipefail
@@ -1053,6 +1061,27 @@ cmd_status() {
     fi
 }
 
+# ----------------------------------------------------------------------------------------- env
+
+cmd_env() {
+    check_harness_dir
+    local kv
+    for kv in \
+        "HARNESS_URI=$URI" \
+        "HARNESS_DIR=$HARNESS_DIR" \
+        "HARNESS_ISO=$HARNESS_DIR/iso/harness.iso" \
+        "HARNESS_ISO_VOLUME=DIQ_HARNESS" \
+        "HARNESS_ISO_FILE=HELLO.TXT" \
+        "HARNESS_ISO_TEXT=$HELLO_TEXT" \
+        "HARNESS_SECOND_ISO=$HARNESS_DIR/iso/$SECOND_ISO_NAME" \
+        "HARNESS_SECOND_ISO_VOLUME=DIQ_SECOND" \
+        "HARNESS_SECOND_ISO_FILE=SECOND.TXT" \
+        "HARNESS_SECOND_ISO_TEXT=$SECOND_TEXT" \
+        "HARNESS_CONSOLE_DIR=$HARNESS_DIR/console"; do
+        printf '%s=%q\n' "${kv%%=*}" "${kv#*=}"
+    done
+}
+
 # ---------------------------------------------------------------------------------------- main
 
 main() {
@@ -1061,6 +1090,7 @@ main() {
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
+    env) cmd_env ;;
     -h | --help | help) usage ;;
     "") usage >&2; exit 2 ;;
     *) msg "unknown command '$1'"; usage >&2; exit 2 ;;
