@@ -59,6 +59,7 @@ readonly URI="qemu:///system"
 readonly DOMAIN_PREFIX="diq-"
 HARNESS_DIR="${HARNESS_DIR:-/var/lib/dismount-iso-qemu-harness}"
 BOOT_TIMEOUT="${HARNESS_BOOT_TIMEOUT:-180}"
+[[ "$BOOT_TIMEOUT" =~ ^[0-9]+$ ]] || { echo "harness: HARNESS_BOOT_TIMEOUT must be whole seconds" >&2; exit 2; }
 
 readonly PACKAGES=(
     libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
@@ -93,7 +94,7 @@ msg() { printf 'harness: %s\n' "$*" >&2; }
 die() { printf 'harness: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,/^$/{s/^# \{0,1\}//;p}' "$0"
+    sed -n '2,/^$/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
 }
 
 TMP=""
@@ -230,31 +231,56 @@ ensure_default_network_stopped() {
 KERNEL_ROOT=""
 KERNEL_VERSION=""
 
+# The kernel package linux-image-amd64 points at (e.g. linux-image-6.1.0-56-amd64).
+resolve_kernel_package() {
+    LC_ALL=C apt-cache depends linux-image-amd64 2>/dev/null |
+        awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }'
+}
+
+refresh_apt_lists() {
+    msg "kernel: $1, refreshing the package lists"
+    DEBIAN_FRONTEND=noninteractive apt-get update -q
+}
+
+# Downloads kernel package $2 into $1; prints the .deb's path.
+download_kernel() {
+    local dir="$1" pkg="$2" deb
+    deb=$(compgen -G "$dir/${pkg}_*.deb" | head -n1 || true)
+    if [[ -z "$deb" ]]; then
+        msg "kernel: downloading $pkg"
+        (cd "$dir" && apt-get download -q -o APT::Sandbox::User=root "$pkg" >&2) || return 1
+        deb=$(compgen -G "$dir/${pkg}_*.deb" | head -n1 || true)
+        [[ -n "$deb" ]] || return 1
+    fi
+    printf '%s\n' "$deb"
+}
+
+# Sets KERNEL_ROOT (the unpacked package) and KERNEL_VERSION. Once unpacked, a kernel stays
+# the harness's kernel on this machine, so a kernel update never rebuilds the image by surprise.
 ensure_kernel() {
-    local dir="$HARNESS_DIR/kernel" pkg root deb
+    local dir="$HARNESS_DIR/kernel" pkg="" root deb
     mkdir -p "$dir"
     if [[ -r "$dir/current" ]]; then
         pkg=$(<"$dir/current")
-    else
-        pkg=$(LC_ALL=C apt-cache depends linux-image-amd64 2>/dev/null |
-            awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')
+        [[ -f "$dir/$pkg/.unpacked" ]] || pkg=""
+    fi
+    if [[ -z "$pkg" ]]; then
+        pkg=$(resolve_kernel_package)
         if [[ -z "$pkg" ]]; then
-            msg "kernel: apt-cache knows no linux-image-amd64 yet, refreshing the package lists"
-            DEBIAN_FRONTEND=noninteractive apt-get update -q
-            pkg=$(LC_ALL=C apt-cache depends linux-image-amd64 2>/dev/null |
-                awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')
+            refresh_apt_lists "apt-cache knows no linux-image-amd64"
+            pkg=$(resolve_kernel_package)
         fi
         [[ -n "$pkg" ]] || die "cannot resolve the kernel package behind linux-image-amd64"
     fi
     root="$dir/$pkg"
     if [[ ! -f "$root/.unpacked" ]]; then
-        deb=$(compgen -G "$dir/${pkg}_*.deb" | head -n1 || true)
-        if [[ -z "$deb" ]]; then
-            msg "kernel: downloading $pkg"
-            (cd "$dir" && apt-get download -q -o APT::Sandbox::User=root "$pkg") ||
-                die "apt-get download $pkg failed"
-            deb=$(compgen -G "$dir/${pkg}_*.deb" | head -n1 || true)
-            [[ -n "$deb" ]] || die "apt-get download $pkg left no .deb in $dir"
+        if ! deb=$(download_kernel "$dir" "$pkg"); then
+            # Stale lists name a kernel the archive has replaced: ask again after an update.
+            refresh_apt_lists "apt-get download $pkg failed"
+            pkg=$(resolve_kernel_package)
+            [[ -n "$pkg" ]] || die "cannot resolve the kernel package behind linux-image-amd64"
+            root="$dir/$pkg"
+            deb=$(download_kernel "$dir" "$pkg") || die "apt-get download $pkg failed"
         fi
         msg "kernel: unpacking $(basename "$deb")"
         rm -rf "$root"
