@@ -19,7 +19,7 @@ const TEST_URI: &str = "test:///default";
 
 /// Every backend the contract is checked against.
 fn backends() -> Vec<Backend> {
-    vec![Backend::Native]
+    vec![Backend::Native, Backend::Virsh]
 }
 
 fn open(backend: Backend, uri: &str) -> Box<dyn Hypervisor> {

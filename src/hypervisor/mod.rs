@@ -256,6 +256,17 @@ pub enum Backend {
     Virsh,
 }
 
+impl Backend {
+    /// Native when this build has it, else virsh.
+    pub fn default_for_build() -> Backend {
+        if cfg!(feature = "native") {
+            Backend::Native
+        } else {
+            Backend::Virsh
+        }
+    }
+}
+
 /// Open a connection with the chosen adapter. `uri` `None` means libvirt's default.
 pub fn open(backend: Backend, uri: Option<&str>) -> HvResult<Box<dyn Hypervisor>> {
     match backend {
@@ -355,6 +366,38 @@ mod tests {
         );
         assert!(matches!(
             classify_agent_message(d, "guest-file-open", "internal error: unable to execute QEMU agent command 'guest-file-open': failed to open file '/nope': No such file or directory"),
+            HvError::AgentCommandFailed { .. }
+        ));
+        // Texts libvirt 9.0 printed through virsh on the harness, and from its sources.
+        assert_eq!(
+            classify_agent_message(
+                d,
+                "guest-ping",
+                "Requested operation is not valid: domain is not running"
+            ),
+            HvError::DomainNotRunning("vm".into())
+        );
+        assert_eq!(
+            classify_agent_message(d, "guest-ping", "failed to get domain 'vm'"),
+            HvError::NoSuchDomain("vm".into())
+        );
+        // The agent went away mid-call (guest shutting down, qemu-ga restarted): the
+        // agent is gone, not slow, even though one wording says "timed out".
+        for text in [
+            "Guest agent is not responding: Guest agent disappeared while executing command",
+            "guest agent command timed out: Guest agent disappeared while executing command",
+        ] {
+            assert_eq!(
+                classify_agent_message(d, "guest-ping", text),
+                HvError::AgentNotConnected("vm".into())
+            );
+        }
+        assert!(matches!(
+            classify_agent_message(d, "guest-ping", "internal error: unable to execute QEMU agent command 'guest-ping': Parameter 'pad' is unexpected"),
+            HvError::AgentCommandFailed { .. }
+        ));
+        assert!(matches!(
+            classify_agent_message(d, "guest-ping", "this function is not supported by the connection driver: virDomainQemuAgentCommand"),
             HvError::AgentCommandFailed { .. }
         ));
     }
