@@ -33,6 +33,13 @@
 #   diq-paused    alpine   ok            -                        paused
 #   diq-win2k22   -        -             iso/harness.iso          shut off, libosinfo win2k22, 2 GiB
 #
+# The media tests (tests/e2e_media.rs) change discs and drives, so they own their guests:
+#   diq-media-a    alpine   ok            iso/harness.iso          running
+#   diq-media-b    alpine   ok            iso/harness.iso          running
+#   diq-media-off  alpine   ok            iso/harness.iso          shut off
+#   diq-media-bare alpine   ok            - (no drive)             shut off
+#   diq-media-scsi alpine   ok            - (virtio-scsi ctrl)     running
+#
 # The Linux guests: type qemu (TCG), machine q35, 256 MiB, 1 vCPU, direct kernel boot, a
 # virtio balloon with stats, serial console to $HARNESS_DIR/console/<name>.log (read it when a
 # guest misbehaves). diq-win2k22 is q35 too, 2 GiB and 2 vCPUs, with no kernel and no disk.
@@ -67,7 +74,8 @@ readonly PACKAGES=(
     kmod gzip coreutils
 )
 
-# name persona agent-mode cdrom(harness|empty|none) expected(running|frozen|paused|off)
+# name persona agent-mode cdrom(harness|empty|none|scsi) expected(running|frozen|paused|off)
+# scsi = no CD-ROM drive, but a virtio-scsi controller a drive can be hot-added on.
 readonly GUESTS=(
     "diq-ubuntu   ubuntu  ok           harness running"
     "diq-centos   centos  ok           empty   running"
@@ -76,6 +84,11 @@ readonly GUESTS=(
     "diq-frozen   alpine  freeze       none    frozen"
     "diq-paused   alpine  ok           none    paused"
     "diq-win2k22  -       -            harness off"
+    "diq-media-a     alpine  ok  harness running"
+    "diq-media-b     alpine  ok  harness running"
+    "diq-media-off   alpine  ok  harness off"
+    "diq-media-bare  alpine  ok  none    off"
+    "diq-media-scsi  alpine  ok  scsi    running"
 )
 
 # The modules the guest needs; their dependencies come from the kernel's own modules.dep.
@@ -605,6 +618,7 @@ domain_xml() {
       <readonly/>
     </disk>" ;;
     none) ;;
+    scsi) disk="<controller type='scsi' index='0' model='virtio-scsi'/>" ;;
     *) die "bad cdrom kind $cdrom" ;;
     esac
     metadata="<diq:harness xmlns:diq='urn:x-dismount-iso-qemu:harness'>

@@ -445,7 +445,8 @@ pub fn mount(hv: &dyn Hypervisor, req: &MountRequest<'_>) -> Result<String, Fail
     hv.update_device(&vm.name, &xml, scope, false)
         .map_err(|e| match e {
             HvError::TrayLocked { .. } => tray_locked_on_mount(&vm.name, &slot.target),
-            other => Failure::from(other),
+            other if other.is_connection() => Failure::from(other),
+            other => Failure::partial(device_error(&other, &vm.name, &slot.target)),
         })?;
     let mut line = format!(
         "{name} {target}: mounted {} ({})",
@@ -760,8 +761,25 @@ fn eject_drive(
             forced: force && scope.live,
         },
         Err(HvError::TrayLocked { .. }) => DriveOutcome::Locked,
-        Err(e) => DriveOutcome::Error(e.to_string()),
+        Err(e) => DriveOutcome::Error(device_error(&e, vm, &d.target)),
     }
+}
+
+/// A failed media change, in words an operator can act on.
+///
+/// libvirt 9.0 does not learn that a CD-ROM drive hot-added to a running VM has a tray:
+/// it skips opening it and QEMU then refuses to remove the disc ("Tray of device … is not
+/// open"), with or without force, until the VM is restarted. Both adapters pass libvirt's
+/// text through, so it is recognised here once.
+pub fn device_error(e: &HvError, vm: &str, target: &str) -> String {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("tray of device") && lower.contains("is not open") {
+        return format!(
+            "libvirt cannot change the disc of this drive while the VM runs (it does not track the tray of a drive hot-added since the VM started); restart the VM, or remove the drive with `virsh detach-disk {vm} {target} --live --config` ({text})"
+        );
+    }
+    text
 }
 
 /// Run `eject_vm` over many VMs, `opts.jobs` at a time; reports come back sorted by VM.
