@@ -137,12 +137,12 @@ cmd_deps() {
     msg "deps: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
-        apt-get update -q
+        apt-get update -q >&2
     fi
-    if ! apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+    if ! apt-get install -y -q --no-install-recommends "${missing[@]}" >&2; then
         msg "deps: install failed, refreshing the package lists once and retrying"
-        apt-get update -q
-        apt-get install -y -q --no-install-recommends "${missing[@]}"
+        apt-get update -q >&2
+        apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
     fi
 }
 
@@ -241,7 +241,7 @@ resolve_kernel_package() {
 
 refresh_apt_lists() {
     msg "kernel: $1, refreshing the package lists"
-    DEBIAN_FRONTEND=noninteractive apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
 }
 
 # Downloads kernel package $2 into $1; prints the .deb's path.
