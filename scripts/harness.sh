@@ -849,7 +849,7 @@ cmd_up() {
     ensure_image
     ensure_isos
 
-    declare -A EXPECT=() NEEDS_FREEZE=() 
+    declare -A EXPECT=() NEEDS_FREEZE=()
     for line in "${GUESTS[@]}"; do
         read -r name persona agent cdrom expect <<<"$line"
         EXPECT[$name]=$expect
@@ -868,7 +868,7 @@ cmd_up() {
             "shut off" | crashed) start_guest "$name" ;;
             paused) msg "$name: resuming"; vsh resume "$name" >/dev/null ;;
             running) ;;
-            *) die "$name: unexpected state '$state'" ;;
+            *) restart_guest "$name" "it is $state" ;;
             esac
             if [[ "$agent" != none ]]; then pending+=("$name"); fi
             ;;
@@ -877,15 +877,15 @@ cmd_up() {
             "shut off" | crashed) start_guest "$name"; pending+=("$name") ;;
             running) pending+=("$name") ;;
             paused) ;;
-            *) die "$name: unexpected state '$state'" ;;
+            *) restart_guest "$name" "it is $state"; pending+=("$name") ;;
             esac
             ;;
         esac
         ensure_media "$name" "$cdrom"
     done
 
-    # A frozen guest whose QEMU instance is the one we froze needs no ping (it would cost 3 s
-    # plus libvirt's 5 s resync on the next call).
+    # A frozen guest whose QEMU instance is the one we froze needs no ping: every call to a
+    # frozen agent costs libvirt's 5 s guest-sync timeout.
     still=()
     for name in "${pending[@]}"; do
         if [[ "${EXPECT[$name]}" == frozen && -r "$HARNESS_DIR/state/$name.frozen" ]] &&
