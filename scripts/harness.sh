@@ -591,7 +591,10 @@ domain_uuid() {
 
 # domain_xml NAME PERSONA AGENT CDROM: prints the domain definition.
 domain_xml() {
-    local name="$1" persona="$2" agent="$3" cdrom="$4" disk="" memory=256 vcpus=1 os metadata
+    local name="$1" persona="$2" agent="$3" cdrom="$4" disk="" memory=256 vcpus=1 os metadata hotplug
+    # q35 gets only the PCIe root ports its devices use: without a SCSI controller in place,
+    # hot-adding a SCSI CD-ROM fails with "No more available PCI slots".
+    hotplug="<controller type='scsi' index='0' model='virtio-scsi'/>"
     case "$cdrom" in
     harness)
         disk="<disk type='file' device='cdrom'>
@@ -656,6 +659,7 @@ domain_xml() {
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
     $disk
     <controller type='usb' model='none'/>
+    $hotplug
     <serial type='file'>
       <source path='$HARNESS_DIR/console/$name.log'/>
       <target port='0'/>
