@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # harness.sh — the real libvirt/QEMU end-to-end harness of dismount_iso_qemu.
 #
-# Usage: scripts/harness.sh [-h] deps|up|down|status|selftest|env
+# Usage: scripts/harness.sh [-h] deps|daemons|up|down|status|selftest|env
 #
 #   deps    Install the Debian packages the harness needs (apt-get, noninteractive).
+#   daemons deps, then configure and start virtlogd + libvirtd only (no guests).
 #   up      deps, then: configure and start virtlogd + libvirtd (no systemd needed), build the
 #           guest image and the ISOs when their inputs changed, define and start the guests,
 #           wait until each one is in its expected state, print a summary. Idempotent: with
@@ -1249,6 +1250,7 @@ cmd_env() {
 main() {
     case "${1:-}" in
     deps) cmd_deps ;;
+    daemons) need_root; cmd_deps; ensure_daemons ;;
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
