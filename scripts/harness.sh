@@ -41,7 +41,7 @@
 #   diq-media-b    alpine   ok            iso/harness.iso          running
 #   diq-media-off  alpine   ok            iso/harness.iso          shut off
 #   diq-media-bare alpine   ok            - (no drive)             shut off
-#   diq-media-scsi alpine   ok            - (virtio-scsi ctrl)     running
+#   diq-media-scsi alpine   ok            - (no drive)             running, for a SCSI hot-add
 #
 # The Linux guests: type qemu (TCG), machine q35, 256 MiB, 1 vCPU, direct kernel boot, a
 # virtio balloon with stats, serial console to $HARNESS_DIR/console/<name>.log (read it when a
@@ -77,8 +77,7 @@ readonly PACKAGES=(
     kmod gzip coreutils
 )
 
-# name persona agent-mode cdrom(harness|empty|none|scsi) expected(running|frozen|paused|off)
-# scsi = no CD-ROM drive, but a virtio-scsi controller a drive can be hot-added on.
+# name persona agent-mode cdrom(harness|empty|none) expected(running|frozen|paused|off)
 readonly GUESTS=(
     "diq-ubuntu   ubuntu  ok           harness running"
     "diq-centos   centos  ok           empty   running"
@@ -91,7 +90,7 @@ readonly GUESTS=(
     "diq-media-b     alpine  ok  harness running"
     "diq-media-off   alpine  ok  harness off"
     "diq-media-bare  alpine  ok  none    off"
-    "diq-media-scsi  alpine  ok  scsi    running"
+    "diq-media-scsi  alpine  ok  none    running"
 )
 
 # The modules the guest needs; their dependencies come from the kernel's own modules.dep.
@@ -624,7 +623,6 @@ domain_xml() {
       <readonly/>
     </disk>" ;;
     none) ;;
-    scsi) disk="<controller type='scsi' index='0' model='virtio-scsi'/>" ;;
     *) die "bad cdrom kind $cdrom" ;;
     esac
     metadata="<diq:harness xmlns:diq='urn:x-dismount-iso-qemu:harness'>
