@@ -207,10 +207,14 @@ pub fn eject(app: &App, args: &EjectArgs, out: &mut impl Write) -> Result<u8, Fa
         let vms = host
             .vms
             .iter()
-            .filter(|vm| vm.drives.iter().any(|d| d.holds(&m)))
+            .filter(|vm| {
+                vm.drives
+                    .iter()
+                    .any(|d| d.holds(&m) && args.drive.as_ref().map_or(true, |t| &d.target == t))
+            })
             .cloned()
             .collect();
-        (Which::Holding(m), vms)
+        (Which::Holding(m, args.drive.clone()), vms)
     } else {
         let vms = host
             .vms
@@ -229,7 +233,7 @@ pub fn eject(app: &App, args: &EjectArgs, out: &mut impl Write) -> Result<u8, Fa
     };
     if vms.is_empty() && host.errors.is_empty() {
         match &which {
-            Which::Holding(m) => writeln!(out, "no VM holds {}", m.shown())?,
+            Which::Holding(m, _) => writeln!(out, "no VM holds {}", m.shown())?,
             _ => writeln!(out, "no VM has a CD-ROM drive")?,
         }
         return Ok(exit::OK);

@@ -255,7 +255,7 @@ pub fn dismount_offer(app: &App, p: &mut Prompter<'_>) -> Result<(), Failure> {
                 .filter(|vm| vm.drives.iter().any(|d| d.holds(&m)))
                 .cloned()
                 .collect();
-            (Which::Holding(m), vms)
+            (Which::Holding(m, None), vms)
         }
         Action::Everything => {
             let vms = host

@@ -267,6 +267,8 @@ pub fn find_domain(hv: &dyn Hypervisor, name: &str) -> Result<DomainInfo, Failur
 pub struct IsoMatch {
     given: String,
     absolute: String,
+    /// With symlinks resolved, when the file exists here.
+    canonical: Option<String>,
 }
 
 impl IsoMatch {
@@ -275,11 +277,18 @@ impl IsoMatch {
         let absolute = std::path::absolute(path)
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_else(|_| given.clone());
-        IsoMatch { given, absolute }
+        let canonical = std::fs::canonicalize(path)
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned());
+        IsoMatch {
+            given,
+            absolute,
+            canonical,
+        }
     }
 
     pub fn matches(&self, source: &str) -> bool {
-        source == self.given || source == self.absolute
+        source == self.given || source == self.absolute || self.canonical.as_deref() == Some(source)
     }
 
     pub fn shown(&self) -> String {
@@ -318,8 +327,12 @@ pub fn uri_is_local(uri: &str) -> bool {
 /// Check that `iso` exists and is readable by the hypervisor: for a local URI the file
 /// itself; for a remote one, a storage pool volume with that path.
 pub fn resolve_iso(hv: &dyn Hypervisor, iso: &Path) -> Result<IsoImage, Failure> {
-    let uri = hv.uri();
-    if !uri_is_local(&uri) {
+    resolve_iso_on(hv, &hv.uri(), iso)
+}
+
+/// [`resolve_iso`] for a connection named `uri` (tests pretend to be remote).
+pub fn resolve_iso_on(hv: &dyn Hypervisor, uri: &str, iso: &Path) -> Result<IsoImage, Failure> {
+    if !uri_is_local(uri) {
         let wanted = iso.to_string_lossy();
         let volumes = hv.list_volumes()?;
         return match volumes.iter().find(|v| v.path == wanted) {
@@ -329,7 +342,7 @@ pub fn resolve_iso(hv: &dyn Hypervisor, iso: &Path) -> Result<IsoImage, Failure>
             }),
             None => Err(Failure::usage(format!(
                 "no storage pool volume on {} has the path {:?}: a remote host can only use ISOs in its storage pools (see `virsh vol-list POOL`)",
-                sanitize(&uri),
+                sanitize(uri),
                 sanitize(&wanted)
             ))),
         };
@@ -555,8 +568,8 @@ pub enum Which {
     All,
     /// One drive by target name.
     Drive(String),
-    /// The drives holding this ISO (in either definition).
-    Holding(IsoMatch),
+    /// The drives holding this ISO (in either definition); only drive `.1` when given.
+    Holding(IsoMatch, Option<String>),
 }
 
 /// Knobs of a dismount.
@@ -683,7 +696,9 @@ pub fn eject_vm(hv: &dyn Hypervisor, vm: &VmMedia, which: &Which, opts: &EjectOp
         .filter(|d| match which {
             Which::All => true,
             Which::Drive(t) => &d.target == t,
-            Which::Holding(iso) => d.holds(iso),
+            Which::Holding(iso, drive) => {
+                d.holds(iso) && drive.as_ref().map_or(true, |t| &d.target == t)
+            }
         })
         .collect();
     // Per drive: which definitions to empty, and the discs they hold.
@@ -693,7 +708,7 @@ pub fn eject_vm(hv: &dyn Hypervisor, vm: &VmMedia, which: &Which, opts: &EjectOp
             let wanted = |c: &Option<Content>| -> Option<String> {
                 let s = c.as_ref()?.source.clone()?;
                 match which {
-                    Which::Holding(iso) if !iso.matches(&s) => None,
+                    Which::Holding(iso, _) if !iso.matches(&s) => None,
                     _ => Some(s),
                 }
             };

@@ -713,7 +713,7 @@ fn batch_by_iso_never_stops_at_the_first_failure() {
         vms.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
         ["a-run", "b-off", "c-locked", "f-gone"]
     );
-    let reports = eject_many(&hv, &vms, &Which::Holding(m), &opts(false));
+    let reports = eject_many(&hv, &vms, &Which::Holding(m, None), &opts(false));
     let mut out = Vec::new();
     let code = write_batch(&mut out, &reports, &[], Instant::now()).unwrap();
     let out = String::from_utf8(out).unwrap();
@@ -914,4 +914,145 @@ fn menu_dismount_offer_is_one_choice_away() {
     );
     let out = drive_flow(&app(empty), "", super::menu::dismount_offer);
     assert_eq!(out, "No VM holds an ISO.\n");
+}
+
+// ------------------------------------------------------------------------------ commands
+
+fn run_cmd(
+    f: impl FnOnce(&mut Vec<u8>) -> Result<u8, crate::Failure>,
+) -> (Result<u8, String>, String) {
+    let mut out = Vec::new();
+    let r = f(&mut out).map_err(|e| e.message);
+    (r, String::from_utf8(out).unwrap())
+}
+
+#[test]
+fn isos_lists_every_drive_and_filters_by_iso() {
+    let a = app(batch_host());
+    let args = |json, iso: Option<&str>| crate::cli::IsosArgs {
+        json,
+        iso: iso.map(PathBuf::from),
+    };
+    let (r, out) = run_cmd(|o| super::cmd::isos(&a, &args(false, None), o));
+    assert_eq!(r, Ok(exit::OK));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "VM                   State         Drive   Bus    ISO"
+    );
+    assert_eq!(
+        lines[2],
+        format!("a-run                running       sda     sata   {ISO}")
+    );
+    assert!(out.contains("g-nodrive            shut off      -       -      (no CD-ROM drive)"));
+    assert!(out.contains("e-empty              shut off      sda     sata   -"));
+
+    let (_, out) = run_cmd(|o| super::cmd::isos(&a, &args(true, Some("/isos/other.iso")), o));
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["vms"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["vms"][0]["name"], "d-other");
+    assert_eq!(
+        doc["vms"][0]["drives"][0]["config"]["source"],
+        "/isos/other.iso"
+    );
+    assert_eq!(doc["vms"][0]["drives"][0]["live"], Value::Null);
+
+    let (r, out) = run_cmd(|o| super::cmd::isos(&a, &args(false, Some("/nowhere.iso")), o));
+    assert_eq!(r, Ok(exit::OK));
+    assert_eq!(out, "no VM holds /nowhere.iso\n");
+}
+
+#[test]
+fn eject_command_checks_its_input_and_batches_by_iso_and_drive() {
+    let a = app(batch_host());
+    let args = |vm: Option<&str>, drive: Option<&str>, iso: Option<&str>, all: bool| {
+        crate::cli::EjectArgs {
+            vm: vm.map(str::to_string),
+            drive: drive.map(str::to_string),
+            iso: iso.map(PathBuf::from),
+            all,
+            force: false,
+        }
+    };
+    for (a_, want) in [
+        (
+            args(Some("nope"), None, None, false),
+            "no VM named \"nope\" on this connection",
+        ),
+        (
+            args(Some("g-nodrive"), None, None, false),
+            "VM g-nodrive has no CD-ROM drive",
+        ),
+        (
+            args(Some("b-off"), Some("hdc"), None, false),
+            "VM b-off has no CD-ROM drive \"hdc\" (its drives: sda)",
+        ),
+    ] {
+        let (r, out) = run_cmd(|o| super::cmd::eject(&a, &a_, o));
+        assert_eq!(r, Err(want.to_string()));
+        assert!(out.is_empty());
+    }
+    let (r, out) = run_cmd(|o| super::cmd::eject(&a, &args(Some("e-empty"), None, None, false), o));
+    assert_eq!(r, Ok(exit::OK));
+    assert_eq!(out, "e-empty: sda already empty\n");
+
+    // --iso with --drive: only that drive; no VM has an sdb holding it.
+    let (r, out) =
+        run_cmd(|o| super::cmd::eject(&a, &args(None, Some("sdb"), Some(ISO), false), o));
+    assert_eq!(r, Ok(exit::OK));
+    assert_eq!(out, format!("no VM holds {ISO}\n"));
+
+    // --all: every VM with a drive, one line each, then the summary; exit 1 (locked, error).
+    let (r, out) = run_cmd(|o| super::cmd::eject(&a, &args(None, None, None, true), o));
+    assert_eq!(r, Ok(exit::PARTIAL));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 7, "{out}");
+    assert_eq!(lines[3], "d-other: sda ejected /isos/other.iso (config)");
+    assert_eq!(lines[4], "e-empty: sda already empty");
+    assert!(lines[6].starts_with("6 VMs: 3 ejected, 1 already empty, 1 locked, 1 failed"));
+}
+
+#[test]
+fn iso_paths_match_through_symlinks_and_remote_hosts_need_a_volume() {
+    let (dir, iso) = iso_file();
+    let link = dir.path().join("link.iso");
+    std::os::unix::fs::symlink(&iso, &link).unwrap();
+    let m = IsoMatch::new(&link);
+    assert!(m.matches(iso.to_str().unwrap()));
+    assert!(m.matches(link.to_str().unwrap()));
+    assert!(!m.matches("/elsewhere.iso"));
+
+    assert!(uri_is_local("qemu:///system"));
+    assert!(uri_is_local("qemu+unix:///session"));
+    assert!(!uri_is_local("qemu+ssh://root@host/system"));
+    let hv = FakeHypervisor::new().with_volume(StorageVolume {
+        pool: "isos".into(),
+        name: "x.iso".into(),
+        path: "/pool/x.iso".into(),
+        capacity_bytes: None,
+    });
+    let remote = "qemu+ssh://root@host/system";
+    assert_eq!(
+        resolve_iso_on(&hv, remote, Path::new("/pool/x.iso")).unwrap(),
+        IsoImage {
+            path: "/pool/x.iso".into(),
+            block: false
+        }
+    );
+    let e = resolve_iso_on(&hv, remote, Path::new("/local/only.iso")).unwrap_err();
+    assert_eq!(e.code, exit::USAGE);
+    assert_eq!(e.message, "no storage pool volume on qemu+ssh://root@host/system has the path \"/local/only.iso\": a remote host can only use ISOs in its storage pools (see `virsh vol-list POOL`)");
+}
+
+#[test]
+fn hot_added_drive_failure_says_what_to_do() {
+    let e = HvError::Failed {
+        operation: "changing a device",
+        detail: "vm: internal error: unable to execute QEMU command 'blockdev-remove-medium': Tray of device 'scsi0-0-0-0' is not open".into(),
+    };
+    let text = device_error(&e, "vm", "sdb");
+    assert!(text.starts_with("libvirt cannot change the disc of this drive while the VM runs"));
+    assert!(text.contains("virsh detach-disk vm sdb --live --config"));
+    let other = HvError::NoSuchDomain("vm".into());
+    assert_eq!(device_error(&other, "vm", "sda"), other.to_string());
 }
