@@ -257,7 +257,7 @@ fn scan_loop(
         stats.scans += 1;
         stats.last_duration_seconds = Some(elapsed.as_secs_f64());
         let was_up = stats.up;
-        let snapshot = match result {
+        let (snapshot, failure) = match result {
             Ok(snap) => {
                 if was_up == Some(false) {
                     tracing::info!("libvirt is reachable again");
@@ -271,12 +271,7 @@ fn scan_loop(
                     "scan finished"
                 );
                 agents.log_changes(&snap);
-                shared.update_health(|h| {
-                    h.last_success = Some(Instant::now());
-                    h.last_failure = None;
-                    h.scan_started = None;
-                });
-                Some(Arc::new(snap))
+                (Some(Arc::new(snap)), None)
             }
             Err(e) => {
                 // The connection is suspect: the next interval opens a fresh one.
@@ -293,14 +288,19 @@ fn scan_loop(
                 } else {
                     tracing::debug!("scan failed again: {reason}");
                 }
-                shared.update_health(|h| {
-                    h.last_failure = Some(reason);
-                    h.scan_started = None;
-                });
-                None
+                (None, Some(reason))
             }
         };
+        // Publish before health turns green, so a scraper that waited for /healthz finds
+        // this scan's numbers.
         shared.publish(metrics::render(snapshot, &stats));
+        shared.update_health(|h| {
+            if failure.is_none() {
+                h.last_success = Some(Instant::now());
+            }
+            h.last_failure = failure;
+            h.scan_started = None;
+        });
 
         let next = tick + interval;
         while !stop.load(Ordering::SeqCst) {

@@ -49,6 +49,16 @@ fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> (u16, String, Stri
     (status, ctype, body.to_string())
 }
 
+/// The raw answer bytes of one GET with extra header lines.
+fn get_raw(addr: SocketAddr, path: &str, headers: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\n{headers}\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    raw
+}
+
 fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + limit;
     while !f() {
@@ -119,6 +129,24 @@ fn serves_metrics_health_index_and_404() {
     assert!(ct.starts_with("text/html"));
     assert!(body.contains("href=\"/metrics\"") && body.contains("href=\"/healthz\""));
     assert_eq!(get(r.addr, "/nope", None).0, 404);
+
+    // Prometheus asks for gzip: same bytes, compressed once per scan.
+    let e = r.shared.exposition();
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&e.openmetrics_gzip[..])
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert_eq!(plain, e.openmetrics.to_vec());
+    let raw = get_raw(r.addr, "/metrics", "Accept-Encoding: gzip\r\n");
+    assert!(raw
+        .windows(24)
+        .any(|w| w.eq_ignore_ascii_case(b"Content-Encoding: gzip\r\n")));
+    assert!(
+        raw.len() < e.text.len() / 2,
+        "{} vs {}",
+        raw.len(),
+        e.text.len()
+    );
     assert_eq!(get(r.addr, "/metrics?x=1", None).0, 200);
 
     let t0 = Instant::now();
