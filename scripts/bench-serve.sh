@@ -8,7 +8,8 @@
 # our exporter (release build) and the peer on loopback, and for each prints: the time of
 # one scrape (median of 50 in a row), a burst of BURST concurrent scrapes (p50, p99 and
 # worst latency, wall time), RSS before and after the burst, and what the scrape holds
-# (bytes, domains, OS names, agent states, media). The extra domains are undefined at the
+# (bytes, domains, OS names, agent states, media), once with plain requests (curl) and once
+# with the headers Prometheus sends (OpenMetrics, gzip). The extra domains are undefined at the
 # end. Set NO_PEER=1 to skip the peer, BACKEND=virsh to scan through virsh (default:
 # native). Target: p50 <= 2 ms and RSS below the peer's.
 
@@ -71,18 +72,23 @@ percentiles() {
         printf "%.2f %.2f %.2f", a[int((NR+1)/2)], a[int(NR*0.99+0.999)], a[NR] }'
 }
 
-measure() { # name pid url
-    local name=$1 pid=$2 url=$3
+# What Prometheus sends: OpenMetrics first, gzip.
+PROM_ACCEPT='application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1'
+
+measure() { # name pid url mode(plain|prometheus)
+    local name=$1 pid=$2 url=$3 mode=$4
     local body="$work/$name.prom"
+    local -a opts=()
+    [[ $mode == prometheus ]] && opts=(-H "Accept: $PROM_ACCEPT" --compressed)
     curl -fs "$url" -o "$body"
     # One scrape at a time: what a single Prometheus sees.
     local single
-    single=$(for _ in $(seq 50); do curl -fs -o /dev/null -w '%{time_total}\n' "$url"; done | percentiles)
+    single=$(for _ in $(seq 50); do curl -fs "${opts[@]}" -o /dev/null -w '%{time_total}\n' "$url"; done | percentiles)
     local rss0 rss1 t0 t1 burst
     rss0=$(rss_mb "$pid")
     t0=$(date +%s%3N)
     burst=$(for _ in $(seq "$BURST"); do echo "url = \"$url\""; echo "output = /dev/null"; done |
-        curl -fs --no-progress-meter -Z --parallel-max "$BURST" --parallel-immediate -K - -w '%{time_total}\n' | percentiles)
+        curl -fs --no-progress-meter -Z --parallel-max "$BURST" --parallel-immediate "${opts[@]}" -K - -w '%{time_total}\n' | percentiles)
     t1=$(date +%s%3N)
     rss1=$(rss_mb "$pid")
     local domains os agents media
@@ -93,8 +99,8 @@ measure() { # name pid url
     media=$(grep -cE '^libvirt_domain_media_info\{' "$body" || true)
     read -r s50 _ smax <<<"$single"
     read -r b50 b99 bmax <<<"$burst"
-    printf '%-10s single p50 %6s ms (worst %6s) | burst of %s: p50 %6s ms, p99 %6s, worst %6s, wall %5s ms | RSS %5s MB -> %5s MB | %6s bytes, domains %s, with OS %s, agent series %s, media series %s\n' \
-        "$name" "$s50" "$smax" "$BURST" "$b50" "$b99" "$bmax" "$((t1 - t0))" "$rss0" "$rss1" \
+    printf '%-5s %-10s single p50 %6s ms (worst %6s) | burst of %s: p50 %6s ms, p99 %6s, worst %6s, wall %5s ms | RSS %5s MB -> %5s MB | %6s bytes, domains %s, with OS %s, agent series %s, media series %s\n' \
+        "$name" "$mode" "$s50" "$smax" "$BURST" "$b50" "$b99" "$bmax" "$((t1 - t0))" "$rss0" "$rss1" \
         "$(wc -c <"$body")" "$domains" "$os" "$agents" "$media"
 }
 
@@ -105,7 +111,7 @@ pids+=($!)
 ours_pid=$!
 wait_http "http://127.0.0.1:$ours_port/healthz" 60
 echo
-measure ours "$ours_pid" "http://127.0.0.1:$ours_port/metrics"
+for mode in plain prometheus; do measure ours "$ours_pid" "http://127.0.0.1:$ours_port/metrics" $mode; done
 
 if [[ "${NO_PEER:-0}" != 1 ]]; then
     if ! command -v prometheus-libvirt-exporter >/dev/null; then
@@ -119,7 +125,7 @@ if [[ "${NO_PEER:-0}" != 1 ]]; then
         pids+=($!)
         peer_pid=$!
         wait_http "http://127.0.0.1:$peer_port/metrics" 30
-        measure peer "$peer_pid" "http://127.0.0.1:$peer_port/metrics"
+        for mode in plain prometheus; do measure peer "$peer_pid" "http://127.0.0.1:$peer_port/metrics" $mode; done
     else
         echo "peer: prometheus-libvirt-exporter is not installable here; skipped"
     fi

@@ -12,6 +12,7 @@ pub mod metrics;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{Cli, LogFormat, ServeArgs};
 use crate::config::{self, Settings};
-use crate::hypervisor::{self, HvResult, Hypervisor};
+use crate::hypervisor::{self, HvError, HvResult, Hypervisor};
 use crate::probe::ProbeManager;
 use crate::snapshot::{AgentStatus, Snapshot};
 use crate::{App, Failure};
@@ -245,14 +246,23 @@ fn scan_loop(
     while !stop.load(Ordering::SeqCst) {
         let tick = Instant::now();
         shared.update_health(|h| h.scan_started = Some(tick));
-        let result = match &probes {
+        // A panic in an adapter (a bug, or a library that panics on a dead connection)
+        // must cost one scan, not the exporter: it counts as a failed scan and the next
+        // interval reconnects.
+        let result = catch_unwind(AssertUnwindSafe(|| match &probes {
             Some(p) => p.scan(),
             None => opener().and_then(|hv| {
                 let p = App::from_parts(settings.clone(), hv, false).probes;
                 probes = Some(Arc::clone(&p));
                 p.scan()
             }),
-        };
+        }))
+        .unwrap_or_else(|_| {
+            Err(HvError::Failed {
+                operation: "scan",
+                detail: "the scan panicked (see the message above)".into(),
+            })
+        });
         let elapsed = tick.elapsed();
         stats.scans += 1;
         stats.last_duration_seconds = Some(elapsed.as_secs_f64());
@@ -275,7 +285,8 @@ fn scan_loop(
             }
             Err(e) => {
                 // The connection is suspect: the next interval opens a fresh one.
-                probes = None;
+                let old = probes.take();
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(old)));
                 stats.up = Some(false);
                 stats.failed_scans += 1;
                 let reason = e.to_string();

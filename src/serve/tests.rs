@@ -353,6 +353,35 @@ fn many_concurrent_scrapes_stay_fast() {
 }
 
 #[test]
+fn a_panicking_adapter_costs_one_scan_not_the_exporter() {
+    use std::sync::atomic::AtomicUsize;
+    let fake = FakeHypervisor::new().with_domain(ubuntu());
+    let opens = Arc::new(AtomicUsize::new(0));
+    let (hv, n) = (fake.clone(), Arc::clone(&opens));
+    let opener: Opener = Arc::new(move || {
+        if n.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("adapter bug (expected by this test)");
+        }
+        Ok(Arc::new(hv.clone()) as Arc<dyn Hypervisor>)
+    });
+    let r = start(
+        settings(Duration::from_secs(1)),
+        opener,
+        "127.0.0.1:0".parse().unwrap(),
+        Duration::from_millis(100),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
+    wait_for("healthy after the panic", Duration::from_secs(5), || {
+        get(r.addr, "/healthz", None).0 == 200
+    });
+    let (_, _, m) = get(r.addr, "/metrics", None);
+    assert!(m.contains("dismount_iso_qemu_scan_errors_total 1"), "{m}");
+    r.stop();
+    r.wait();
+}
+
+#[test]
 fn listen_addresses_parse() {
     assert_eq!(
         parse_listen("127.0.0.1:9177").unwrap(),
