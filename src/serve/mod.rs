@@ -31,8 +31,9 @@ use metrics::{Exposition, ScanStats};
 /// Opens (or re-opens) the hypervisor connection.
 pub type Opener = Arc<dyn Fn() -> HvResult<Arc<dyn Hypervisor>> + Send + Sync>;
 
-/// HTTP worker threads: each only copies bytes, so a few serve hundreds of scrapers.
-const HTTP_WORKERS: usize = 4;
+/// HTTP worker threads. Each only hands out bytes, but a write to a slow reader blocks its
+/// worker until the socket drains, so there are more workers than cores.
+const HTTP_WORKERS: usize = 16;
 /// How often blocked loops look at the stop flag.
 const POLL: Duration = Duration::from_millis(100);
 
