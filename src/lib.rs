@@ -12,6 +12,7 @@ pub mod domxml;
 pub mod hypervisor;
 pub mod probe;
 pub mod render;
+pub mod serve;
 pub mod snapshot;
 
 use std::io::{self, Write};
@@ -138,6 +139,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             let app = App::connect(&cli, args.no_cache)?;
             scan(&app, args, &mut io::stdout().lock())
         }
+        Some(Command::Serve(args)) => serve::run(&cli, args),
         Some(other) => Err(Failure::usage(format!(
             "`{}` is not available yet in this version",
             command_name(other)
