@@ -13,6 +13,7 @@ pub mod hypervisor;
 pub mod probe;
 pub mod render;
 pub mod snapshot;
+pub mod transfer;
 
 use std::io::{self, Write};
 use std::sync::Arc;
