@@ -756,6 +756,8 @@ pub fn world_writable_warning(vm: &str, path: &str, mode: u32, reason: &str) -> 
     )
 }
 
+pub mod commands;
+
 #[cfg(test)]
 pub(crate) mod testfs;
 
