@@ -124,7 +124,10 @@ pub fn resolve_with(
     }
     Ok(Settings {
         uri: o.uri.clone().or(env_uri).or(file.uri),
-        backend: o.backend.or(file.backend).unwrap_or(Backend::Native),
+        backend: o
+            .backend
+            .or(file.backend)
+            .unwrap_or_else(Backend::default_for_build),
         probe_timeout: Duration::from_secs_f64(probe_timeout),
         cache_ttl: Duration::from_secs(
             o.cache_ttl
@@ -152,7 +155,7 @@ mod tests {
         let none = Overrides::default();
         let s = resolve_with(&none, None, FileConfig::default()).unwrap();
         assert_eq!(s.uri, None);
-        assert_eq!(s.backend, Backend::Native);
+        assert_eq!(s.backend, Backend::default_for_build());
         assert_eq!(s.probe_timeout, Duration::from_secs(5));
         assert_eq!(s.cache_ttl, Duration::from_secs(60));
 

@@ -47,7 +47,7 @@ pub struct GlobalArgs {
     pub connect: Option<String>,
 
     /// How to talk to libvirt: the native C API (no process per VM) or the virsh command
-    /// [default: native]
+    /// [default: native; virsh in builds without the `native` feature]
     #[arg(long, value_enum, env = "DISMOUNT_ISO_QEMU_BACKEND", global = true)]
     pub backend: Option<Backend>,
 

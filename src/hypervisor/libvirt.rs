@@ -1,50 +1,672 @@
-//! The `native libvirt adapter (virt crate). (Being written; see issue 2.)
+//! The native adapter: libvirt's C API through the `virt` crate.
+//!
+//! One connection serves every probe thread (libvirt connections are thread-safe), so a
+//! scan of hundreds of VMs costs a few RPCs on one socket instead of a process per VM.
+//!
+//! Two traps of `virt` 0.5 shape this file:
+//! - the `Drop` impls of `Connect`, `Domain`, `StoragePool` and `StorageVol` panic when
+//!   libvirt's free/close fails, and a panic in `Drop` during unwinding aborts the process.
+//!   Every handle therefore lives in [`Owned`], which frees it itself and ignores failure.
+//! - libvirt reports errors through a thread-local "last error"; the crate copies it out
+//!   right after each failing call, so classification below works on that copy.
 
+use std::mem::ManuallyDrop;
+use std::ops::Deref;
 use std::time::Duration;
 
-use super::{ChangeScope, DomainInfo, HvError, HvResult, Hypervisor, StorageVolume, XmlScope};
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::error::Error as VirtError;
+use virt::storage_pool::StoragePool;
+use virt::storage_vol::StorageVol;
+use virt::sys;
 
-pub struct NativeHypervisor {
-    uri: Option<String>,
+use super::{
+    classify_agent_message, command_name, ChangeScope, DomainInfo, DomainState, HvError, HvResult,
+    Hypervisor, StorageVolume, XmlScope,
+};
+
+/// A `virt` handle whose release we do ourselves, so that a failing free can never panic.
+struct Owned<T: Release>(ManuallyDrop<T>);
+
+/// Releases the libvirt reference a `virt` handle owns, ignoring failure: a reference we
+/// cannot drop is a leak at worst, never a reason to abort a scan.
+trait Release {
+    fn release(&self);
 }
 
-impl NativeHypervisor {
-    pub fn open(uri: Option<&str>) -> HvResult<NativeHypervisor> {
-        Ok(NativeHypervisor {
-            uri: uri.map(str::to_string),
-        })
+impl Release for Domain {
+    fn release(&self) {
+        // SAFETY: the pointer is the live reference this handle owns; it is not used again.
+        unsafe {
+            sys::virDomainFree(self.as_ptr());
+        }
     }
 }
 
-fn todo_err() -> HvError {
-    HvError::BackendUnavailable("native", "not implemented yet".to_string())
+impl Release for StoragePool {
+    fn release(&self) {
+        // SAFETY: as for Domain.
+        unsafe {
+            sys::virStoragePoolFree(self.as_ptr());
+        }
+    }
+}
+
+impl Release for StorageVol {
+    fn release(&self) {
+        // SAFETY: as for Domain.
+        unsafe {
+            sys::virStorageVolFree(self.as_ptr());
+        }
+    }
+}
+
+impl<T: Release> Owned<T> {
+    fn new(handle: T) -> Owned<T> {
+        Owned(ManuallyDrop::new(handle))
+    }
+}
+
+impl<T: Release> Deref for Owned<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Release> Drop for Owned<T> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+/// The native adapter: one libvirt connection shared by every caller.
+pub struct NativeHypervisor {
+    /// Closed by our own `Drop` (the crate's would panic if closing failed).
+    conn: ManuallyDrop<Connect>,
+    uri: String,
+}
+
+impl NativeHypervisor {
+    /// Connect to `uri` (libvirt's default when `None`) and classify why that failed.
+    pub fn open(uri: Option<&str>) -> HvResult<NativeHypervisor> {
+        // Without this libvirt prints every error to stderr itself, before we classify it.
+        virt::error::clear_error_callback();
+        let shown_uri = uri.unwrap_or("(libvirt default)").to_string();
+        let conn = Connect::open(uri).map_err(|e| classify_open_error(&shown_uri, &e))?;
+        let conn = ManuallyDrop::new(conn);
+        let uri = conn.uri().unwrap_or(shown_uri);
+        Ok(NativeHypervisor { conn, uri })
+    }
+
+    fn lookup(&self, domain: &str, operation: &'static str) -> HvResult<Owned<Domain>> {
+        self.conn
+            .lookup_domain_by_name(domain)
+            .map(Owned::new)
+            .map_err(|e| self.classify(operation, domain, &e))
+    }
+
+    /// Classification shared by every per-domain operation.
+    fn classify(&self, operation: &'static str, domain: &str, e: &VirtError) -> HvError {
+        classify_domain_error(&self.uri, operation, domain, e)
+    }
+}
+
+impl Drop for NativeHypervisor {
+    fn drop(&mut self) {
+        // SAFETY: we own this reference and nothing uses the connection after this.
+        // A failed close only leaks; it must not panic (the crate's Drop would).
+        unsafe {
+            sys::virConnectClose(self.conn.as_ptr());
+        }
+    }
+}
+
+/// libvirt's message on one line (the daemon sometimes sends several).
+fn one_line(e: &VirtError) -> String {
+    e.message().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn code(e: &VirtError) -> u32 {
+    e.code().to_raw()
+}
+
+/// Why `virConnectOpen` failed, for the three things an operator can fix differently.
+fn classify_open_error(uri: &str, e: &VirtError) -> HvError {
+    classify_open(uri, code(e), e.domain().to_raw(), &one_line(e))
+}
+
+/// The pure part of [`classify_open_error`], tested on the codes and texts libvirt 9 sends.
+/// `origin` is libvirt's `virErrorDomain` (which subsystem raised it).
+fn classify_open(uri: &str, code: u32, origin: u32, message: &str) -> HvError {
+    let lower = message.to_ascii_lowercase();
+    let uri = uri.to_string();
+    let detail = message.to_string();
+    let permission = matches!(
+        code,
+        sys::VIR_ERR_AUTH_FAILED
+            | sys::VIR_ERR_AUTH_CANCELLED
+            | sys::VIR_ERR_AUTH_UNAVAILABLE
+            | sys::VIR_ERR_ACCESS_DENIED
+            | sys::VIR_ERR_OPERATION_DENIED
+    ) || origin == sys::VIR_FROM_AUTH
+        // Without a system bus the daemon cannot ask polkit about a non-root client.
+        || (origin == sys::VIR_FROM_DBUS && lower.contains("system bus"))
+        || lower.contains("permission denied")
+        || lower.contains("access denied")
+        || lower.contains("authentication");
+    if permission {
+        return HvError::PermissionDenied { uri, detail };
+    }
+    let unreachable = lower.contains("no such file or directory")
+        || lower.contains("connection refused")
+        || lower.contains("failed to connect socket")
+        || lower.contains("cannot recv data")
+        || lower.contains("end of file while reading data")
+        || lower.contains("connection reset");
+    if unreachable {
+        return HvError::Unreachable { uri, detail };
+    }
+    let bad_uri = matches!(code, sys::VIR_ERR_NO_CONNECT | sys::VIR_ERR_INVALID_ARG)
+        || origin == sys::VIR_FROM_URI
+        || lower.contains("no connection driver available")
+        || lower.contains("uri")
+        || lower.contains("unsupported transport")
+        || lower.contains("unknown transport");
+    if bad_uri {
+        return HvError::BadUri { uri, detail };
+    }
+    if code == sys::VIR_ERR_SYSTEM_ERROR {
+        return HvError::Unreachable { uri, detail };
+    }
+    HvError::Failed {
+        operation: "connecting to libvirt",
+        detail: format!("{uri}: {detail}"),
+    }
+}
+
+/// A call on an open connection failed because the connection itself is gone
+/// (libvirtd restarted or died).
+fn connection_lost(code: u32, lower: &str) -> bool {
+    code == sys::VIR_ERR_INVALID_CONN
+        || lower.contains("client socket is closed")
+        || lower.contains("cannot recv data")
+        || lower.contains("cannot write data")
+        || lower.contains("end of file while reading data")
+}
+
+/// Classification of a failed per-domain call (lookup, XML, device change).
+fn classify_domain_error(
+    uri: &str,
+    operation: &'static str,
+    domain: &str,
+    e: &VirtError,
+) -> HvError {
+    classify_domain(uri, operation, domain, code(e), &one_line(e))
+}
+
+fn classify_domain(
+    uri: &str,
+    operation: &'static str,
+    domain: &str,
+    code: u32,
+    message: &str,
+) -> HvError {
+    let lower = message.to_ascii_lowercase();
+    if code == sys::VIR_ERR_NO_DOMAIN {
+        HvError::NoSuchDomain(domain.to_string())
+    } else if connection_lost(code, &lower) {
+        HvError::Unreachable {
+            uri: uri.to_string(),
+            detail: message.to_string(),
+        }
+    } else if code == sys::VIR_ERR_OPERATION_INVALID && lower.contains("not running") {
+        HvError::DomainNotRunning(domain.to_string())
+    } else {
+        HvError::Failed {
+            operation,
+            detail: format!("{domain}: {message}"),
+        }
+    }
+}
+
+/// Classification of a failed guest agent call: by code where libvirt's code is specific,
+/// by message (shared with the virsh adapter) where it is not.
+fn classify_agent(uri: &str, domain: &str, command: &str, code: u32, message: &str) -> HvError {
+    let lower = message.to_ascii_lowercase();
+    match code {
+        sys::VIR_ERR_NO_DOMAIN => return HvError::NoSuchDomain(domain.to_string()),
+        sys::VIR_ERR_OPERATION_TIMEOUT | sys::VIR_ERR_AGENT_UNSYNCED => {
+            return HvError::AgentTimeout(domain.to_string())
+        }
+        sys::VIR_ERR_NO_SUPPORT | sys::VIR_ERR_OPERATION_UNSUPPORTED => {
+            return HvError::Failed {
+                operation: "guest agent command",
+                detail: format!("{domain}: {message}"),
+            }
+        }
+        _ => {}
+    }
+    if connection_lost(code, &lower) {
+        return HvError::Unreachable {
+            uri: uri.to_string(),
+            detail: message.to_string(),
+        };
+    }
+    match classify_agent_message(domain, command, message) {
+        // libvirt's own code for "the agent did not answer" wins over unknown wording.
+        HvError::AgentCommandFailed { .. } if code == sys::VIR_ERR_AGENT_UNRESPONSIVE => {
+            HvError::AgentTimeout(domain.to_string())
+        }
+        other => other,
+    }
+}
+
+/// libvirt's whole-seconds agent timeout: rounded up, at least 1 (0 would mean "don't
+/// wait at all"), and capped at what a C int holds.
+fn agent_timeout_secs(timeout: Duration) -> i32 {
+    let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+    secs.clamp(1, i32::MAX as u64) as i32
+}
+
+/// The `return` member of a QGA reply (libvirt turns `error` replies into errors itself,
+/// but a reply that slips through is reported, not mistaken for success).
+fn parse_agent_reply(domain: &str, command: &str, reply: &str) -> HvResult<serde_json::Value> {
+    let failed = |message: String| HvError::AgentCommandFailed {
+        domain: domain.to_string(),
+        command: command.to_string(),
+        message,
+    };
+    let mut value: serde_json::Value = serde_json::from_str(reply)
+        .map_err(|e| failed(format!("the agent's reply is not JSON ({e})")))?;
+    if let Some(ret) = value.get_mut("return") {
+        return Ok(ret.take());
+    }
+    if let Some(err) = value.get("error") {
+        let desc = err
+            .get("desc")
+            .and_then(|d| d.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| err.to_string());
+        return Err(classify_agent_message(domain, command, &desc));
+    }
+    Err(failed(format!(
+        "the agent's reply has no \"return\" member: {reply}"
+    )))
+}
+
+/// `virDomainModificationImpact` (plus force) for a device change.
+fn device_flags(scope: ChangeScope, force: bool) -> u32 {
+    let mut flags = 0;
+    if scope.live {
+        flags |= sys::VIR_DOMAIN_AFFECT_LIVE;
+    }
+    if scope.config {
+        flags |= sys::VIR_DOMAIN_AFFECT_CONFIG;
+    }
+    if force {
+        flags |= sys::VIR_DOMAIN_DEVICE_MODIFY_FORCE;
+    }
+    flags
+}
+
+/// The target device (`sda`, `hdc`) a disk XML names, for messages about that drive.
+fn target_dev(device_xml: &str) -> String {
+    roxmltree::Document::parse(device_xml)
+        .ok()
+        .and_then(|doc| {
+            doc.descendants()
+                .find(|n| n.has_tag_name("target"))
+                .and_then(|n| n.attribute("dev"))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "the drive".to_string())
+}
+
+/// The guest holds the tray closed: QEMU refuses to open it and libvirt gives up waiting.
+fn is_tray_locked(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    (lower.contains("tray") && (lower.contains("timed out") || lower.contains("locked")))
+        || (lower.contains("is locked") && lower.contains("force"))
+}
+
+fn scope_missing() -> HvError {
+    HvError::Failed {
+        operation: "changing a device",
+        detail: "neither live nor config was chosen".to_string(),
+    }
 }
 
 impl Hypervisor for NativeHypervisor {
     fn uri(&self) -> String {
-        self.uri.clone().unwrap_or_default()
+        self.uri.clone()
     }
+
     fn list_domains(&self) -> HvResult<Vec<DomainInfo>> {
-        Err(todo_err())
+        // Listing persistent and transient domains apart tells each domain's persistence
+        // without one more RPC per domain; a domain that changes kind in between is
+        // reported in whichever list saw it.
+        let mut domains: Vec<(Owned<Domain>, bool)> = Vec::new();
+        for (flag, persistent) in [
+            (sys::VIR_CONNECT_LIST_DOMAINS_PERSISTENT, true),
+            (sys::VIR_CONNECT_LIST_DOMAINS_TRANSIENT, false),
+        ] {
+            let listed = self
+                .conn
+                .list_all_domains(flag)
+                .map_err(|e| classify_domain_error(&self.uri, "listing domains", "*", &e))?;
+            domains.extend(listed.into_iter().map(|d| (Owned::new(d), persistent)));
+        }
+        let mut out = Vec::with_capacity(domains.len());
+        for (dom, persistent) in &domains {
+            match domain_info(dom, *persistent) {
+                Ok(info) => out.push(info),
+                // Undefined between the list and the query: it is simply no longer there.
+                Err(e) if code(&e) == sys::VIR_ERR_NO_DOMAIN => continue,
+                Err(e) => {
+                    let name = dom.name().unwrap_or_else(|_| "?".to_string());
+                    return Err(classify_domain_error(
+                        &self.uri,
+                        "reading domain info",
+                        &name,
+                        &e,
+                    ));
+                }
+            }
+        }
+        Ok(out)
     }
-    fn domain_xml(&self, _domain: &str, _scope: XmlScope) -> HvResult<String> {
-        Err(todo_err())
+
+    fn domain_xml(&self, domain: &str, scope: XmlScope) -> HvResult<String> {
+        let dom = self.lookup(domain, "reading domain XML")?;
+        let flags = match scope {
+            XmlScope::Current => 0,
+            XmlScope::Persistent => sys::VIR_DOMAIN_XML_INACTIVE,
+        };
+        dom.xml_desc(flags)
+            .map_err(|e| self.classify("reading domain XML", domain, &e))
     }
+
     fn agent_command(
         &self,
-        _domain: &str,
-        _command: &serde_json::Value,
-        _timeout: Duration,
+        domain: &str,
+        command: &serde_json::Value,
+        timeout: Duration,
     ) -> HvResult<serde_json::Value> {
-        Err(todo_err())
+        let name = command_name(command);
+        let dom = self
+            .conn
+            .lookup_domain_by_name(domain)
+            .map(Owned::new)
+            .map_err(|e| classify_agent(&self.uri, domain, &name, code(&e), &one_line(&e)))?;
+        let request = command.to_string();
+        let reply = dom
+            .qemu_agent_command(&request, agent_timeout_secs(timeout), 0)
+            .map_err(|e| classify_agent(&self.uri, domain, &name, code(&e), &one_line(&e)))?;
+        parse_agent_reply(domain, &name, &reply)
     }
-    fn update_device(&self, _d: &str, _x: &str, _s: ChangeScope, _f: bool) -> HvResult<()> {
-        Err(todo_err())
+
+    fn update_device(
+        &self,
+        domain: &str,
+        device_xml: &str,
+        scope: ChangeScope,
+        force: bool,
+    ) -> HvResult<()> {
+        if !scope.live && !scope.config {
+            return Err(scope_missing());
+        }
+        let dom = self.lookup(domain, "changing a device")?;
+        dom.update_device_flags(device_xml, device_flags(scope, force))
+            .map_err(|e| {
+                if is_tray_locked(e.message()) {
+                    HvError::TrayLocked {
+                        domain: domain.to_string(),
+                        drive: target_dev(device_xml),
+                    }
+                } else {
+                    self.classify("changing a device", domain, &e)
+                }
+            })
     }
-    fn attach_device(&self, _d: &str, _x: &str, _s: ChangeScope) -> HvResult<()> {
-        Err(todo_err())
+
+    fn attach_device(&self, domain: &str, device_xml: &str, scope: ChangeScope) -> HvResult<()> {
+        if !scope.live && !scope.config {
+            return Err(scope_missing());
+        }
+        let dom = self.lookup(domain, "adding a device")?;
+        dom.attach_device_flags(device_xml, device_flags(scope, false))
+            .map_err(|e| self.classify("adding a device", domain, &e))
     }
+
     fn list_volumes(&self) -> HvResult<Vec<StorageVolume>> {
-        Err(todo_err())
+        let pools = self
+            .conn
+            .list_all_storage_pools(sys::VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+            .map_err(|e| classify_domain_error(&self.uri, "listing storage pools", "*", &e))?;
+        let pools: Vec<Owned<StoragePool>> = pools.into_iter().map(Owned::new).collect();
+        let mut out = Vec::new();
+        for pool in &pools {
+            // A pool stopped or removed meanwhile has no volumes to offer: skip it.
+            let Ok(pool_name) = pool.name() else {
+                continue;
+            };
+            let Ok(vols) = pool.list_all_volumes(0) else {
+                continue;
+            };
+            for vol in vols.into_iter().map(Owned::new) {
+                let (Ok(name), Ok(path)) = (vol.name(), vol.path()) else {
+                    continue;
+                };
+                out.push(StorageVolume {
+                    pool: pool_name.clone(),
+                    name,
+                    path,
+                    capacity_bytes: vol.info().ok().map(|i| i.capacity),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The `dominfo` facts of one domain: one RPC (name and UUID are cached in the handle).
+/// `virDomainGetInfo` needs no domain job, so a busy monitor or agent cannot stall it.
+fn domain_info(dom: &Domain, persistent: bool) -> Result<DomainInfo, VirtError> {
+    let info = dom.info()?;
+    Ok(DomainInfo {
+        name: dom.name()?,
+        uuid: dom.uuid_string()?,
+        state: DomainState::from_libvirt(info.state.to_raw()),
+        persistent,
+        vcpus: info.nr_virt_cpu,
+        memory_max_kib: info.max_mem,
+        memory_used_kib: info.memory,
+        cpu_time_ns: info.cpu_time,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_errors_are_classified() {
+        // Codes, origins and texts as libvirt 9.0 reports them.
+        let u = "qemu:///system";
+        let rpc = sys::VIR_FROM_RPC;
+        let system = sys::VIR_ERR_SYSTEM_ERROR;
+        assert!(matches!(
+            classify_open(u, system, rpc, "Failed to connect socket to '/nonexistent/libvirt-sock': No such file or directory"),
+            HvError::Unreachable { .. }
+        ));
+        assert!(matches!(
+            classify_open(
+                u,
+                system,
+                rpc,
+                "Failed to connect socket to '/run/libvirt/libvirt-sock': Connection refused"
+            ),
+            HvError::Unreachable { .. }
+        ));
+        assert!(matches!(
+            classify_open(
+                u,
+                system,
+                rpc,
+                "Failed to connect socket to '/run/libvirt/libvirt-sock': Permission denied"
+            ),
+            HvError::PermissionDenied { .. }
+        ));
+        assert!(matches!(
+            classify_open(u, sys::VIR_ERR_INTERNAL_ERROR, sys::VIR_FROM_DBUS, "internal error: Unable to get system bus connection: Could not connect: No such file or directory"),
+            HvError::PermissionDenied { .. }
+        ));
+        assert!(matches!(
+            classify_open(u, sys::VIR_ERR_AUTH_UNAVAILABLE, sys::VIR_FROM_AUTH, "authentication unavailable: no polkit agent available to authenticate action 'org.libvirt.unix.manage'"),
+            HvError::PermissionDenied { .. }
+        ));
+        assert!(matches!(
+            classify_open(
+                u,
+                sys::VIR_ERR_NO_CONNECT,
+                sys::VIR_FROM_NONE,
+                "no connection driver available for nosuchdriver:///x"
+            ),
+            HvError::BadUri { .. }
+        ));
+        assert!(matches!(
+            classify_open(
+                u,
+                sys::VIR_ERR_INTERNAL_ERROR,
+                sys::VIR_FROM_URI,
+                "internal error: Unable to parse URI not a uri"
+            ),
+            HvError::BadUri { .. }
+        ));
+        assert!(matches!(
+            classify_open(
+                u,
+                sys::VIR_ERR_INTERNAL_ERROR,
+                sys::VIR_FROM_NONE,
+                "internal error: unexpected qemu URI path '/nosuch', try qemu:///system"
+            ),
+            HvError::BadUri { .. }
+        ));
+    }
+
+    #[test]
+    fn agent_errors_are_classified() {
+        let u = "qemu:///system";
+        assert_eq!(
+            classify_agent(
+                u,
+                "vm",
+                "guest-ping",
+                sys::VIR_ERR_AGENT_UNRESPONSIVE,
+                "Guest agent is not responding: QEMU guest agent is not connected"
+            ),
+            HvError::AgentNotConnected("vm".into())
+        );
+        assert_eq!(
+            classify_agent(
+                u,
+                "vm",
+                "guest-ping",
+                sys::VIR_ERR_AGENT_UNRESPONSIVE,
+                "Guest agent is not responding: something new"
+            ),
+            HvError::AgentTimeout("vm".into())
+        );
+        assert_eq!(
+            classify_agent(
+                u,
+                "vm",
+                "guest-ping",
+                sys::VIR_ERR_OPERATION_INVALID,
+                "Requested operation is not valid: domain is not running"
+            ),
+            HvError::DomainNotRunning("vm".into())
+        );
+        assert_eq!(
+            classify_agent(
+                u,
+                "vm",
+                "guest-ping",
+                sys::VIR_ERR_NO_DOMAIN,
+                "Domain not found: no domain with matching name 'vm'"
+            ),
+            HvError::NoSuchDomain("vm".into())
+        );
+        assert!(matches!(
+            classify_agent(
+                u,
+                "vm",
+                "guest-ping",
+                sys::VIR_ERR_NO_SUPPORT,
+                "this function is not supported by the connection driver: virDomainQemuAgentCommand"
+            ),
+            HvError::Failed { .. }
+        ));
+    }
+
+    #[test]
+    fn timeouts_round_up_to_whole_seconds() {
+        assert_eq!(agent_timeout_secs(Duration::ZERO), 1);
+        assert_eq!(agent_timeout_secs(Duration::from_millis(1)), 1);
+        assert_eq!(agent_timeout_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(agent_timeout_secs(Duration::from_secs(5)), 5);
+        assert_eq!(agent_timeout_secs(Duration::from_secs(u64::MAX)), i32::MAX);
+    }
+
+    #[test]
+    fn replies_yield_their_return_member() {
+        assert_eq!(
+            parse_agent_reply("vm", "guest-ping", r#"{"return":{}}"#).unwrap(),
+            serde_json::json!({})
+        );
+        assert!(matches!(
+            parse_agent_reply("vm", "guest-ping", "not json"),
+            Err(HvError::AgentCommandFailed { .. })
+        ));
+        assert!(matches!(
+            parse_agent_reply(
+                "vm",
+                "guest-exec",
+                r#"{"error":{"class":"CommandNotFound","desc":"The command guest-exec has been disabled for this instance"}}"#
+            ),
+            Err(HvError::AgentCommandDisabled { .. })
+        ));
+    }
+
+    #[test]
+    fn tray_lock_texts_and_drive() {
+        assert!(is_tray_locked(
+            "internal error: timed out waiting to open tray of 'ua-sda'"
+        ));
+        assert!(is_tray_locked(
+            "internal error: unable to execute QEMU command 'blockdev-open-tray': Device 'ua-sda' is locked and force was not specified, wait for tray to open and try again"
+        ));
+        assert!(!is_tray_locked("Domain not found"));
+        assert_eq!(
+            target_dev("<disk type='file' device='cdrom'><target dev='sda' bus='sata'/></disk>"),
+            "sda"
+        );
+        assert_eq!(target_dev("not xml"), "the drive");
+    }
+
+    #[test]
+    fn flags_follow_scope_and_force() {
+        assert_eq!(
+            device_flags(ChangeScope::LIVE, false),
+            sys::VIR_DOMAIN_AFFECT_LIVE
+        );
+        assert_eq!(
+            device_flags(ChangeScope::BOTH, true),
+            sys::VIR_DOMAIN_AFFECT_LIVE
+                | sys::VIR_DOMAIN_AFFECT_CONFIG
+                | sys::VIR_DOMAIN_DEVICE_MODIFY_FORCE
+        );
     }
 }

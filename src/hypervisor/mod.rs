@@ -256,6 +256,17 @@ pub enum Backend {
     Virsh,
 }
 
+impl Backend {
+    /// Native when this build has it, else virsh.
+    pub fn default_for_build() -> Backend {
+        if cfg!(feature = "native") {
+            Backend::Native
+        } else {
+            Backend::Virsh
+        }
+    }
+}
+
 /// Open a connection with the chosen adapter. `uri` `None` means libvirt's default.
 pub fn open(backend: Backend, uri: Option<&str>) -> HvResult<Box<dyn Hypervisor>> {
     match backend {
@@ -283,7 +294,13 @@ pub fn command_name(command: &serde_json::Value) -> String {
 /// libvirt (the native one alongside an error code), so the wording rules live here once.
 pub fn classify_agent_message(domain: &str, command: &str, message: &str) -> HvError {
     let lower = message.to_ascii_lowercase();
-    if lower.contains("not connected") {
+    // libvirt 9.0's wordings for "no agent to talk to" (none configured, none started,
+    // gone mid-command, or marked broken after bad data until the guest reconnects).
+    if lower.contains("not connected")
+        || lower.contains("agent is not configured")
+        || lower.contains("agent disappeared")
+        || lower.contains("not available due to an error")
+    {
         HvError::AgentNotConnected(domain.to_string())
     } else if lower.contains("has been disabled") || lower.contains("commanddisabled") {
         HvError::AgentCommandDisabled {
@@ -350,6 +367,78 @@ mod tests {
         assert!(matches!(
             classify_agent_message(d, "guest-file-open", "internal error: unable to execute QEMU agent command 'guest-file-open': failed to open file '/nope': No such file or directory"),
             HvError::AgentCommandFailed { .. }
+        ));
+        // Texts libvirt 9.0 printed through virsh on the harness, and from its sources.
+        assert_eq!(
+            classify_agent_message(
+                d,
+                "guest-ping",
+                "Requested operation is not valid: domain is not running"
+            ),
+            HvError::DomainNotRunning("vm".into())
+        );
+        assert_eq!(
+            classify_agent_message(d, "guest-ping", "failed to get domain 'vm'"),
+            HvError::NoSuchDomain("vm".into())
+        );
+        // The agent went away mid-call (guest shutting down, qemu-ga restarted): the
+        // agent is gone, not slow, even though one wording says "timed out".
+        for text in [
+            "Guest agent is not responding: Guest agent disappeared while executing command",
+            "guest agent command timed out: Guest agent disappeared while executing command",
+        ] {
+            assert_eq!(
+                classify_agent_message(d, "guest-ping", text),
+                HvError::AgentNotConnected("vm".into())
+            );
+        }
+        assert!(matches!(
+            classify_agent_message(d, "guest-ping", "internal error: unable to execute QEMU agent command 'guest-ping': Parameter 'pad' is unexpected"),
+            HvError::AgentCommandFailed { .. }
+        ));
+        assert!(matches!(
+            classify_agent_message(d, "guest-ping", "this function is not supported by the connection driver: virDomainQemuAgentCommand"),
+            HvError::AgentCommandFailed { .. }
+        ));
+    }
+
+    #[test]
+    fn classifies_libvirt_9_agent_wordings() {
+        for gone in [
+            "argument unsupported: QEMU guest agent is not configured",
+            "Guest agent is not responding: QEMU guest agent is not available due to an error",
+            "internal error: Guest agent disappeared while executing command",
+        ] {
+            assert_eq!(
+                classify_agent_message("vm", "guest-ping", gone),
+                HvError::AgentNotConnected("vm".into()),
+                "{gone}"
+            );
+        }
+        assert_eq!(
+            classify_agent_message(
+                "vm",
+                "guest-ping",
+                "Timed out during operation: cannot acquire state change lock (held by monitor=remoteDispatchDomainQemuAgentCommand)"
+            ),
+            HvError::AgentTimeout("vm".into())
+        );
+        assert!(matches!(
+            classify_agent_message(
+                "vm",
+                "guest-get-osinfo",
+                "internal error: unable to execute QEMU agent command 'guest-get-osinfo': The command has been disabled for this instance"
+            ),
+            HvError::AgentCommandDisabled { .. }
+        ));
+        // qemu-ga 7.2 (--block-rpcs), as libvirt 9.0 relays it.
+        assert!(matches!(
+            classify_agent_message(
+                "vm",
+                "guest-get-osinfo",
+                "internal error: unable to execute QEMU agent command 'guest-get-osinfo': Command guest-get-osinfo has been disabled"
+            ),
+            HvError::AgentCommandDisabled { .. }
         ));
     }
 

@@ -1,0 +1,1126 @@
+#!/usr/bin/env bash
+# harness.sh — the real libvirt/QEMU end-to-end harness of dismount_iso_qemu.
+#
+# Usage: scripts/harness.sh [-h] deps|up|down|status|env
+#
+#   deps    Install the Debian packages the harness needs (apt-get, noninteractive).
+#   up      deps, then: configure and start virtlogd + libvirtd (no systemd needed), build the
+#           guest image and the ISOs when their inputs changed, define and start the guests,
+#           wait until each one is in its expected state, print a summary. Idempotent: with
+#           everything already up it takes a few seconds.
+#   down    Destroy and undefine every harness domain (names start with "diq-"). Cached
+#           downloads, the guest image and the ISOs stay.
+#   status  List the harness domains, their state and whether each agent answers guest-ping.
+#           Exits 1 when a domain is not in its expected state, 2 when libvirtd does not answer.
+#   env     Print the harness's facts as shell assignments (paths, volume ids, file texts),
+#           for tests and scripts: eval "$(scripts/harness.sh env)".
+#
+# Must run as root. Environment:
+#   HARNESS_DIR           cache and image directory (default /var/lib/dismount-iso-qemu-harness)
+#   HARNESS_BOOT_TIMEOUT  seconds `up` waits for the guest agents (default 180)
+#
+# One guest image serves every guest: a Debian kernel (downloaded, unpacked, never installed)
+# and a busybox initramfs that runs qemu-ga. The kernel command line picks the persona
+# (which os-release the guest has) and the agent mode. No guest has a network card; all the
+# tests need goes through the agent channel and the CD-ROM.
+#
+#   domain        persona  agent         CD-ROM sda (SATA)        expected state
+#   diq-ubuntu    ubuntu   ok            iso/harness.iso          running, agent answers
+#   diq-centos    centos   ok            empty drive              running, agent answers
+#   diq-debian    debian   block-osinfo  -                        running, guest-get-osinfo disabled
+#   diq-noagent   alpine   none          -                        running, agent not connected
+#   diq-frozen    alpine   freeze        -                        running, agent stopped (calls time out)
+#   diq-paused    alpine   ok            -                        paused
+#   diq-win2k22   -        -             iso/harness.iso          shut off, libosinfo win2k22, 2 GiB
+#
+# The Linux guests: type qemu (TCG), machine q35, 256 MiB, 1 vCPU, direct kernel boot, a
+# virtio balloon with stats, serial console to $HARNESS_DIR/console/<name>.log (read it when a
+# guest misbehaves). diq-win2k22 is q35 too, 2 GiB and 2 vCPUs, with no kernel and no disk.
+# UUIDs derive from the names, so they survive down/up.
+#
+# up repairs what a test may have left behind: it resumes or starts guests, reboots a guest
+# whose agent hangs, puts the promised disc (or empty drive) back into sda, and redefines a
+# guest whose definition or image changed.
+#
+# The discs, under $HARNESS_DIR/iso/:
+#   harness.iso           volume id DIQ_HARNESS, file HELLO.TXT:
+#                         "Hello from the dismount_iso_qemu harness disc." + newline
+#   "second disc é.iso"   volume id DIQ_SECOND, file SECOND.TXT:
+#                         "Second disc of the dismount_iso_qemu harness." + newline
+#
+# Agent modes (kernel parameter diq.agent=): ok = qemu-ga as usual; none = never started;
+# freeze = started, and `up` then stops it with SIGSTOP through guest-exec, so every call
+# times out (after libvirt's 5 s guest-sync wait, whatever --timeout says); block-osinfo = qemu-ga --block-rpcs=guest-get-osinfo, so a tool must read
+# /etc/os-release through guest-exec instead.
+
+set -euo pipefail
+
+readonly URI="qemu:///system"
+readonly DOMAIN_PREFIX="diq-"
+HARNESS_DIR="${HARNESS_DIR:-/var/lib/dismount-iso-qemu-harness}"
+BOOT_TIMEOUT="${HARNESS_BOOT_TIMEOUT:-180}"
+[[ "$BOOT_TIMEOUT" =~ ^[0-9]+$ ]] || { echo "harness: HARNESS_BOOT_TIMEOUT must be whole seconds" >&2; exit 2; }
+
+readonly PACKAGES=(
+    libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
+    qemu-guest-agent busybox-static cpio xorriso libvirt-dev pkg-config osinfo-db
+    kmod gzip coreutils
+)
+
+# name persona agent-mode cdrom(harness|empty|none) expected(running|frozen|paused|off)
+readonly GUESTS=(
+    "diq-ubuntu   ubuntu  ok           harness running"
+    "diq-centos   centos  ok           empty   running"
+    "diq-debian   debian  block-osinfo none    running"
+    "diq-noagent  alpine  none         none    running"
+    "diq-frozen   alpine  freeze       none    frozen"
+    "diq-paused   alpine  ok           none    paused"
+    "diq-win2k22  -       -            harness off"
+)
+
+# The modules the guest needs; their dependencies come from the kernel's own modules.dep.
+readonly GUEST_MODULES=(virtio_pci virtio_console virtio_balloon virtio_scsi ahci sr_mod isofs)
+
+readonly HELLO_TEXT="Hello from the dismount_iso_qemu harness disc."
+readonly SECOND_TEXT="Second disc of the dismount_iso_qemu harness."
+readonly SECOND_ISO_NAME="second disc é.iso"
+
+# A fixed literal: guest-exec a shell that stops qemu-ga after the reply has left.
+# shellcheck disable=SC2016 # the $(...) is for the guest's shell, not ours
+readonly FREEZE_JSON='{"execute":"guest-exec","arguments":{"path":"/bin/sh","arg":["-c","sleep 2; kill -STOP $(pidof qemu-ga)"]}}'
+readonly PING_JSON='{"execute":"guest-ping"}'
+
+msg() { printf 'harness: %s\n' "$*" >&2; }
+die() { printf 'harness: error: %s\n' "$*" >&2; exit 1; }
+
+usage() {
+    sed -n '2,/^$/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+}
+
+TMP=""
+cleanup() { if [[ -n "$TMP" ]]; then rm -rf -- "$TMP"; fi; }
+trap cleanup EXIT
+
+need_root() {
+    [[ $(id -u) -eq 0 ]] || die "run as root (the harness installs packages and drives the system libvirtd)"
+}
+
+check_harness_dir() {
+    # The path goes into domain XML and kernel paths: keep it to characters that need no escaping.
+    [[ "$HARNESS_DIR" =~ ^/[A-Za-z0-9._/-]+$ ]] ||
+        die "HARNESS_DIR must be an absolute path of letters, digits and ._/- (got '$HARNESS_DIR')"
+    HARNESS_DIR="${HARNESS_DIR%/}"
+}
+
+# C.UTF-8, not C: in the C locale virsh prints every non-ASCII byte of a table cell as \xff.
+vsh() { LC_ALL=C.UTF-8 virsh -q -c "$URI" "$@"; }
+
+now() { printf '%s' "${EPOCHREALTIME/,/.}"; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+elapsed_ms() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%d", (b - a) * 1000 }'; }
+
+# ---------------------------------------------------------------------------------------- deps
+
+cmd_deps() {
+    need_root
+    local missing=() pkg status
+    for pkg in "${PACKAGES[@]}"; do
+        status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)
+        [[ "$status" == ii* ]] || missing+=("$pkg")
+    done
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        msg "deps: all ${#PACKAGES[@]} packages installed"
+        return 0
+    fi
+    msg "deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
+        apt-get update -q
+    fi
+    if ! apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+        msg "deps: install failed, refreshing the package lists once and retrying"
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends "${missing[@]}"
+    fi
+}
+
+# ------------------------------------------------------------------------------------- daemons
+
+# Succeeds when the process named in pidfile $1 runs and is called $2.
+daemon_alive() {
+    local pid
+    [[ -r "$1" ]] || return 1
+    pid=$(<"$1")
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    [[ "$(cat "/proc/$pid/comm" 2>/dev/null || true)" == "$2" ]]
+}
+
+# Sets `key = "value"` in qemu.conf; returns 0 when the file changed.
+set_qemu_conf() {
+    local key="$1" value="$2" conf=/etc/libvirt/qemu.conf
+    if grep -Eq "^[[:space:]]*${key}[[:space:]]*=[[:space:]]*\"${value}\"[[:space:]]*$" "$conf"; then
+        return 1
+    fi
+    if grep -Eq "^[[:space:]]*${key}[[:space:]]*=" "$conf"; then
+        sed -i -E "s/^[[:space:]]*${key}[[:space:]]*=.*/${key} = \"${value}\"/" "$conf"
+    else
+        printf '%s = "%s"\n' "$key" "$value" >>"$conf"
+    fi
+    msg "qemu.conf: set ${key} = \"${value}\""
+    return 0
+}
+
+stop_libvirtd() {
+    local pid i
+    daemon_alive /run/libvirtd.pid libvirtd || return 0
+    pid=$(</run/libvirtd.pid)
+    msg "stopping libvirtd (pid $pid) so it reads the new qemu.conf; running guests keep running"
+    kill "$pid"
+    for ((i = 0; i < 100; i++)); do
+        [[ -d "/proc/$pid" ]] || return 0
+        sleep 0.1
+    done
+    die "libvirtd (pid $pid) did not stop within 10 s"
+}
+
+ensure_daemons() {
+    local changed=0 i
+    [[ -f /etc/libvirt/qemu.conf ]] || die "/etc/libvirt/qemu.conf missing: is libvirt-daemon-driver-qemu installed? (run: $0 deps)"
+    set_qemu_conf user root && changed=1
+    set_qemu_conf group root && changed=1
+    if ((changed)); then stop_libvirtd; fi
+
+    mkdir -p "$HARNESS_DIR/log"
+    # Started in C.UTF-8 so the errors the daemon sends back are English for every test run;
+    # 9>&- keeps the harness lock out of the daemons, which outlive this run.
+    if ! daemon_alive /run/virtlogd.pid virtlogd; then
+        msg "starting virtlogd"
+        LC_ALL=C.UTF-8 virtlogd -d </dev/null >/dev/null 2>&1 9>&- || die "virtlogd -d failed"
+    fi
+    if ! daemon_alive /run/libvirtd.pid libvirtd; then
+        msg "starting libvirtd (its log: $HARNESS_DIR/log/libvirtd.log)"
+        LC_ALL=C.UTF-8 LIBVIRT_LOG_OUTPUTS="3:file:$HARNESS_DIR/log/libvirtd.log" \
+            libvirtd -d </dev/null >/dev/null 2>&1 9>&- || die "libvirtd -d failed; see $HARNESS_DIR/log/libvirtd.log"
+    fi
+    for ((i = 0; i < 300; i++)); do
+        if vsh list >/dev/null 2>&1; then
+            ensure_default_network_stopped
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "libvirtd does not answer on $URI after 30 s; see $HARNESS_DIR/log/libvirtd.log"
+}
+
+# The guests have no NIC; the default network would only bring dnsmasq and firewall rules.
+ensure_default_network_stopped() {
+    local info
+    info=$(vsh net-info default 2>/dev/null) || return 0
+    if grep -Eq '^Active:[[:space:]]+yes' <<<"$info"; then
+        msg "stopping libvirt's default network (the harness guests have no NIC)"
+        vsh net-destroy default >/dev/null
+    fi
+    if grep -Eq '^Autostart:[[:space:]]+yes' <<<"$info"; then
+        msg "turning off autostart of libvirt's default network"
+        vsh net-autostart default --disable >/dev/null
+    fi
+}
+
+# -------------------------------------------------------------------------------------- kernel
+
+KERNEL_ROOT=""
+KERNEL_VERSION=""
+
+# The kernel package linux-image-amd64 points at (e.g. linux-image-6.1.0-56-amd64).
+resolve_kernel_package() {
+    LC_ALL=C apt-cache depends linux-image-amd64 2>/dev/null |
+        awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }'
+}
+
+refresh_apt_lists() {
+    msg "kernel: $1, refreshing the package lists"
+    DEBIAN_FRONTEND=noninteractive apt-get update -q
+}
+
+# Downloads kernel package $2 into $1; prints the .deb's path.
+download_kernel() {
+    local dir="$1" pkg="$2" deb
+    deb=$(compgen -G "$dir/${pkg}_*.deb" | head -n1 || true)
+    if [[ -z "$deb" ]]; then
+        msg "kernel: downloading $pkg"
+        (cd "$dir" && apt-get download -q -o APT::Sandbox::User=root "$pkg" >&2) || return 1
+        deb=$(compgen -G "$dir/${pkg}_*.deb" | head -n1 || true)
+        [[ -n "$deb" ]] || return 1
+    fi
+    printf '%s\n' "$deb"
+}
+
+# Sets KERNEL_ROOT (the unpacked package) and KERNEL_VERSION. Once unpacked, a kernel stays
+# the harness's kernel on this machine, so a kernel update never rebuilds the image by surprise.
+ensure_kernel() {
+    local dir="$HARNESS_DIR/kernel" pkg="" root deb
+    mkdir -p "$dir"
+    if [[ -r "$dir/current" ]]; then
+        pkg=$(<"$dir/current")
+        [[ -f "$dir/$pkg/.unpacked" ]] || pkg=""
+    fi
+    if [[ -z "$pkg" ]]; then
+        pkg=$(resolve_kernel_package)
+        if [[ -z "$pkg" ]]; then
+            refresh_apt_lists "apt-cache knows no linux-image-amd64"
+            pkg=$(resolve_kernel_package)
+        fi
+        [[ -n "$pkg" ]] || die "cannot resolve the kernel package behind linux-image-amd64"
+    fi
+    root="$dir/$pkg"
+    if [[ ! -f "$root/.unpacked" ]]; then
+        if ! deb=$(download_kernel "$dir" "$pkg"); then
+            # Stale lists name a kernel the archive has replaced: ask again after an update.
+            refresh_apt_lists "apt-get download $pkg failed"
+            pkg=$(resolve_kernel_package)
+            [[ -n "$pkg" ]] || die "cannot resolve the kernel package behind linux-image-amd64"
+            root="$dir/$pkg"
+            deb=$(download_kernel "$dir" "$pkg") || die "apt-get download $pkg failed"
+        fi
+        msg "kernel: unpacking $(basename "$deb")"
+        rm -rf "$root"
+        dpkg -x "$deb" "$root"
+        KERNEL_VERSION=$(ls "$root/lib/modules")
+        # The package ships no modules.dep (depmod runs at install time): make it here.
+        depmod -b "$root" "$KERNEL_VERSION"
+        touch "$root/.unpacked"
+    fi
+    printf '%s\n' "$pkg" >"$dir/current"
+    KERNEL_ROOT="$root"
+    KERNEL_VERSION=$(ls "$KERNEL_ROOT/lib/modules")
+    [[ -f "$KERNEL_ROOT/boot/vmlinuz-$KERNEL_VERSION" ]] || die "no vmlinuz in $KERNEL_ROOT/boot"
+}
+
+# Prints module paths (relative to the modules dir) in load order: dependencies first.
+module_load_order() {
+    local moddir="$KERNEL_ROOT/lib/modules/$KERNEL_VERSION"
+    awk -v wanted="${GUEST_MODULES[*]}" '
+        {
+            key = $1; sub(/:$/, "", key)
+            name = key; sub(/.*\//, "", name); sub(/\.ko(\.[a-z]+)?$/, "", name)
+            path[name] = key
+            deps[name] = ""
+            for (i = NF; i >= 2; i--) deps[name] = deps[name] " " $i   # modprobe loads them last-first
+        }
+        function emit(p,    n, list, k, dn) {
+            n = p; sub(/.*\//, "", n); sub(/\.ko(\.[a-z]+)?$/, "", n)
+            if (n in done) return
+            k = split(deps[n], list, " ")
+            for (i2 = 1; i2 <= k; i2++) { dn = list[i2]; sub(/.*\//, "", dn); sub(/\.ko(\.[a-z]+)?$/, "", dn); if (!(dn in done)) { done[dn] = 1; print path[dn] } }
+            done[n] = 1; print p
+        }
+        END {
+            c = split(wanted, w, " ")
+            for (j = 1; j <= c; j++) {
+                if (!(w[j] in path)) { print "missing module " w[j] > "/dev/stderr"; exit 1 }
+                emit(path[w[j]])
+            }
+        }' "$moddir/modules.dep"
+}
+
+# ------------------------------------------------------------------------------------ personas
+
+persona_os_release() {
+    case "$1" in
+    ubuntu)
+        cat <<'EOF'
+NAME="Ubuntu"
+VERSION="18.04.6 LTS (Bionic Beaver)"
+ID=ubuntu
+ID_LIKE=debian
+PRETTY_NAME="Ubuntu 18.04.6 LTS"
+VERSION_ID="18.04"
+VERSION_CODENAME=bionic
+UBUNTU_CODENAME=bionic
+EOF
+        ;;
+    centos)
+        cat <<'EOF'
+NAME="CentOS Stream"
+VERSION="10 (Coughlan)"
+ID="centos"
+ID_LIKE="rhel fedora"
+VERSION_ID="10"
+PLATFORM_ID="platform:el10"
+PRETTY_NAME="CentOS Stream 10 (Coughlan)"
+ANSI_COLOR="0;31"
+LOGO="fedora-logo-icon"
+CPE_NAME="cpe:/o:centos:centos:10"
+VENDOR_NAME="CentOS"
+EOF
+        ;;
+    debian)
+        cat <<'EOF'
+PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
+NAME="Debian GNU/Linux"
+VERSION_ID="12"
+VERSION="12 (bookworm)"
+VERSION_CODENAME=bookworm
+ID=debian
+EOF
+        ;;
+    alpine)
+        cat <<'EOF'
+NAME="Alpine Linux"
+ID=alpine
+VERSION_ID=3.20.3
+VERSION="3.20.3"
+PRETTY_NAME="Alpine Linux v3.20"
+EOF
+        ;;
+    *) die "unknown persona $1" ;;
+    esac
+}
+readonly PERSONAS=(ubuntu centos debian alpine)
+
+# ---------------------------------------------------------------------------------------- init
+
+write_guest_init() {
+    cat <<'EOF'
+#!/bin/sh
+# PID 1 of the harness guest: load modules, become a persona, run qemu-ga per diq.agent.
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+/bin/busybox --install -s
+log() { echo "diq-init: $*"; }
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /run /tmp /mnt /media
+mount -t devpts devpts /dev/pts
+mount -t tmpfs -o mode=0755 tmpfs /run
+chmod 1777 /tmp
+exec </dev/console >/dev/console 2>&1
+
+persona=""
+agent="ok"
+name="diq-guest"
+for word in $(cat /proc/cmdline); do
+    case "$word" in
+    diq.persona=*) persona="${word#diq.persona=}" ;;
+    diq.agent=*) agent="${word#diq.agent=}" ;;
+    diq.hostname=*) name="${word#diq.hostname=}" ;;
+    esac
+done
+log "persona=$persona agent=$agent hostname=$name"
+hostname "$name"
+echo "$name" >/etc/hostname
+
+while read -r mod; do
+    [ -n "$mod" ] || continue
+    insmod "/lib/modules/$mod" || log "insmod $mod failed"
+done </etc/diq/modules
+
+if [ -n "$persona" ] && [ -f "/etc/diq/personas/$persona" ]; then
+    cp "/etc/diq/personas/$persona" /etc/os-release
+    cp "/etc/diq/personas/$persona" /usr/lib/os-release
+else
+    log "no persona '$persona': leaving /etc/os-release out"
+fi
+
+find_agent_port() {
+    for f in /sys/class/virtio-ports/*/name; do
+        [ -r "$f" ] || continue
+        if [ "$(cat "$f")" = "org.qemu.guest_agent.0" ]; then
+            d="${f%/name}"
+            echo "/dev/${d##*/}"
+            return 0
+        fi
+    done
+    return 1
+}
+
+start_agent() {
+    port=""
+    i=0
+    while [ $i -lt 100 ]; do
+        port="$(find_agent_port)" && [ -c "$port" ] && break
+        port=""
+        usleep 100000
+        i=$((i + 1))
+    done
+    if [ -z "$port" ]; then
+        log "no virtio port named org.qemu.guest_agent.0: qemu-ga not started"
+        return 0
+    fi
+    log "starting qemu-ga on $port $*"
+    mkdir -p /run/qemu-ga
+    qemu-ga -m virtio-serial -p "$port" -t /run/qemu-ga -f /run/qemu-ga.pid "$@" &
+    log "qemu-ga pid $!"
+}
+
+case "$agent" in
+ok | freeze) start_agent ;;
+block-osinfo) start_agent --block-rpcs=guest-get-osinfo ;;
+none) log "agent mode none: qemu-ga stays off" ;;
+*) log "unknown agent mode '$agent': qemu-ga stays off" ;;
+esac
+
+log "ready"
+while :; do
+    sleep 3600
+done
+EOF
+}
+
+write_guest_shutdown() {
+    # qemu-ga's guest-shutdown runs /sbin/shutdown; busybox has no such applet.
+    cat <<'EOF'
+#!/bin/sh
+case "$*" in
+*-r*) exec reboot -f ;;
+*) exec poweroff -f ;;
+esac
+EOF
+}
+
+# ------------------------------------------------------------------------------------- initrd
+
+IMAGE_HASH=""
+
+# Copies $1 (and, with ldd, every library it needs) into the staging root $2.
+copy_with_libs() {
+    local bin="$1" stage="$2" lib
+    install -D -m 0755 "$bin" "$stage$bin"
+    while read -r lib; do
+        [[ -n "$lib" ]] || continue
+        mkdir -p "$stage$(dirname "$lib")"
+        cp -L "$lib" "$stage$lib"
+    done < <(ldd "$bin" | awk '/=>/ { if ($3 ~ /^\//) print $3; next } $1 ~ /^\// { print $1 }')
+}
+
+ensure_image() {
+    local imgdir="$HARNESS_DIR/image" stage hash old="" mod name p
+    mkdir -p "$imgdir"
+    [[ -x /usr/sbin/qemu-ga ]] || die "/usr/sbin/qemu-ga missing (run: $0 deps)"
+    [[ -x /bin/busybox ]] || die "/bin/busybox missing (run: $0 deps)"
+    stage="$TMP/initrd"
+    mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,usr/lib,etc/diq/personas,lib/modules,proc,sys,dev,run,tmp,mnt,var}
+    ln -s ../run "$stage/var/run"
+
+    cp /bin/busybox "$stage/bin/busybox"
+    ln -s busybox "$stage/bin/sh" # the other applets: busybox --install -s, first thing in /init
+    copy_with_libs /usr/sbin/qemu-ga "$stage"
+
+    : >"$stage/etc/diq/modules"
+    while read -r mod; do
+        name=$(basename "$mod")
+        case "$name" in
+        *.ko) cp "$KERNEL_ROOT/lib/modules/$KERNEL_VERSION/$mod" "$stage/lib/modules/$name" ;;
+        *.ko.xz) command -v xz >/dev/null || die "compressed modules need xz (apt-get install xz-utils)"
+            xz -dc "$KERNEL_ROOT/lib/modules/$KERNEL_VERSION/$mod" >"$stage/lib/modules/${name%.xz}"; name="${name%.xz}" ;;
+        *.ko.zst) command -v zstd >/dev/null || die "compressed modules need zstd (apt-get install zstd)"
+            zstd -qdc "$KERNEL_ROOT/lib/modules/$KERNEL_VERSION/$mod" >"$stage/lib/modules/${name%.zst}"; name="${name%.zst}" ;;
+        *) die "unexpected module file $mod" ;;
+        esac
+        printf '%s\n' "$name" >>"$stage/etc/diq/modules"
+    done < <(module_load_order)
+
+    for p in "${PERSONAS[@]}"; do
+        persona_os_release "$p" >"$stage/etc/diq/personas/$p"
+    done
+    write_guest_init >"$stage/init"
+    chmod 0755 "$stage/init"
+    write_guest_shutdown >"$stage/sbin/shutdown"
+    chmod 0755 "$stage/sbin/shutdown"
+    printf 'root:x:0:0:root:/root:/bin/sh\n' >"$stage/etc/passwd"
+    printf 'root:x:0:\n' >"$stage/etc/group"
+
+    # The inputs' hash: every staged path with its type, mode and link target, every file's
+    # content, and the kernel version (vmlinuz is not staged).
+    hash=$(cd "$stage" && {
+        find . -printf '%y %m %p %l\n' | LC_ALL=C sort
+        find . -type f -print0 | xargs -0 sha256sum | LC_ALL=C sort -k2
+        printf 'kernel %s\n' "$KERNEL_VERSION"
+    } | sha256sum | cut -c1-64)
+    [[ -r "$imgdir/inputs.sha256" ]] && old=$(<"$imgdir/inputs.sha256")
+    if [[ "$hash" != "$old" || ! -s "$imgdir/initrd.img" || ! -s "$imgdir/vmlinuz" ]]; then
+        msg "image: building the initramfs (inputs ${hash:0:12})"
+        (cd "$stage" && find . -print0 | LC_ALL=C sort -z |
+            cpio --null -o -H newc --reproducible -R 0:0 --quiet) | gzip -n -6 >"$imgdir/initrd.img.tmp"
+        cp "$KERNEL_ROOT/boot/vmlinuz-$KERNEL_VERSION" "$imgdir/vmlinuz.tmp"
+        mv -f "$imgdir/vmlinuz.tmp" "$imgdir/vmlinuz"
+        mv -f "$imgdir/initrd.img.tmp" "$imgdir/initrd.img"
+        printf '%s\n' "$hash" >"$imgdir/inputs.sha256"
+    fi
+    IMAGE_HASH="$hash"
+    rm -rf "$stage"
+}
+
+# ---------------------------------------------------------------------------------------- ISOs
+
+# build_iso FILE VOLID NAME TEXT: builds FILE holding NAME with TEXT, when that changed.
+build_iso() {
+    local iso="$1" volid="$2" name="$3" text="$4" src hash old=""
+    hash=$(printf '%s\n' "$volid" "$name" "$text" | sha256sum | cut -c1-64)
+    [[ -r "$iso.inputs" ]] && old=$(<"$iso.inputs")
+    [[ "$hash" == "$old" && -s "$iso" ]] && return 0
+    msg "iso: building $(basename "$iso") (volume $volid)"
+    src="$TMP/iso-src"
+    rm -rf "$src"
+    mkdir -p "$src"
+    printf '%s\n' "$text" >"$src/$name"
+    xorriso -as mkisofs -quiet -V "$volid" -J -R -o "$iso.tmp" "$src" 2>"$TMP/xorriso.err" ||
+        { cat "$TMP/xorriso.err" >&2; die "xorriso failed for $iso"; }
+    mv -f "$iso.tmp" "$iso"
+    printf '%s\n' "$hash" >"$iso.inputs"
+    rm -rf "$src"
+}
+
+ensure_isos() {
+    mkdir -p "$HARNESS_DIR/iso"
+    build_iso "$HARNESS_DIR/iso/harness.iso" DIQ_HARNESS HELLO.TXT "$HELLO_TEXT"
+    build_iso "$HARNESS_DIR/iso/$SECOND_ISO_NAME" DIQ_SECOND SECOND.TXT "$SECOND_TEXT"
+}
+
+# ------------------------------------------------------------------------------------- domains
+
+# A UUID derived from the name: the same guest keeps its UUID across down and up.
+domain_uuid() {
+    local h
+    h=$(printf 'dismount-iso-qemu-harness:%s' "$1" | md5sum | cut -c1-32)
+    printf '%s-%s-%s-%s-%s\n' "${h:0:8}" "${h:8:4}" "${h:12:4}" "${h:16:4}" "${h:20:12}"
+}
+
+# domain_xml NAME PERSONA AGENT CDROM: prints the domain definition.
+domain_xml() {
+    local name="$1" persona="$2" agent="$3" cdrom="$4" disk="" memory=256 vcpus=1 os metadata
+    case "$cdrom" in
+    harness)
+        disk="<disk type='file' device='cdrom'>
+      <driver name='qemu' type='raw'/>
+      <source file='$HARNESS_DIR/iso/harness.iso'/>
+      <target dev='sda' bus='sata'/>
+      <readonly/>
+    </disk>" ;;
+    empty)
+        disk="<disk type='file' device='cdrom'>
+      <driver name='qemu' type='raw'/>
+      <target dev='sda' bus='sata'/>
+      <readonly/>
+    </disk>" ;;
+    none) ;;
+    *) die "bad cdrom kind $cdrom" ;;
+    esac
+    metadata="<diq:harness xmlns:diq='urn:x-dismount-iso-qemu:harness'>
+      <diq:image>$IMAGE_HASH</diq:image>
+      <diq:persona>$persona</diq:persona>
+      <diq:agent>$agent</diq:agent>
+    </diq:harness>"
+    if [[ "$persona" == "-" ]]; then
+        # A Windows VM that is only ever defined: what a scan sees of a shut-off guest.
+        memory=2048
+        vcpus=2
+        metadata="<libosinfo:libosinfo xmlns:libosinfo='http://libosinfo.org/xmlns/libvirt/domain/1.0'>
+      <libosinfo:os id='http://microsoft.com/win/2k22'/>
+    </libosinfo:libosinfo>
+    <diq:harness xmlns:diq='urn:x-dismount-iso-qemu:harness'>
+      <diq:image>none</diq:image>
+    </diq:harness>"
+        os="<type arch='x86_64' machine='q35'>hvm</type>
+    <boot dev='cdrom'/>"
+    else
+        os="<type arch='x86_64' machine='q35'>hvm</type>
+    <kernel>$HARNESS_DIR/image/vmlinuz</kernel>
+    <initrd>$HARNESS_DIR/image/initrd.img</initrd>
+    <cmdline>console=ttyS0 panic=-1 diq.persona=$persona diq.agent=$agent diq.hostname=$name</cmdline>"
+    fi
+    cat <<EOF
+<domain type='qemu'>
+  <name>$name</name>
+  <uuid>$(domain_uuid "$name")</uuid>
+  <metadata>
+    $metadata
+  </metadata>
+  <memory unit='MiB'>$memory</memory>
+  <currentMemory unit='MiB'>$memory</currentMemory>
+  <vcpu placement='static'>$vcpus</vcpu>
+  <os>
+    $os
+  </os>
+  <features>
+    <acpi/>
+  </features>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    $disk
+    <controller type='usb' model='none'/>
+    <serial type='file'>
+      <source path='$HARNESS_DIR/console/$name.log'/>
+      <target port='0'/>
+    </serial>
+    <channel type='unix'>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>
+    <memballoon model='virtio'>
+      <stats period='5'/>
+    </memballoon>
+  </devices>
+</domain>
+EOF
+}
+
+dom_exists() { vsh domuuid "$1" >/dev/null 2>&1; }
+dom_state() { vsh domstate "$1" 2>/dev/null | head -n1 || true; }
+
+# QEMU's pid and its start time: changes whenever the guest is started anew.
+qemu_instance() {
+    local pidfile="/run/libvirt/qemu/$1.pid" pid
+    [[ -r "$pidfile" ]] || return 1
+    pid=$(<"$pidfile")
+    [[ -r "/proc/$pid/stat" ]] || return 1
+    printf '%s:%s\n' "$pid" "$(awk '{ print $22 }' "/proc/$pid/stat")"
+}
+
+# Defines NAME from its XML when missing or when the XML changed (then restarts it if active).
+ensure_defined() {
+    local name="$1" xml="$2" stored="$HARNESS_DIR/domains/$1.xml"
+    mkdir -p "$HARNESS_DIR/domains" "$HARNESS_DIR/console"
+    if dom_exists "$name" && [[ -r "$stored" ]] && [[ "$(<"$stored")" == "$xml" ]]; then
+        return 0
+    fi
+    if dom_exists "$name"; then
+        msg "$name: definition changed, redefining"
+        if [[ "$(dom_state "$name")" != "shut off" ]]; then
+            vsh destroy "$name" >/dev/null
+        fi
+        # define over a domain made by an older harness could clash on its UUID.
+        vsh undefine "$name" >/dev/null
+    else
+        msg "$name: defining"
+    fi
+    printf '%s\n' "$xml" >"$TMP/$name.xml"
+    vsh define "$TMP/$name.xml" >/dev/null || die "virsh define $name failed"
+    printf '%s\n' "$xml" >"$stored"
+    rm -f "$HARNESS_DIR/state/$name.frozen"
+}
+
+# The medium in NAME's drive sda, from the live (or with --inactive, the stored) definition:
+# a path, "-" for an empty drive, nothing when there is no sda.
+drive_medium() {
+    vsh domblklist --details "$@" 2>/dev/null |
+        sed -nE 's/^[[:space:]]*[a-z]+[[:space:]]+cdrom[[:space:]]+sda[[:space:]]+(.*[^[:space:]])[[:space:]]*$/\1/p'
+}
+
+# Puts back the disc (or the empty drive) that `up` promises, in case a test left sda changed.
+ensure_media() {
+    local name="$1" kind="$2" want have scope flags
+    case "$kind" in harness) want="$HARNESS_DIR/iso/harness.iso" ;; empty) want="-" ;; *) return 0 ;; esac
+    for scope in live config; do
+        if [[ "$scope" == live ]]; then
+            [[ "$(dom_state "$name")" == "shut off" ]] && continue
+            have=$(drive_medium "$name")
+            flags=(--live)
+        else
+            have=$(drive_medium --inactive "$name")
+            flags=(--config)
+        fi
+        [[ "$have" == "$want" ]] && continue
+        if [[ -z "$have" ]]; then
+            die "$name has no drive sda ($scope); a SATA drive cannot come back while it runs: run '$0 down' then '$0 up'"
+        fi
+        msg "$name: sda holds '$have' ($scope), putting back '$want'"
+        if [[ "$want" == "-" ]]; then
+            vsh change-media "$name" sda --eject --force "${flags[@]}" >/dev/null
+        else
+            vsh change-media "$name" sda "$want" --update --force "${flags[@]}" >/dev/null
+        fi
+    done
+}
+
+# ---------------------------------------------------------------------------------- agent calls
+
+AGENT_OUT=""
+AGENT_ERR=""
+
+# agent_call NAME TIMEOUT JSON: sets AGENT_OUT/AGENT_ERR; returns virsh's status.
+agent_call() {
+    local rc=0
+    AGENT_OUT=$(vsh qemu-agent-command --timeout "$2" "$1" "$3" 2>"$TMP/agent.err") || rc=$?
+    AGENT_ERR=$(sed 's/^error: //' "$TMP/agent.err" | tr '\n' ' ' | sed 's/ *$//')
+    return "$rc"
+}
+
+PING_CLASS=""
+
+# ping_check NAME [TIMEOUT]: sets PING_CLASS to ok | not-connected | timeout | not-running |
+# error (AGENT_ERR keeps libvirt's text). No subshell, so the caller sees both.
+ping_check() {
+    if agent_call "$1" "${2:-3}" "$PING_JSON"; then
+        PING_CLASS=ok
+    elif [[ "$AGENT_ERR" == *"not connected"* ]]; then
+        PING_CLASS=not-connected
+    elif [[ "$AGENT_ERR" == *"not running"* ]]; then
+        PING_CLASS=not-running
+    elif [[ "$AGENT_ERR" == *"not responding"* || "$AGENT_ERR" == *"not available"* || "$AGENT_ERR" == *"timed out"* ]]; then
+        PING_CLASS=timeout
+    else
+        PING_CLASS=error
+    fi
+}
+
+logs_hint() {
+    printf 'console log: %s/console/%s.log, QEMU log: /var/log/libvirt/qemu/%s.log' "$HARNESS_DIR" "$1" "$1"
+}
+
+# ------------------------------------------------------------------------------------------ up
+
+declare -A STARTED_AT=() FIRST_PING=() LAST_ERR=()
+
+start_guest() {
+    local name="$1"
+    msg "$name: starting"
+    STARTED_AT[$name]=$(now)
+    vsh start "$name" >/dev/null 2>"$TMP/start.err" ||
+        die "$name: virsh start failed: $(tr '\n' ' ' <"$TMP/start.err") ($(logs_hint "$name"))"
+}
+
+# A guest found running in a bad state gets one reboot per run (STARTED_AT marks it).
+restart_guest() {
+    msg "$1: restarting: $2"
+    vsh destroy "$1" >/dev/null 2>&1 || true
+    rm -f "$HARNESS_DIR/state/$1.frozen"
+    start_guest "$1"
+}
+
+# Seconds since NAME's QEMU process started (0 when unknown).
+qemu_age() {
+    local pidfile="/run/libvirt/qemu/$1.pid" pid start
+    pid=$(cat "$pidfile" 2>/dev/null || true)
+    start=$(awk '{ print $22 }' "/proc/$pid/stat" 2>/dev/null || true)
+    if [[ -z "$pid" || -z "$start" ]]; then
+        echo 0
+        return 0
+    fi
+    awk -v s="$start" -v hz="$(getconf CLK_TCK)" '{ printf "%d\n", $1 - s / hz }' /proc/uptime
+}
+
+freeze_agent() {
+    local name="$1" i marker="$HARNESS_DIR/state/$1.frozen"
+    msg "$name: stopping its agent with SIGSTOP (guest-exec)"
+    agent_call "$name" 10 "$FREEZE_JSON" || die "$name: guest-exec of the freeze failed: $AGENT_ERR"
+    msg "$name: guest-exec answered $AGENT_OUT"
+    sleep 2.5
+    for ((i = 0; i < 5; i++)); do
+        ping_check "$name" 3
+        if [[ "$PING_CLASS" == timeout ]]; then
+            mkdir -p "$HARNESS_DIR/state"
+            qemu_instance "$name" >"$marker" || true
+            msg "$name: agent frozen (guest-ping times out)"
+            return 0
+        fi
+        sleep 1
+    done
+    die "$name: guest-ping still gives '$PING_CLASS' after the freeze, not a timeout; $(logs_hint "$name")"
+}
+
+# One up or down at a time: two runs would start, freeze or destroy the same guests.
+take_lock() {
+    mkdir -p "$HARNESS_DIR"
+    exec 9>"$HARNESS_DIR/.lock"
+    if ! flock -n 9; then
+        msg "another harness up/down runs; waiting for it (at most 10 minutes)"
+        flock -w 600 9 || die "the harness lock $HARNESS_DIR/.lock stayed taken for 10 minutes"
+    fi
+}
+
+cmd_up() {
+    need_root
+    check_harness_dir
+    take_lock
+    local t0 line name persona agent cdrom expect state xml pending=() still i last_note
+    t0=$(now)
+    cmd_deps
+    TMP=$(mktemp -d)
+    mkdir -p "$HARNESS_DIR"
+    ensure_daemons
+    ensure_kernel
+    ensure_image
+    ensure_isos
+
+    declare -A EXPECT=() NEEDS_FREEZE=() 
+    for line in "${GUESTS[@]}"; do
+        read -r name persona agent cdrom expect <<<"$line"
+        EXPECT[$name]=$expect
+        xml=$(domain_xml "$name" "$persona" "$agent" "$cdrom")
+        ensure_defined "$name" "$xml"
+        state=$(dom_state "$name")
+        case "$expect" in
+        off)
+            if [[ "$state" != "shut off" ]]; then
+                msg "$name: is $state, must stay shut off: destroying"
+                vsh destroy "$name" >/dev/null
+            fi
+            ;;
+        running | frozen)
+            case "$state" in
+            "shut off" | crashed) start_guest "$name" ;;
+            paused) msg "$name: resuming"; vsh resume "$name" >/dev/null ;;
+            running) ;;
+            *) die "$name: unexpected state '$state'" ;;
+            esac
+            if [[ "$agent" != none ]]; then pending+=("$name"); fi
+            ;;
+        paused)
+            case "$state" in
+            "shut off" | crashed) start_guest "$name"; pending+=("$name") ;;
+            running) pending+=("$name") ;;
+            paused) ;;
+            *) die "$name: unexpected state '$state'" ;;
+            esac
+            ;;
+        esac
+        ensure_media "$name" "$cdrom"
+    done
+
+    # A frozen guest whose QEMU instance is the one we froze needs no ping (it would cost 3 s
+    # plus libvirt's 5 s resync on the next call).
+    still=()
+    for name in "${pending[@]}"; do
+        if [[ "${EXPECT[$name]}" == frozen && -r "$HARNESS_DIR/state/$name.frozen" ]] &&
+            [[ "$(qemu_instance "$name" || true)" == "$(<"$HARNESS_DIR/state/$name.frozen")" ]]; then
+            continue
+        fi
+        still+=("$name")
+    done
+    pending=("${still[@]}")
+
+    # Wait for the agents, all guests at once.
+    local deadline wait_start age
+    wait_start=$(now)
+    deadline=$(($(date +%s) + BOOT_TIMEOUT))
+    last_note=$(date +%s)
+    while ((${#pending[@]} > 0)); do
+        still=()
+        for name in "${pending[@]}"; do
+            ping_check "$name" 2
+            LAST_ERR[$name]="$AGENT_ERR"
+            case "$PING_CLASS" in
+            ok)
+                if [[ -n "${STARTED_AT[$name]:-}" ]]; then
+                    FIRST_PING[$name]=$(elapsed "${STARTED_AT[$name]}")
+                    msg "$name: agent answers (${FIRST_PING[$name]} s after start)"
+                fi
+                [[ "${EXPECT[$name]}" == frozen ]] && NEEDS_FREEZE[$name]=1
+                ;;
+            timeout)
+                if [[ "${EXPECT[$name]}" == frozen && -z "${STARTED_AT[$name]:-}" ]]; then
+                    msg "$name: agent already frozen (guest-ping times out)"
+                    mkdir -p "$HARNESS_DIR/state"
+                    qemu_instance "$name" >"$HARNESS_DIR/state/$name.frozen" || true
+                elif [[ -z "${STARTED_AT[$name]:-}" ]]; then
+                    # Found running with a hung agent (a test may have stopped it): reboot it.
+                    restart_guest "$name" "its agent does not answer (${LAST_ERR[$name]})"
+                    still+=("$name")
+                else
+                    still+=("$name")
+                fi
+                ;;
+            not-connected)
+                age=$(qemu_age "$name")
+                if [[ -z "${STARTED_AT[$name]:-}" ]] && ((age > 60)); then
+                    restart_guest "$name" "it has run for ${age} s and its agent never connected"
+                fi
+                still+=("$name")
+                ;;
+            *) still+=("$name") ;;
+            esac
+        done
+        pending=("${still[@]}")
+        ((${#pending[@]} > 0)) || break
+        if (($(date +%s) >= deadline)); then
+            for name in "${pending[@]}"; do
+                msg "$name: agent did not answer guest-ping within ${BOOT_TIMEOUT} s (last answer: ${LAST_ERR[$name]:-none}); $(logs_hint "$name")"
+            done
+            die "guests not ready: ${pending[*]}"
+        fi
+        if (($(date +%s) - last_note >= 10)); then
+            msg "waiting for agents ($(elapsed "$wait_start") s): ${pending[*]}"
+            last_note=$(date +%s)
+        fi
+        sleep 1
+    done
+
+    for name in "${!NEEDS_FREEZE[@]}"; do
+        freeze_agent "$name"
+    done
+    for line in "${GUESTS[@]}"; do
+        read -r name persona agent cdrom expect <<<"$line"
+        if [[ "$expect" == paused && "$(dom_state "$name")" == running ]]; then
+            msg "$name: suspending"
+            vsh suspend "$name" >/dev/null
+        fi
+    done
+
+    print_summary
+    msg "up: done in $(elapsed "$t0") s"
+}
+
+print_summary() {
+    local line name persona agent cdrom expect state media note
+    printf '%-12s %-9s %-8s %-13s %-22s %s\n' DOMAIN STATE PERSONA AGENT CDROM NOTE
+    for line in "${GUESTS[@]}"; do
+        read -r name persona agent cdrom expect <<<"$line"
+        state=$(dom_state "$name")
+        case "$cdrom" in harness) media="sda: harness.iso" ;; empty) media="sda: empty" ;; *) media="-" ;; esac
+        note=""
+        if [[ -n "${FIRST_PING[$name]:-}" ]]; then note="agent up ${FIRST_PING[$name]} s after start"; fi
+        [[ "$expect" == frozen ]] && note="${note:+$note; }agent frozen"
+        printf '%-12s %-9s %-8s %-13s %-22s %s\n' "$name" "${state// /-}" "$persona" "$agent" "$media" "$note"
+    done
+}
+
+# ---------------------------------------------------------------------------------------- down
+
+harness_domains() {
+    vsh list --all --name 2>/dev/null | awk -v p="$DOMAIN_PREFIX" 'index($0, p) == 1'
+}
+
+cmd_down() {
+    need_root
+    check_harness_dir
+    command -v virsh >/dev/null || { msg "down: virsh not installed, nothing to do"; return 0; }
+    take_lock
+    TMP=$(mktemp -d)
+    ensure_daemons
+    local name names=() n=0
+    mapfile -t names < <(harness_domains)
+    # QEMU takes about 2 s to exit after libvirt's SIGTERM: destroy all guests at once.
+    for name in "${names[@]}"; do
+        [[ -n "$name" ]] || continue
+        if [[ "$(dom_state "$name")" != "shut off" ]]; then
+            vsh destroy "$name" >/dev/null 2>"$TMP/$name.destroy.err" &
+        fi
+    done
+    wait || true
+    for name in "${names[@]}"; do
+        [[ -n "$name" ]] || continue
+        if [[ "$(dom_state "$name")" != "shut off" ]]; then
+            die "down: $name is still $(dom_state "$name") after destroy: $(tr '\n' ' ' <"$TMP/$name.destroy.err" 2>/dev/null || true)"
+        fi
+        vsh undefine "$name" >/dev/null
+        rm -f "$HARNESS_DIR/domains/$name.xml" "$HARNESS_DIR/state/$name.frozen"
+        msg "down: $name destroyed and undefined"
+        n=$((n + 1))
+    done
+    msg "down: $n domain(s) removed; caches kept in $HARNESS_DIR"
+}
+
+# -------------------------------------------------------------------------------------- status
+
+cmd_status() {
+    need_root
+    check_harness_dir
+    command -v virsh >/dev/null || die "virsh not installed (run: $0 up)"
+    vsh list >/dev/null 2>&1 || { printf 'libvirtd does not answer on %s (run: %s up)\n' "$URI" "$0"; exit 2; }
+    TMP=$(mktemp -d)
+    local line name persona agent cdrom expect state ping verdict bad=0 names=() start
+    declare -A EXPECT=()
+    for line in "${GUESTS[@]}"; do
+        read -r name persona agent cdrom expect <<<"$line"
+        EXPECT[$name]=$expect
+        names+=("$name")
+    done
+    # Domains with the harness prefix that the table does not know (left by a test, say).
+    while read -r name; do
+        [[ -n "$name" && -z "${EXPECT[$name]:-}" ]] && names+=("$name")
+    done < <(harness_domains)
+
+    # Ping every running guest at once: a frozen agent costs libvirt's 5 s sync timeout.
+    for name in "${names[@]}"; do
+        if ! dom_exists "$name"; then
+            printf 'missing\n' >"$TMP/$name.state"
+            printf -- '-\n' >"$TMP/$name.ping"
+            continue
+        fi
+        state=$(dom_state "$name")
+        printf '%s\n' "$state" >"$TMP/$name.state"
+        if [[ "$state" == running ]]; then
+            (
+                start=$(now)
+                if vsh qemu-agent-command --timeout 3 "$name" "$PING_JSON" >/dev/null 2>"$TMP/$name.err"; then
+                    printf 'answers (%s ms)\n' "$(elapsed_ms "$start")" >"$TMP/$name.ping"
+                else
+                    printf 'no: %s\n' "$(sed 's/^error: //' "$TMP/$name.err" | tr '\n' ' ' | sed 's/ *$//')" >"$TMP/$name.ping"
+                fi
+            ) &
+        else
+            printf -- '-\n' >"$TMP/$name.ping"
+        fi
+    done
+    wait
+    printf '%-12s %-9s %-8s %-4s %s\n' DOMAIN STATE EXPECTED OK GUEST-PING
+    for name in "${names[@]}"; do
+        state=$(<"$TMP/$name.state")
+        ping=$(<"$TMP/$name.ping")
+        expect="${EXPECT[$name]:-extra}"
+        verdict=yes
+        case "$expect" in
+        running)
+            [[ "$state" == running ]] || verdict=no
+            if [[ "$name" == diq-noagent ]]; then
+                [[ "$ping" == *"not connected"* ]] || verdict=no
+            else
+                [[ "$ping" == answers* ]] || verdict=no
+            fi
+            ;;
+        frozen) [[ "$state" == running && "$ping" == *"not available"* ]] || verdict=no ;;
+        paused) [[ "$state" == paused ]] || verdict=no ;;
+        off) [[ "$state" == "shut off" ]] || verdict=no ;;
+        extra) verdict=- ;;
+        esac
+        [[ "$verdict" != no ]] || bad=1
+        printf '%-12s %-9s %-8s %-4s %s\n' "$name" "${state// /-}" "$expect" "$verdict" "$ping"
+    done
+    if ((bad)); then
+        msg "status: some domains are not as 'up' leaves them (run: $0 up)"
+        return 1
+    fi
+}
+
+# ----------------------------------------------------------------------------------------- env
+
+cmd_env() {
+    check_harness_dir
+    local kv
+    for kv in \
+        "HARNESS_URI=$URI" \
+        "HARNESS_DIR=$HARNESS_DIR" \
+        "HARNESS_ISO=$HARNESS_DIR/iso/harness.iso" \
+        "HARNESS_ISO_VOLUME=DIQ_HARNESS" \
+        "HARNESS_ISO_FILE=HELLO.TXT" \
+        "HARNESS_ISO_TEXT=$HELLO_TEXT" \
+        "HARNESS_SECOND_ISO=$HARNESS_DIR/iso/$SECOND_ISO_NAME" \
+        "HARNESS_SECOND_ISO_VOLUME=DIQ_SECOND" \
+        "HARNESS_SECOND_ISO_FILE=SECOND.TXT" \
+        "HARNESS_SECOND_ISO_TEXT=$SECOND_TEXT" \
+        "HARNESS_CONSOLE_DIR=$HARNESS_DIR/console"; do
+        printf '%s=%q\n' "${kv%%=*}" "${kv#*=}"
+    done
+}
+
+# ---------------------------------------------------------------------------------------- main
+
+main() {
+    case "${1:-}" in
+    deps) cmd_deps ;;
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    env) cmd_env ;;
+    -h | --help | help) usage ;;
+    "") usage >&2; exit 2 ;;
+    *) msg "unknown command '$1'"; usage >&2; exit 2 ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,201 @@
+//! The command line as users and scripts see it, on libvirt's built-in test driver
+//! (`test:///default`: one running domain named "test", no daemon needed).
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use serde_json::Value;
+
+fn bin(home: &tempfile::TempDir) -> Command {
+    let mut c = Command::cargo_bin("dismount_iso_qemu").unwrap();
+    c.env("XDG_CACHE_HOME", home.path().join("cache"))
+        .env("XDG_CONFIG_HOME", home.path().join("config"))
+        .env_remove("LIBVIRT_URI")
+        .env_remove("LIBVIRT_DEFAULT_URI")
+        .env_remove("DISMOUNT_ISO_QEMU_BACKEND");
+    c
+}
+
+/// One line on stderr, prefixed, and nothing that looks like a panic.
+fn one_clear_line(stderr: &[u8]) -> String {
+    let s = String::from_utf8_lossy(stderr).to_string();
+    assert_eq!(s.lines().count(), 1, "expected one line, got: {s}");
+    assert!(s.starts_with("dismount_iso_qemu: error: "), "{s}");
+    assert!(
+        !s.contains("panicked") && !s.contains("RUST_BACKTRACE"),
+        "{s}"
+    );
+    s
+}
+
+#[test]
+fn scan_prints_the_table_for_the_test_driver() {
+    let home = tempfile::tempdir().unwrap();
+    for backend in ["native", "virsh"] {
+        let out = bin(&home)
+            .args(["-c", "test:///default", "--backend", backend, "scan"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut lines = text.lines();
+        assert!(lines.next().unwrap().starts_with("VM                   OS"));
+        assert!(lines.next().unwrap().starts_with("-----"));
+        let row = lines.next().unwrap();
+        assert!(row.starts_with("test "), "{row}");
+        assert!(row.contains("running"), "{row}");
+        assert!(row.contains(" / 8.0 GiB"), "{row}");
+    }
+}
+
+#[test]
+fn scan_json_is_one_valid_document() {
+    let home = tempfile::tempdir().unwrap();
+    let out = bin(&home)
+        .args(["-c", "test:///default", "scan", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["uri"], "test:///default");
+    let vm = &doc["vms"][0];
+    assert_eq!(vm["name"], "test");
+    assert_eq!(vm["state"], "running");
+    assert_eq!(vm["memory_max_kib"], 8_388_608);
+    assert_eq!(vm["vcpus"], 2);
+    assert_eq!(vm["uuid"].as_str().unwrap().len(), 36);
+    // The test driver has no agent: the reason is given, not a made-up OS.
+    assert_eq!(vm["os"]["text"], Value::Null);
+    assert!(vm["os"]["reason"].as_str().unwrap().len() > 3);
+}
+
+#[test]
+fn connection_errors_are_one_line_and_exit_2() {
+    let home = tempfile::tempdir().unwrap();
+    for backend in ["native", "virsh"] {
+        let out = bin(&home)
+            .args(["-c", "nosuchdriver:///x", "--backend", backend, "scan"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{backend}");
+        let line = one_clear_line(&out.stderr);
+        assert!(line.contains("nosuchdriver:///x"), "{line}");
+
+        let out = bin(&home)
+            .args([
+                "-c",
+                "qemu+unix:///system?socket=/nonexistent/libvirt-sock",
+                "--backend",
+                backend,
+                "scan",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{backend}");
+        let line = one_clear_line(&out.stderr);
+        assert!(line.contains("is libvirtd running?"), "{line}");
+    }
+}
+
+#[test]
+fn bad_settings_are_usage_errors() {
+    let home = tempfile::tempdir().unwrap();
+    let out = bin(&home)
+        .args(["-c", "test:///default", "--probe-timeout", "-1", "scan"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = bin(&home)
+        .args(["-c", "test:///default", "--backend", "xen", "scan"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    let cfg = home.path().join("bad.toml");
+    std::fs::write(&cfg, "jobs = \"many\"\n").unwrap();
+    let out = bin(&home)
+        .args(["--config", cfg.to_str().unwrap(), "scan"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let line = one_clear_line(&out.stderr);
+    assert!(line.contains("bad.toml line 1"), "{line}");
+}
+
+#[test]
+fn uri_comes_from_flag_then_env_then_config_file() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("config/dismount_iso_qemu");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.toml"), "uri = \"test:///default\"\n").unwrap();
+    // The config file alone is enough.
+    bin(&home)
+        .args(["scan"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("test "));
+    // libvirt's own variable beats the file.
+    bin(&home)
+        .env("LIBVIRT_DEFAULT_URI", "nosuchdriver:///env")
+        .args(["scan"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("nosuchdriver:///env"));
+    // LIBVIRT_URI beats LIBVIRT_DEFAULT_URI, and the flag beats both.
+    bin(&home)
+        .env("LIBVIRT_DEFAULT_URI", "nosuchdriver:///env")
+        .env("LIBVIRT_URI", "test:///default")
+        .args(["scan"])
+        .assert()
+        .success();
+    bin(&home)
+        .env("LIBVIRT_URI", "nosuchdriver:///env")
+        .args(["-c", "test:///default", "scan"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn menu_runs_on_piped_input_and_exits_cleanly() {
+    let home = tempfile::tempdir().unwrap();
+    let out = bin(&home)
+        .args(["-c", "test:///default"])
+        .write_stdin("7\n2\n4\n")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with(
+        "--- MENU ---\n1) Mount ISO\n2) Scan mounted ISOs\n3) Modify file in VM\n4) Exit\nSelect option: "
+    ));
+    assert!(text.contains("\"7\" is not an option"));
+    assert!(text.contains("test "));
+    // End of input is a clean exit too.
+    bin(&home)
+        .args(["-c", "test:///default", "menu"])
+        .write_stdin("")
+        .assert()
+        .success();
+}
+
+#[test]
+fn help_explains_every_global_setting() {
+    let home = tempfile::tempdir().unwrap();
+    let out = bin(&home).arg("--help").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for word in [
+        "--connect",
+        "LIBVIRT_URI",
+        "LIBVIRT_DEFAULT_URI",
+        "--backend",
+        "--probe-timeout",
+        "--cache-ttl",
+        "--jobs",
+        "Exit codes",
+    ] {
+        assert!(text.contains(word), "--help lacks {word}");
+    }
+}
