@@ -65,6 +65,7 @@ readonly PACKAGES=(
     libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
     qemu-guest-agent busybox-static cpio xorriso libvirt-dev pkg-config osinfo-db
     kmod gzip coreutils
+    tmux vim-tiny
 )
 
 # name persona agent-mode cdrom(harness|empty|none) expected(running|frozen|paused|off)

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::hypervisor::fake::{FakeDomain, FakeHypervisor};
 use crate::hypervisor::{DomainState, HvError, HvResult};
-use crate::transfer::CHUNK;
+use crate::transfer::{CHUNK, WRITE_CHUNK};
 
 pub const VM: &str = "vm";
 
@@ -137,7 +137,7 @@ impl GuestFs {
                     .decode(a["buf-b64"].as_str().unwrap())
                     .unwrap();
                 assert!(
-                    data.len() <= CHUNK,
+                    data.len() <= WRITE_CHUNK,
                     "write of {} bytes exceeds the chunk limit",
                     data.len()
                 );

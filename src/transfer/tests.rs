@@ -18,7 +18,14 @@ fn count(hv: &crate::hypervisor::fake::FakeHypervisor, cmd: &str) -> usize {
 
 #[test]
 fn chunk_boundaries_round_trip_byte_exact() {
-    for (n, reads, writes) in [(0, 1, 0), (CHUNK, 2, 1), (CHUNK + 1, 2, 2)] {
+    let per_read = CHUNK / WRITE_CHUNK;
+    for (n, reads, writes) in [
+        (0, 1, 0),
+        (WRITE_CHUNK, 1, 1),
+        (WRITE_CHUNK + 1, 1, 2),
+        (CHUNK, 2, per_read),
+        (CHUNK + 1, 2, per_read + 1),
+    ] {
         let data = pattern(n);
         let dir = tempfile::tempdir().unwrap();
         let local = dir.path().join("new");
