@@ -20,9 +20,9 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 2
 fi
 
-scripts/harness.sh deps
 uri="${LIBVIRT_URI:-qemu:///system}"
-if ! pgrep -x libvirtd >/dev/null || [[ -z "$(virsh -c "$uri" list --all --name 2>/dev/null | tr -d '[:space:]')" ]]; then
+scripts/harness.sh daemons
+if [[ -z "$(virsh -c "$uri" list --all --name 2>/dev/null | tr -d '[:space:]')" ]]; then
     echo "demo.sh: no VMs on $uri yet: bringing up the demo guests"
     scripts/harness.sh up
 fi

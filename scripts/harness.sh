@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # harness.sh — the real libvirt/QEMU end-to-end harness of dismount_iso_qemu.
 #
-# Usage: scripts/harness.sh [-h] deps|up|down|status|env
+# Usage: scripts/harness.sh [-h] deps|daemons|up|down|status|selftest|env
 #
 #   deps    Install the Debian packages the harness needs (apt-get, noninteractive).
+#   daemons deps, then configure and start virtlogd + libvirtd only (no guests).
 #   up      deps, then: configure and start virtlogd + libvirtd (no systemd needed), build the
 #           guest image and the ISOs when their inputs changed, define and start the guests,
 #           wait until each one is in its expected state, print a summary. Idempotent: with
@@ -12,6 +13,8 @@
 #           downloads, the guest image and the ISOs stay.
 #   status  List the harness domains, their state and whether each agent answers guest-ping.
 #           Exits 1 when a domain is not in its expected state, 2 when libvirtd does not answer.
+#   selftest  Check against the live guests every promise `up` makes (agent answers, disabled
+#           command, not connected, timeout, paused, the discs); ends "N passed, N failed".
 #   env     Print the harness's facts as shell assignments (paths, volume ids, file texts),
 #           for tests and scripts: eval "$(scripts/harness.sh env)".
 #
@@ -65,7 +68,8 @@ readonly PACKAGES=(
     libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
     qemu-guest-agent busybox-static cpio xorriso libvirt-dev pkg-config osinfo-db
     kmod gzip coreutils
-    tmux vim-tiny
+    prometheus socat  # serve's e2e tests: promtool, a real Prometheus, a libvirt socket proxy
+    tmux vim-tiny  # edit's e2e: a real terminal (tmux) and a real editor (vi)
 )
 
 # name persona agent-mode cdrom(harness|empty|none) expected(running|frozen|paused|off)
@@ -136,12 +140,12 @@ cmd_deps() {
     msg "deps: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
-        apt-get update -q
+        apt-get update -q >&2
     fi
-    if ! apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+    if ! apt-get install -y -q --no-install-recommends "${missing[@]}" >&2; then
         msg "deps: install failed, refreshing the package lists once and retrying"
-        apt-get update -q
-        apt-get install -y -q --no-install-recommends "${missing[@]}"
+        apt-get update -q >&2
+        apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
     fi
 }
 
@@ -240,7 +244,7 @@ resolve_kernel_package() {
 
 refresh_apt_lists() {
     msg "kernel: $1, refreshing the package lists"
-    DEBIAN_FRONTEND=noninteractive apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
 }
 
 # Downloads kernel package $2 into $1; prints the .deb's path.
@@ -590,7 +594,10 @@ domain_uuid() {
 
 # domain_xml NAME PERSONA AGENT CDROM: prints the domain definition.
 domain_xml() {
-    local name="$1" persona="$2" agent="$3" cdrom="$4" disk="" memory=256 vcpus=1 os metadata
+    local name="$1" persona="$2" agent="$3" cdrom="$4" disk="" memory=256 vcpus=1 os metadata hotplug
+    # q35 gets only the PCIe root ports its devices use: without a SCSI controller in place,
+    # hot-adding a SCSI CD-ROM fails with "No more available PCI slots".
+    hotplug="<controller type='scsi' index='0' model='virtio-scsi'/>"
     case "$cdrom" in
     harness)
         disk="<disk type='file' device='cdrom'>
@@ -655,6 +662,7 @@ domain_xml() {
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
     $disk
     <controller type='usb' model='none'/>
+    $hotplug
     <serial type='file'>
       <source path='$HARNESS_DIR/console/$name.log'/>
       <target port='0'/>
@@ -848,7 +856,7 @@ cmd_up() {
     ensure_image
     ensure_isos
 
-    declare -A EXPECT=() NEEDS_FREEZE=() 
+    declare -A EXPECT=() NEEDS_FREEZE=()
     for line in "${GUESTS[@]}"; do
         read -r name persona agent cdrom expect <<<"$line"
         EXPECT[$name]=$expect
@@ -867,7 +875,7 @@ cmd_up() {
             "shut off" | crashed) start_guest "$name" ;;
             paused) msg "$name: resuming"; vsh resume "$name" >/dev/null ;;
             running) ;;
-            *) die "$name: unexpected state '$state'" ;;
+            *) restart_guest "$name" "it is $state" ;;
             esac
             if [[ "$agent" != none ]]; then pending+=("$name"); fi
             ;;
@@ -876,15 +884,15 @@ cmd_up() {
             "shut off" | crashed) start_guest "$name"; pending+=("$name") ;;
             running) pending+=("$name") ;;
             paused) ;;
-            *) die "$name: unexpected state '$state'" ;;
+            *) restart_guest "$name" "it is $state"; pending+=("$name") ;;
             esac
             ;;
         esac
         ensure_media "$name" "$cdrom"
     done
 
-    # A frozen guest whose QEMU instance is the one we froze needs no ping (it would cost 3 s
-    # plus libvirt's 5 s resync on the next call).
+    # A frozen guest whose QEMU instance is the one we froze needs no ping: every call to a
+    # frozen agent costs libvirt's 5 s guest-sync timeout.
     still=()
     for name in "${pending[@]}"; do
         if [[ "${EXPECT[$name]}" == frozen && -r "$HARNESS_DIR/state/$name.frozen" ]] &&
@@ -1088,6 +1096,136 @@ cmd_status() {
     fi
 }
 
+# ------------------------------------------------------------------------------------ selftest
+
+EXEC_EXIT=""
+EXEC_OUT=""
+EXEC_ERR=""
+
+# guest_exec NAME PATH ARG...: runs a program in the guest through the agent, waits for it;
+# sets EXEC_EXIT, EXEC_OUT and EXEC_ERR (its decoded stdout and stderr). Arguments must need no JSON escaping.
+guest_exec() {
+    local name="$1" path="$2" args="" a pid i
+    shift 2
+    for a in "$@"; do args+="${args:+,}\"$a\""; done
+    agent_call "$name" 10 "{\"execute\":\"guest-exec\",\"arguments\":{\"path\":\"$path\",\"arg\":[$args],\"capture-output\":true}}" ||
+        return 1
+    pid=$(sed -nE 's/.*"pid":([0-9]+).*/\1/p' <<<"$AGENT_OUT")
+    [[ -n "$pid" ]] || return 1
+    for ((i = 0; i < 100; i++)); do
+        agent_call "$name" 10 "{\"execute\":\"guest-exec-status\",\"arguments\":{\"pid\":$pid}}" || return 1
+        if [[ "$AGENT_OUT" == *'"exited":true'* ]]; then
+            EXEC_EXIT=$(sed -nE 's/.*"exitcode":(-?[0-9]+).*/\1/p' <<<"$AGENT_OUT")
+            EXEC_OUT=$(sed -nE 's/.*"out-data":"([^"]*)".*/\1/p' <<<"$AGENT_OUT" | base64 -d)
+            EXEC_ERR=$(sed -nE 's/.*"err-data":"([^"]*)".*/\1/p' <<<"$AGENT_OUT" | base64 -d)
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+SELFTEST_PASSED=0
+SELFTEST_FAILED=0
+check() {
+    local what="$1"
+    shift
+    if "$@"; then
+        printf 'ok    %s\n' "$what"
+        SELFTEST_PASSED=$((SELFTEST_PASSED + 1))
+    else
+        printf 'FAIL  %s%s\n' "$what" "${CHECK_WHY:+ ($CHECK_WHY)}"
+        SELFTEST_FAILED=$((SELFTEST_FAILED + 1))
+    fi
+    CHECK_WHY=""
+}
+CHECK_WHY=""
+
+osinfo_says() {
+    agent_call "$1" 5 '{"execute":"guest-get-osinfo"}' || { CHECK_WHY="$AGENT_ERR"; return 1; }
+    [[ "$AGENT_OUT" == *"\"pretty-name\":\"$2\""* ]] || { CHECK_WHY="$AGENT_OUT"; return 1; }
+}
+osinfo_disabled() {
+    if agent_call "$1" 5 '{"execute":"guest-get-osinfo"}'; then CHECK_WHY="it answered"; return 1; fi
+    [[ "$AGENT_ERR" == *"has been disabled"* ]] || { CHECK_WHY="$AGENT_ERR"; return 1; }
+    printf '      %s: "%s"\n' "$1" "$AGENT_ERR"
+}
+os_release_by_exec() {
+    guest_exec "$1" cat /etc/os-release || { CHECK_WHY="$AGENT_ERR"; return 1; }
+    [[ "$EXEC_EXIT" == 0 && "$EXEC_OUT" == "$(persona_os_release "$2")" ]] || { CHECK_WHY="exit $EXEC_EXIT: $EXEC_OUT"; return 1; }
+}
+ping_fails_with() {
+    local start ms
+    start=$(now)
+    ping_check "$1" 3
+    ms=$(elapsed_ms "$start")
+    [[ "$PING_CLASS" == "$2" ]] || { CHECK_WHY="got $PING_CLASS: $AGENT_ERR"; return 1; }
+    CHECK_WHY=""
+    printf '      %s: "%s" after %s ms\n' "$1" "$AGENT_ERR" "$ms"
+}
+state_is() {
+    local state
+    state=$(dom_state "$1")
+    [[ "$state" == "$2" ]] || { CHECK_WHY="state $state"; return 1; }
+}
+disc_readable() {
+    # Right after a disc goes in, the guest's first mount fails (EINVAL: the drive reports the
+    # medium change as an I/O error); a later one works, so the guest retries for 5 s.
+    guest_exec "$1" /bin/sh -c "i=0; until mount -t iso9660 -o ro /dev/sr0 /mnt 2>/dev/null; do i=\$((i+1)); [ \$i -lt 20 ] || exit 9; sleep 0.25; done; cat /mnt/$2; rc=\$?; umount /mnt; exit \$rc" ||
+        { CHECK_WHY="$AGENT_ERR"; return 1; }
+    [[ "$EXEC_EXIT" == 0 && "$EXEC_OUT" == "$3" ]] || { CHECK_WHY="exit $EXEC_EXIT: $EXEC_OUT $EXEC_ERR"; return 1; }
+}
+drive_holds() {
+    local have
+    have=$(drive_medium "$1")
+    [[ "$have" == "$2" ]] || { CHECK_WHY="sda holds '$have'"; return 1; }
+}
+# Inserts the second disc into NAME's empty drive, reads it in the guest, ejects it again.
+second_disc_readable() {
+    local name="$1" ok=0
+    vsh change-media "$name" sda "$HARNESS_DIR/iso/$SECOND_ISO_NAME" --insert --live >/dev/null 2>"$TMP/media.err" ||
+        { CHECK_WHY="insert: $(tr '\n' ' ' <"$TMP/media.err")"; return 1; }
+    disc_readable "$name" SECOND.TXT "$SECOND_TEXT" && ok=1
+    vsh change-media "$name" sda --eject --live --force >/dev/null 2>&1 || CHECK_WHY+=" (eject failed: run $0 up)"
+    ((ok))
+}
+
+windows_defined() {
+    local xml
+    xml=$(vsh dumpxml --inactive "$1") || return 1
+    [[ "$xml" == *'http://microsoft.com/win/2k22'* ]] || { CHECK_WHY="no libosinfo win2k22"; return 1; }
+    [[ "$xml" == *"<memory unit='KiB'>2097152</memory>"* ]] || { CHECK_WHY="max memory is not 2 GiB"; return 1; }
+}
+default_network_idle() {
+    ! vsh net-info default 2>/dev/null | grep -Eq '^Active:[[:space:]]+yes'
+}
+
+# Checks, against the live guests, every promise `up` makes; ends with "N passed, N failed".
+cmd_selftest() {
+    need_root
+    check_harness_dir
+    vsh list >/dev/null 2>&1 || { printf 'libvirtd does not answer on %s (run: %s up)\n' "$URI" "$0"; exit 2; }
+    TMP=$(mktemp -d)
+    check "diq-ubuntu: guest-get-osinfo says Ubuntu 18.04.6 LTS" osinfo_says diq-ubuntu "Ubuntu 18.04.6 LTS"
+    check "diq-centos: guest-get-osinfo says CentOS Stream 10 (Coughlan)" osinfo_says diq-centos "CentOS Stream 10 (Coughlan)"
+    check "diq-debian: guest-get-osinfo is disabled" osinfo_disabled diq-debian
+    check "diq-debian: guest-exec cat /etc/os-release gives Debian's" os_release_by_exec diq-debian debian
+    check "diq-noagent: guest-ping fails, agent not connected" ping_fails_with diq-noagent not-connected
+    check "diq-frozen: guest-ping times out" ping_fails_with diq-frozen timeout
+    check "diq-paused: paused" state_is diq-paused paused
+    check "diq-paused: guest-ping fails, domain not running" ping_fails_with diq-paused not-running
+    check "diq-win2k22: shut off" state_is diq-win2k22 "shut off"
+    check "diq-win2k22: libosinfo win2k22, 2 GiB" windows_defined diq-win2k22
+    check "diq-ubuntu: sda holds harness.iso" drive_holds diq-ubuntu "$HARNESS_DIR/iso/harness.iso"
+    check "diq-ubuntu: mount /dev/sr0, read HELLO.TXT, umount" disc_readable diq-ubuntu HELLO.TXT "$HELLO_TEXT"
+    check "diq-centos: sda is empty" drive_holds diq-centos "-"
+    check "diq-centos: insert the second disc, read SECOND.TXT, eject" second_disc_readable diq-centos
+    check "diq-centos: sda is empty again" drive_holds diq-centos "-"
+    check "libvirt's default network is not active" default_network_idle
+    printf '%d passed, %d failed\n' "$SELFTEST_PASSED" "$SELFTEST_FAILED"
+    ((SELFTEST_FAILED == 0))
+}
+
 # ----------------------------------------------------------------------------------------- env
 
 cmd_env() {
@@ -1114,10 +1252,12 @@ cmd_env() {
 main() {
     case "${1:-}" in
     deps) cmd_deps ;;
+    daemons) need_root; cmd_deps; ensure_daemons ;;
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
     env) cmd_env ;;
+    selftest) cmd_selftest ;;
     -h | --help | help) usage ;;
     "") usage >&2; exit 2 ;;
     *) msg "unknown command '$1'"; usage >&2; exit 2 ;;

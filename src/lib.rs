@@ -13,6 +13,7 @@ pub mod edit;
 pub mod hypervisor;
 pub mod probe;
 pub mod render;
+pub mod serve;
 pub mod snapshot;
 pub mod transfer;
 
@@ -140,6 +141,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             let app = App::connect(&cli, args.no_cache)?;
             scan(&app, args, &mut io::stdout().lock())
         }
+        Some(Command::Serve(args)) => serve::run(&cli, args),
         Some(Command::Edit(args)) => edit::run_cli(&App::connect(&cli, false)?, args),
         Some(Command::Cat(args)) => transfer::commands::cat(&App::connect(&cli, false)?, args),
         Some(Command::Pull(args)) => transfer::commands::pull(&App::connect(&cli, false)?, args),

@@ -199,3 +199,78 @@ fn help_explains_every_global_setting() {
         assert!(text.contains(word), "--help lacks {word}");
     }
 }
+
+/// A test-driver node of our own: a CJK name, a hostile name, libosinfo metadata and an ISO
+/// whose path has spaces. UUIDs are fixed (the test driver invents new ones otherwise).
+const NODE_XML: &str = r#"<node>
+  <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
+    <name>東京-データベース-サーバー</name>
+    <uuid>aaaaaaaa-2222-3333-4444-555555555555</uuid>
+    <memory unit='KiB'>33554432</memory>
+    <currentMemory unit='KiB'>16777216</currentMemory>
+    <vcpu>4</vcpu>
+    <os><type>hvm</type></os>
+    <metadata>
+      <libosinfo:libosinfo xmlns:libosinfo="http://libosinfo.org/xmlns/libvirt/domain/1.0">
+        <libosinfo:os id="http://microsoft.com/win/2k22"/>
+      </libosinfo:libosinfo>
+    </metadata>
+    <devices>
+      <disk type='file' device='cdrom'>
+        <source file='/srv/isos/virtio win &amp; tools é.iso'/>
+        <target dev='sda' bus='sata'/><readonly/>
+      </disk>
+    </devices>
+    <test:runstate>5</test:runstate>
+  </domain>
+  <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
+    <name>plain</name>
+    <uuid>bbbbbbbb-2222-3333-4444-555555555555</uuid>
+    <memory unit='KiB'>1048576</memory>
+    <vcpu>1</vcpu>
+    <os><type>hvm</type></os>
+    <test:runstate>3</test:runstate>
+  </domain>
+</node>
+"#;
+
+#[test]
+fn wide_names_metadata_and_isos_render_the_same_on_both_backends() {
+    let home = tempfile::tempdir().unwrap();
+    let node = home.path().join("node.xml");
+    std::fs::write(&node, NODE_XML).unwrap();
+    let uri = format!("test://{}", node.display());
+    let mut tables = Vec::new();
+    for backend in ["native", "virsh"] {
+        let out = bin(&home)
+            .args(["-c", &uri, "--backend", backend, "scan"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tables.push(String::from_utf8(out.stdout).unwrap());
+    }
+    assert_eq!(tables[0], tables[1]);
+    let lines: Vec<&str> = tables[0].lines().collect();
+    // Sorted by name: "plain" sorts before the CJK name.
+    let plain = lines[2];
+    let wide = lines[3];
+    assert!(wide.starts_with("東京-データベース-…"), "{wide}");
+    assert!(wide.contains("Microsoft Windows Server 2022"), "{wide}");
+    assert!(wide.contains("16.0 GiB / 32.0 GiB"), "{wide}");
+    assert!(wide.contains("shut off"), "{wide}");
+    assert!(
+        wide.ends_with("/srv/isos/virtio win & tools é.iso"),
+        "{wide}"
+    );
+    assert!(plain.contains("paused"), "{plain}");
+    // Same display column for the memory value in both rows.
+    let col = |l: &str, needle: &str| {
+        unicode_width::UnicodeWidthStr::width(&l[..l.find(needle).unwrap()])
+    };
+    assert_eq!(col(wide, "16.0 GiB"), 62);
+    assert_eq!(col(plain, "1.0 GiB"), 62);
+}

@@ -3,6 +3,7 @@
 mod common;
 
 use std::process::Output;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
@@ -11,6 +12,15 @@ use serde_json::Value;
 use common::*;
 
 const BACKENDS: [&str; 2] = ["native", "virsh"];
+
+/// libvirt serialises agent calls per VM and each call to the frozen guest holds a daemon
+/// worker for 5 s: these tests run one at a time so they measure the tool, not a queue
+/// they built themselves.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn bin(cache: &tempfile::TempDir, backend: &str) -> Command {
     let mut c = Command::cargo_bin("dismount_iso_qemu").unwrap();
@@ -52,6 +62,7 @@ fn vm<'a>(doc: &'a Value, name: &str) -> &'a Value {
 
 #[test]
 fn every_guest_has_its_state_os_and_source_on_both_backends() {
+    let _serial = serial();
     if !harness_available() {
         return;
     }
@@ -160,6 +171,7 @@ fn every_guest_has_its_state_os_and_source_on_both_backends() {
 
 #[test]
 fn second_scan_within_the_ttl_does_not_wait_for_the_frozen_guest() {
+    let _serial = serial();
     if !harness_available() {
         return;
     }
@@ -183,6 +195,7 @@ fn second_scan_within_the_ttl_does_not_wait_for_the_frozen_guest() {
 
 #[test]
 fn table_has_the_seed_columns_and_every_guest() {
+    let _serial = serial();
     if !harness_available() {
         return;
     }

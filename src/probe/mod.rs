@@ -231,26 +231,6 @@ impl ProbeManager {
         let mut domains = self.hv.list_domains()?;
         domains.sort_by(|a, b| a.name.cmp(&b.name));
 
-        let names: Vec<String> = domains.iter().map(|d| d.name.clone()).collect();
-        let xmls = self.hv.domain_xmls(&names, XmlScope::Current);
-        let mut errors = Vec::new();
-        let facts: Vec<domxml::DomainXmlFacts> = domains
-            .iter()
-            .zip(xmls)
-            .map(|(d, xml)| {
-                match xml
-                    .map_err(|e| e.to_string())
-                    .and_then(|x| domxml::parse(&x))
-                {
-                    Ok(f) => f,
-                    Err(e) => {
-                        errors.push(format!("{}: {e}", d.name));
-                        domxml::DomainXmlFacts::default()
-                    }
-                }
-            })
-            .collect();
-
         // Which guests need their agent asked now?
         let ttl = self.settings.cache_ttl.as_secs();
         let mut cached: HashMap<String, CacheEntry> = HashMap::new();
@@ -277,7 +257,29 @@ impl ProbeManager {
             }
         }
 
-        let outcomes = self.run_probes(tasks, deadline, progress);
+        // Probes start first; the XML (media, libosinfo metadata) is read while they run.
+        let pending = self.start_probes(tasks, deadline, progress);
+        let names: Vec<String> = domains.iter().map(|d| d.name.clone()).collect();
+        let xmls = self.hv.domain_xmls(&names, XmlScope::Current);
+        let mut errors = Vec::new();
+        let facts: Vec<domxml::DomainXmlFacts> = domains
+            .iter()
+            .zip(xmls)
+            .map(|(d, xml)| {
+                match xml
+                    .map_err(|e| e.to_string())
+                    .and_then(|x| domxml::parse(&x))
+                {
+                    Ok(f) => f,
+                    Err(e) => {
+                        errors.push(format!("{}: {e}", d.name));
+                        domxml::DomainXmlFacts::default()
+                    }
+                }
+            })
+            .collect();
+
+        let outcomes = collect_probes(pending, deadline, progress);
 
         // Assemble rows, remembering fresh answers and timeouts.
         let now = now_unix();
@@ -364,16 +366,10 @@ impl ProbeManager {
         })
     }
 
-    /// Run the probes on a bounded pool; return what answered before `deadline`.
-    fn run_probes(
-        &self,
-        tasks: Vec<Task>,
-        deadline: Instant,
-        progress: &Progress,
-    ) -> HashMap<String, (ProbeOutcome, u64)> {
-        let mut answers = HashMap::new();
+    /// Start the probes on a bounded pool of detached workers.
+    fn start_probes(&self, tasks: Vec<Task>, deadline: Instant, progress: &Progress) -> Pending {
         if tasks.is_empty() {
-            return answers;
+            return None;
         }
         progress.total.store(tasks.len(), Ordering::Relaxed);
         let expected = tasks.len();
@@ -408,17 +404,37 @@ impl ProbeManager {
             });
         }
         drop(done_tx);
-        while answers.len() < expected {
-            match done_rx.recv_deadline(deadline) {
-                Ok((uuid, outcome, ms)) => {
-                    answers.insert(uuid, (outcome, ms));
-                    progress.done.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(_) => break,
-            }
-        }
-        answers
+        Some((done_rx, expected))
     }
+}
+
+/// Answers of a started probe pool: the channel and how many to expect.
+type Pending = Option<(
+    crossbeam_channel::Receiver<(String, ProbeOutcome, u64)>,
+    usize,
+)>;
+
+/// Wait for the started probes until all answered or `deadline` passed; late answers
+/// are dropped with the channel.
+fn collect_probes(
+    pending: Pending,
+    deadline: Instant,
+    progress: &Progress,
+) -> HashMap<String, (ProbeOutcome, u64)> {
+    let mut answers = HashMap::new();
+    let Some((done_rx, expected)) = pending else {
+        return answers;
+    };
+    while answers.len() < expected {
+        match done_rx.recv_deadline(deadline) {
+            Ok((uuid, outcome, ms)) => {
+                answers.insert(uuid, (outcome, ms));
+                progress.done.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => break,
+        }
+    }
+    answers
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
