@@ -69,6 +69,7 @@ readonly PACKAGES=(
     qemu-guest-agent busybox-static cpio xorriso libvirt-dev pkg-config osinfo-db
     kmod gzip coreutils
     prometheus socat  # serve's e2e tests: promtool, a real Prometheus, a libvirt socket proxy
+    tmux vim-tiny  # edit's e2e: a real terminal (tmux) and a real editor (vi)
 )
 
 # name persona agent-mode cdrom(harness|empty|none) expected(running|frozen|paused|off)

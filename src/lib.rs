@@ -9,11 +9,13 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod domxml;
+pub mod edit;
 pub mod hypervisor;
 pub mod probe;
 pub mod render;
 pub mod serve;
 pub mod snapshot;
+pub mod transfer;
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -140,6 +142,10 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             scan(&app, args, &mut io::stdout().lock())
         }
         Some(Command::Serve(args)) => serve::run(&cli, args),
+        Some(Command::Edit(args)) => edit::run_cli(&App::connect(&cli, false)?, args),
+        Some(Command::Cat(args)) => transfer::commands::cat(&App::connect(&cli, false)?, args),
+        Some(Command::Pull(args)) => transfer::commands::pull(&App::connect(&cli, false)?, args),
+        Some(Command::Push(args)) => transfer::commands::push(&App::connect(&cli, false)?, args),
         Some(other) => Err(Failure::usage(format!(
             "`{}` is not available yet in this version",
             command_name(other)
