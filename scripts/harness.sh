@@ -75,6 +75,8 @@ readonly PACKAGES=(
     libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
     qemu-guest-agent busybox-static cpio xorriso libvirt-dev pkg-config osinfo-db
     kmod gzip coreutils
+    prometheus socat  # serve's e2e tests: promtool, a real Prometheus, a libvirt socket proxy
+    tmux vim-tiny  # edit's e2e: a real terminal (tmux) and a real editor (vi)
 )
 
 # name persona agent-mode cdrom(harness|empty|none) expected(running|frozen|paused|off)

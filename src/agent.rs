@@ -237,6 +237,21 @@ impl<'a> Agent<'a> {
         Ok(w.count)
     }
 
+    /// Move the file position (`whence`: "set", "cur" or "end"); returns the new position.
+    /// Seeking to the end with offset 0 is how a size is learned without guest-exec.
+    pub fn file_seek(&self, handle: i64, offset: i64, whence: &str) -> HvResult<u64> {
+        #[derive(Deserialize)]
+        struct Seeked {
+            position: u64,
+        }
+        let v = self.call(
+            "guest-file-seek",
+            Some(json!({ "handle": handle, "offset": offset, "whence": whence })),
+        )?;
+        let s: Seeked = decode(self.domain, "guest-file-seek", v)?;
+        Ok(s.position)
+    }
+
     pub fn file_flush(&self, handle: i64) -> HvResult<()> {
         self.call("guest-file-flush", Some(json!({ "handle": handle })))
             .map(|_| ())

@@ -9,11 +9,14 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod domxml;
+pub mod edit;
 pub mod hypervisor;
 pub mod media;
 pub mod probe;
 pub mod render;
+pub mod serve;
 pub mod snapshot;
+pub mod transfer;
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -148,25 +151,11 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Some(Command::Eject(args)) => {
             media::cmd::eject(&App::connect(&cli, false)?, args, &mut io::stdout().lock())
         }
-        Some(other) => Err(Failure::usage(format!(
-            "`{}` is not available yet in this version",
-            command_name(other)
-        ))),
-    }
-}
-
-fn command_name(c: &Command) -> &'static str {
-    match c {
-        Command::Scan(_) => "scan",
-        Command::Menu => "menu",
-        Command::Isos(_) => "isos",
-        Command::Mount(_) => "mount",
-        Command::Eject(_) => "eject",
-        Command::Edit(_) => "edit",
-        Command::Cat(_) => "cat",
-        Command::Pull(_) => "pull",
-        Command::Push(_) => "push",
-        Command::Serve(_) => "serve",
+        Some(Command::Serve(args)) => serve::run(&cli, args),
+        Some(Command::Edit(args)) => edit::run_cli(&App::connect(&cli, false)?, args),
+        Some(Command::Cat(args)) => transfer::commands::cat(&App::connect(&cli, false)?, args),
+        Some(Command::Pull(args)) => transfer::commands::pull(&App::connect(&cli, false)?, args),
+        Some(Command::Push(args)) => transfer::commands::push(&App::connect(&cli, false)?, args),
     }
 }
 

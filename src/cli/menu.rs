@@ -141,10 +141,7 @@ pub fn run(app: &App, input: &mut dyn BufRead, output: &mut dyn Write) -> Result
                 crate::media::menu::dismount_offer(app, &mut p)?;
                 refresher.refresh();
             }
-            "3" => writeln!(
-                p.out(),
-                "Modify file in VM is not available yet in this version; nothing was changed."
-            )?,
+            "3" => modify_file(app, &mut p)?,
             "4" => return Ok(exit::OK),
             other => writeln!(
                 p.out(),
@@ -153,6 +150,67 @@ pub fn run(app: &App, input: &mut dyn BufRead, output: &mut dyn Write) -> Result
             )?,
         }
     }
+}
+
+/// Option 3: the seed's prompts (VM, remote path, local path), then the edit flow. A
+/// failure is one line and the menu comes back.
+fn modify_file(app: &App, p: &mut Prompter) -> Result<(), Failure> {
+    let domains = match app.hv.list_domains() {
+        Ok(d) => d,
+        Err(e) => {
+            writeln!(
+                p.out(),
+                "cannot list VMs: {}",
+                render::text::sanitize(&e.to_string())
+            )?;
+            return Ok(());
+        }
+    };
+    let mut names: Vec<String> = domains.into_iter().map(|d| d.name).collect();
+    names.sort();
+    if names.is_empty() {
+        writeln!(
+            p.out(),
+            "no VMs on {}",
+            render::text::sanitize(&app.hv.uri())
+        )?;
+        return Ok(());
+    }
+    let Some(i) = p.choose("VMs:", &names)? else {
+        writeln!(p.out(), "Cancelled; nothing was changed.")?;
+        return Ok(());
+    };
+    let remote = match p.ask("Path of the file inside the VM: ")? {
+        Some(r) if !r.trim().is_empty() => r.trim().to_string(),
+        _ => {
+            writeln!(p.out(), "Cancelled; nothing was changed.")?;
+            return Ok(());
+        }
+    };
+    let Some(local) = p.ask("Local copy (empty for a private temporary file): ")? else {
+        writeln!(p.out(), "Cancelled; nothing was changed.")?;
+        return Ok(());
+    };
+    let opts = crate::edit::EditOptions {
+        vm: names[i].clone(),
+        remote_path: remote,
+        local: Some(local.trim())
+            .filter(|l| !l.is_empty())
+            .map(std::path::PathBuf::from),
+        yes: false,
+        force: false,
+        mode: crate::edit::DEFAULT_NEW_MODE,
+        max_size: crate::transfer::DEFAULT_MAX_SIZE,
+        interactive: true,
+        first_call_timeout: app.settings.probe_timeout,
+    };
+    let result = crate::edit::ExternalEditor::from_env()
+        .map_err(Failure::partial)
+        .and_then(|mut editor| crate::edit::edit(app.hv.as_ref(), &opts, &mut editor, p));
+    if let Err(f) = result {
+        writeln!(p.out(), "error: {}", f.message)?;
+    }
+    Ok(())
 }
 
 fn show_scan(refresher: &Refresher, out: &mut dyn Write) -> Result<(), Failure> {
@@ -216,9 +274,27 @@ mod tests {
     }
 
     #[test]
-    fn unfinished_options_say_so_plainly() {
-        let (_, out) = drive(&app(FakeHypervisor::new()), "3\n4\n");
-        assert!(out.contains("Modify file in VM is not available yet"));
+    fn modify_file_prompts_and_comes_back_with_one_line() {
+        let hv = FakeHypervisor::new()
+            .with_domain(FakeDomain::new("web01", DomainState::ShutOff))
+            .with_domain(FakeDomain::new("db01", DomainState::Running));
+        // By number, then by name; a stopped VM is one line and the menu returns.
+        let (code, out) = drive(
+            &app(hv),
+            "3\n2\n/etc/hosts\n\n3\ndb01\n/etc/hosts\n\n3\n\n4\n",
+        );
+        assert_eq!(code, 0);
+        assert!(out.contains("VMs:\n  1) db01\n  2) web01\n"), "{out}");
+        assert!(out.contains("Path of the file inside the VM: Local copy (empty for a private temporary file): error: VM \"web01\" is shut off: files move through its guest agent, so it must be running\n--- MENU ---"), "{out}");
+        assert!(
+            out.contains("error: the guest agent of \"db01\" is not connected"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Cancelled; nothing was changed.\n--- MENU ---"),
+            "{out}"
+        );
+        assert_eq!(out.matches("--- MENU ---").count(), 4);
     }
 
     #[test]

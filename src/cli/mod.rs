@@ -194,6 +194,9 @@ pub struct EditArgs {
     /// Mode of a newly created file, octal [default: 0644]
     #[arg(long, value_name = "OCTAL")]
     pub mode: Option<String>,
+    /// Largest file moved through the guest agent, e.g. 64M or 1G [default: 64M]
+    #[arg(long, value_name = "SIZE", env = "DISMOUNT_ISO_QEMU_MAX_SIZE")]
+    pub max_size: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +205,9 @@ pub struct CatArgs {
     pub vm: String,
     /// Path of the file inside the guest
     pub remote_path: String,
+    /// Largest file moved through the guest agent, e.g. 64M or 1G [default: 64M]
+    #[arg(long, value_name = "SIZE", env = "DISMOUNT_ISO_QEMU_MAX_SIZE")]
+    pub max_size: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -212,6 +218,12 @@ pub struct PullArgs {
     pub remote_path: String,
     /// Local file to write
     pub local_path: PathBuf,
+    /// Replace LOCAL_PATH if it already exists
+    #[arg(long)]
+    pub force: bool,
+    /// Largest file moved through the guest agent, e.g. 64M or 1G [default: 64M]
+    #[arg(long, value_name = "SIZE", env = "DISMOUNT_ISO_QEMU_MAX_SIZE")]
+    pub max_size: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -222,6 +234,12 @@ pub struct PushArgs {
     pub local_path: PathBuf,
     /// Path of the file inside the guest
     pub remote_path: String,
+    /// Mode of the guest file if push creates it, octal [default: 0644]
+    #[arg(long, value_name = "OCTAL")]
+    pub mode: Option<String>,
+    /// Largest file moved through the guest agent, e.g. 64M or 1G [default: 64M]
+    #[arg(long, value_name = "SIZE", env = "DISMOUNT_ISO_QEMU_MAX_SIZE")]
+    pub max_size: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -265,11 +265,6 @@ fn classify_agent(uri: &str, domain: &str, command: &str, code: u32, message: &s
 
 /// libvirt's whole-seconds agent timeout: rounded up, at least 1 (0 would mean "don't
 /// wait at all"), and capped at what a C int holds.
-fn agent_timeout_secs(timeout: Duration) -> i32 {
-    let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
-    secs.clamp(1, i32::MAX as u64) as i32
-}
-
 /// The `return` member of a QGA reply (libvirt turns `error` replies into errors itself,
 /// but a reply that slips through is reported, not mistaken for success).
 fn parse_agent_reply(domain: &str, command: &str, reply: &str) -> HvResult<serde_json::Value> {
@@ -402,7 +397,7 @@ impl Hypervisor for NativeHypervisor {
             .map_err(|e| classify_agent(&self.uri, domain, &name, code(&e), &one_line(&e)))?;
         let request = command.to_string();
         let reply = dom
-            .qemu_agent_command(&request, agent_timeout_secs(timeout), 0)
+            .qemu_agent_command(&request, super::agent_timeout_secs(timeout) as i32, 0)
             .map_err(|e| classify_agent(&self.uri, domain, &name, code(&e), &one_line(&e)))?;
         parse_agent_reply(domain, &name, &reply)
     }
@@ -613,11 +608,23 @@ mod tests {
 
     #[test]
     fn timeouts_round_up_to_whole_seconds() {
-        assert_eq!(agent_timeout_secs(Duration::ZERO), 1);
-        assert_eq!(agent_timeout_secs(Duration::from_millis(1)), 1);
-        assert_eq!(agent_timeout_secs(Duration::from_millis(1500)), 2);
-        assert_eq!(agent_timeout_secs(Duration::from_secs(5)), 5);
-        assert_eq!(agent_timeout_secs(Duration::from_secs(u64::MAX)), i32::MAX);
+        assert_eq!(crate::hypervisor::agent_timeout_secs(Duration::ZERO), 1);
+        assert_eq!(
+            crate::hypervisor::agent_timeout_secs(Duration::from_millis(1)),
+            1
+        );
+        assert_eq!(
+            crate::hypervisor::agent_timeout_secs(Duration::from_millis(1500)),
+            2
+        );
+        assert_eq!(
+            crate::hypervisor::agent_timeout_secs(Duration::from_secs(5)),
+            5
+        );
+        assert_eq!(
+            crate::hypervisor::agent_timeout_secs(Duration::from_secs(u64::MAX)),
+            i32::MAX as u32
+        );
     }
 
     #[test]

@@ -281,6 +281,12 @@ pub fn open(backend: Backend, uri: Option<&str>) -> HvResult<Box<dyn Hypervisor>
     }
 }
 
+/// The agent timeout libvirt takes: whole seconds, rounded up, at least 1.
+pub fn agent_timeout_secs(timeout: Duration) -> u32 {
+    let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+    secs.clamp(1, i32::MAX as u64) as u32
+}
+
 /// Name of the QGA command in a request, for error messages.
 pub fn command_name(command: &serde_json::Value) -> String {
     command

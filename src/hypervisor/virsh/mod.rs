@@ -556,8 +556,7 @@ impl Hypervisor for VirshHypervisor {
     ) -> HvResult<serde_json::Value> {
         let name = command_name(command);
         let json = command.to_string();
-        let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
-        let secs = secs.max(1);
+        let secs = u64::from(super::agent_timeout_secs(timeout));
         let limit = Duration::from_secs(secs) + AGENT_SLACK.min(self.child_limit);
         let finished = if json.len() > ARGV_AGENT_LIMIT {
             if !fits_one_stdin_line(domain) {

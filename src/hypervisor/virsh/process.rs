@@ -51,7 +51,7 @@ fn spawn_reader<R: Read + Send + 'static>(mut pipe: R) -> mpsc::Receiver<Vec<u8>
 }
 
 fn kill_group(child: &mut Child) {
-    // The child leads its own process group (see `process_group(0)` below), so this also
+    // The child leads its own process group (see `setsid` below), so this also
     // reaches anything it started (ssh for qemu+ssh://) that would keep our pipes open.
     if let Ok(pid) = i32::try_from(child.id()) {
         // SAFETY: kill(2) with a negative pid signals that process group; no memory is
@@ -79,8 +79,20 @@ pub fn run(inv: Invocation<'_>) -> Result<Finished, RunError> {
             Stdio::null()
         })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .stderr(Stdio::piped());
+    // A session of its own, without a controlling terminal: virsh then never tries to
+    // start a polkit agent on our terminal ("Authorization not available…" on stderr) or
+    // to prompt there for a password we could not show; and the child leads its own
+    // process group, so a kill reaches everything it started.
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => RunError::NotFound(e),
         _ => RunError::Spawn(e),

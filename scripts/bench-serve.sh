@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# bench-serve.sh — `serve` under a burst of scrapes, side by side with Debian's
+# prometheus-libvirt-exporter when it can be installed.
+#
+# Usage: sudo scripts/bench-serve.sh [N=300] [BURST=200]
+#
+# Defines N extra shut-off domains (diq-benchserve-*) next to the harness guests, starts
+# our exporter (release build) and the peer on loopback, and for each prints: the time of
+# one scrape (median of 50 in a row), a burst of BURST concurrent scrapes (p50, p99 and
+# worst latency, wall time), RSS before and after the burst, and what the scrape holds
+# (bytes, domains, OS names, agent states, media), once with plain requests (curl) and once
+# with the headers Prometheus sends (OpenMetrics, gzip). The extra domains are undefined at the
+# end. Set NO_PEER=1 to skip the peer, BACKEND=virsh to scan through virsh (default:
+# native). Target: p50 <= 2 ms and RSS below the peer's.
+
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N="${1:-300}"
+BURST="${2:-200}"
+BACKEND="${BACKEND:-native}"
+URI="qemu:///system"
+PREFIX="diq-benchserve-"
+export LC_ALL=C
+virsh_() { virsh -q -c "$URI" "$@"; }
+
+[[ $EUID -eq 0 ]] || { echo "bench-serve.sh: run as root" >&2; exit 2; }
+for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do [[ -x "$d/cargo" ]] && PATH="$d:$PATH"; done
+command -v curl >/dev/null || apt-get install -y -qq curl >/dev/null
+scripts/harness.sh up >/dev/null
+cargo build --release --quiet
+BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/dismount_iso_qemu"
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    virsh_ list --all --name | grep "^$PREFIX" | sed 's/^/undefine /' | virsh -q -c "$URI" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "defining $N shut-off domains..."
+for i in $(seq -w 1 "$N"); do
+    cat > "$work/d$i.xml" <<XML
+<domain type='qemu'>
+  <name>$PREFIX$i</name>
+  <memory unit='MiB'>128</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64'>hvm</type></os>
+  <devices>
+    <disk type='file' device='cdrom'><target dev='sda' bus='sata'/><readonly/></disk>
+  </devices>
+</domain>
+XML
+    echo "define $work/d$i.xml"
+done | virsh -q -c "$URI" >/dev/null
+echo "domains on $URI: $(virsh_ list --all --name | grep -c .), running: $(virsh_ list --name | grep -c .)"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+rss_mb() { awk '/^VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+wait_http() { # url seconds
+    local end=$((SECONDS + $2))
+    until curl -fs -o /dev/null "$1"; do
+        ((SECONDS < end)) || { echo "no answer from $1" >&2; return 1; }
+        sleep 0.2
+    done
+}
+# p50 p99 max (ms) of the seconds on stdin
+percentiles() {
+    sort -g | awk '{a[NR]=$1*1000} END {
+        printf "%.2f %.2f %.2f", a[int((NR+1)/2)], a[int(NR*0.99+0.999)], a[NR] }'
+}
+
+# What Prometheus sends: OpenMetrics first, gzip.
+PROM_ACCEPT='application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1'
+
+measure() { # name pid url mode(plain|prometheus)
+    local name=$1 pid=$2 url=$3 mode=$4
+    local body="$work/$name.prom"
+    local -a opts=()
+    [[ $mode == prometheus ]] && opts=(-H "Accept: $PROM_ACCEPT" --compressed)
+    curl -fs "$url" -o "$body"
+    # One scrape at a time: what a single Prometheus sees.
+    local single
+    single=$(for _ in $(seq 50); do curl -fs "${opts[@]}" -o /dev/null -w '%{time_total}\n' "$url"; done | percentiles)
+    local rss0 rss1 t0 t1 burst
+    rss0=$(rss_mb "$pid")
+    t0=$(date +%s%3N)
+    burst=$(for _ in $(seq "$BURST"); do echo "url = \"$url\""; echo "output = /dev/null"; done |
+        curl -fs --no-progress-meter -Z --parallel-max "$BURST" --parallel-immediate "${opts[@]}" -K - -w '%{time_total}\n' | percentiles)
+    t1=$(date +%s%3N)
+    rss1=$(rss_mb "$pid")
+    local domains os agents media
+    domains=$(grep -cE '^libvirt_domain_info\{' "$body" || true)
+    [[ $domains -gt 0 ]] || domains="$(grep -oE 'domain="[^"]+"' "$body" | sort -u | wc -l) (no info metric)"
+    os=$(grep -cE 'os_pretty_name="[^"]' "$body" || true)
+    agents=$(grep -cE '^libvirt_domain_agent_status\{' "$body" || true)
+    media=$(grep -cE '^libvirt_domain_media_info\{' "$body" || true)
+    read -r s50 _ smax <<<"$single"
+    read -r b50 b99 bmax <<<"$burst"
+    printf '%-5s %-10s single p50 %6s ms (worst %6s) | burst of %s: p50 %6s ms, p99 %6s, worst %6s, wall %5s ms | RSS %5s MB -> %5s MB | %6s bytes, domains %s, with OS %s, agent series %s, media series %s\n' \
+        "$name" "$mode" "$s50" "$smax" "$BURST" "$b50" "$b99" "$bmax" "$((t1 - t0))" "$rss0" "$rss1" \
+        "$(wc -c <"$body")" "$domains" "$os" "$agents" "$media"
+}
+
+ours_port=$(free_port)
+XDG_CACHE_HOME="$work/cache" XDG_CONFIG_HOME="$work" "$BIN" -c "$URI" --backend "$BACKEND" \
+    serve --listen "127.0.0.1:$ours_port" --interval 30 2>"$work/ours.log" &
+pids+=($!)
+ours_pid=$!
+wait_http "http://127.0.0.1:$ours_port/healthz" 60
+echo
+for mode in plain prometheus; do measure ours "$ours_pid" "http://127.0.0.1:$ours_port/metrics" $mode; done
+
+if [[ "${NO_PEER:-0}" != 1 ]]; then
+    if ! command -v prometheus-libvirt-exporter >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            prometheus-libvirt-exporter >/dev/null 2>&1 || true
+    fi
+    if command -v prometheus-libvirt-exporter >/dev/null; then
+        peer_port=$(free_port)
+        prometheus-libvirt-exporter --web.listen-address="127.0.0.1:$peer_port" \
+            --libvirt.uri="$URI" 2>"$work/peer.log" &
+        pids+=($!)
+        peer_pid=$!
+        wait_http "http://127.0.0.1:$peer_port/metrics" 30
+        for mode in plain prometheus; do measure peer "$peer_pid" "http://127.0.0.1:$peer_port/metrics" $mode; done
+    else
+        echo "peer: prometheus-libvirt-exporter is not installable here; skipped"
+    fi
+fi

@@ -1,0 +1,367 @@
+//! `serve`: Prometheus metrics and a health check over the latest snapshot.
+//!
+//! One background thread scans every interval with the same probe manager (and so the
+//! same OS cache and deadlines) as `scan`, renders the metrics once and publishes the
+//! bytes. HTTP workers only copy a pointer to those bytes: a scrape never calls libvirt
+//! or a guest agent, so a frozen guest or a dead libvirtd cannot slow it down. When the
+//! connection breaks (libvirtd restarted), the next interval opens a new one.
+
+pub mod health;
+pub mod http;
+pub mod metrics;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::cli::{Cli, LogFormat, ServeArgs};
+use crate::config::{self, Settings};
+use crate::hypervisor::{self, HvError, HvResult, Hypervisor};
+use crate::probe::ProbeManager;
+use crate::snapshot::{AgentStatus, Snapshot};
+use crate::{App, Failure};
+
+use health::HealthInputs;
+use metrics::{Exposition, ScanStats};
+
+/// Opens (or re-opens) the hypervisor connection.
+pub type Opener = Arc<dyn Fn() -> HvResult<Arc<dyn Hypervisor>> + Send + Sync>;
+
+/// HTTP worker threads. Each only hands out bytes, but a write to a slow reader blocks its
+/// worker until the socket drains, so there are more workers than cores.
+const HTTP_WORKERS: usize = 16;
+/// How often blocked loops look at the stop flag.
+const POLL: Duration = Duration::from_millis(100);
+
+/// What the scan loop publishes and the HTTP side reads.
+pub struct Shared {
+    exposition: RwLock<Exposition>,
+    health: Mutex<HealthInputs>,
+    stale_after: Duration,
+}
+
+impl Shared {
+    fn new(stale_after: Duration) -> Shared {
+        Shared {
+            exposition: RwLock::new(metrics::render(None, &ScanStats::default())),
+            health: Mutex::new(HealthInputs::default()),
+            stale_after,
+        }
+    }
+
+    /// The bytes of the latest rendering (a pointer copy).
+    pub fn exposition(&self) -> Exposition {
+        self.exposition
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// `/healthz` at this instant.
+    pub fn health(&self) -> Result<(), String> {
+        let h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        health::check(&h, Instant::now(), self.stale_after)
+    }
+
+    fn update_health(&self, f: impl FnOnce(&mut HealthInputs)) {
+        f(&mut self.health.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn publish(&self, e: Exposition) {
+        *self.exposition.write().unwrap_or_else(|e| e.into_inner()) = e;
+    }
+}
+
+/// Where to listen: an address with a port, `host:port` resolved once.
+pub fn parse_listen(listen: &str) -> Result<SocketAddr, String> {
+    listen
+        .to_socket_addrs()
+        .map_err(|e| format!("--listen {listen:?}: {e} (expected e.g. 127.0.0.1:9177)"))?
+        .next()
+        .ok_or_else(|| format!("--listen {listen:?}: the name resolves to no address"))
+}
+
+/// A running exporter: its address and the threads to wait for.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    http: Vec<thread::JoinHandle<()>>,
+    scanner: thread::JoinHandle<()>,
+}
+
+impl Running {
+    /// Wait until the stop flag is set and the HTTP workers have finished. The scan
+    /// thread gets a moment to finish its scan; one stuck on libvirt is left behind (the
+    /// process is about to exit, and the OS cache was saved after the last scan).
+    pub fn wait(self) {
+        for h in self.http {
+            let _ = h.join();
+        }
+        let give_up = Instant::now() + Duration::from_secs(2);
+        while !self.scanner.is_finished() && Instant::now() < give_up {
+            thread::sleep(Duration::from_millis(20));
+        }
+        if self.scanner.is_finished() {
+            let _ = self.scanner.join();
+        } else {
+            tracing::warn!("a scan is still waiting on libvirt; exiting without it");
+        }
+    }
+
+    /// Ask every thread to stop (what SIGTERM does).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Start listening and scanning. Returns once the socket is bound.
+pub fn start(
+    settings: Settings,
+    opener: Opener,
+    listen: SocketAddr,
+    interval: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<Running, Failure> {
+    let server = tiny_http::Server::http(listen)
+        .map_err(|e| Failure::usage(format!("cannot listen on {listen}: {e}")))?;
+    let addr = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| Failure::usage(format!("{listen} is not an IP address")))?;
+    let server = Arc::new(server);
+    let shared = Arc::new(Shared::new(health::stale_after(
+        interval,
+        settings.probe_timeout,
+    )));
+
+    let scanner = {
+        let shared = Arc::clone(&shared);
+        let stop = Arc::clone(&stop);
+        thread::Builder::new()
+            .name("scan".into())
+            .spawn(move || scan_loop(settings, opener, interval, &shared, &stop))
+            .map_err(|e| Failure::usage(format!("cannot start the scan thread: {e}")))?
+    };
+    let mut workers = Vec::new();
+    for i in 0..HTTP_WORKERS {
+        let server = Arc::clone(&server);
+        let shared = Arc::clone(&shared);
+        let stop = Arc::clone(&stop);
+        let h = thread::Builder::new()
+            .name(format!("http-{i}"))
+            .spawn(move || http::worker(&server, &shared, &stop))
+            .map_err(|e| Failure::usage(format!("cannot start an HTTP thread: {e}")))?;
+        workers.push(h);
+    }
+    Ok(Running {
+        addr,
+        shared,
+        stop,
+        http: workers,
+        scanner,
+    })
+}
+
+/// `serve`: log setup, signals, then run until SIGTERM/SIGINT.
+pub fn run(cli: &Cli, args: &ServeArgs) -> Result<u8, Failure> {
+    init_logging(args.log_format);
+    if args.interval == 0 {
+        return Err(Failure::usage("--interval must be at least 1 second"));
+    }
+    let settings = config::resolve(&cli.global.overrides()).map_err(Failure::usage)?;
+    let listen = parse_listen(&args.listen).map_err(Failure::usage)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // A second signal while shutting down exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
+            .map_err(|e| Failure::usage(format!("cannot install signal handlers: {e}")))?;
+    }
+
+    let backend = settings.backend;
+    let uri = settings.uri.clone();
+    let opener: Opener = Arc::new(move || {
+        hypervisor::open(backend, uri.as_deref()).map(Arc::<dyn Hypervisor>::from)
+    });
+    let running = start(
+        settings.clone(),
+        opener,
+        listen,
+        Duration::from_secs(args.interval),
+        stop,
+    )?;
+    let uri = settings.uri.as_deref().unwrap_or("libvirt's default URI");
+    if running.addr.ip().is_loopback() {
+        tracing::info!(
+            addr = %running.addr,
+            interval_s = args.interval,
+            "listening on http://{}/metrics (scanning {uri})",
+            running.addr
+        );
+    } else {
+        tracing::warn!(
+            addr = %running.addr,
+            interval_s = args.interval,
+            "listening on http://{}/metrics beyond loopback: anyone who reaches this address sees VM names and guest OSes (scanning {uri})",
+            running.addr
+        );
+    }
+    running.wait();
+    tracing::info!("stopped");
+    Ok(crate::exit::OK)
+}
+
+fn init_logging(format: LogFormat) {
+    let level = std::env::var("DISMOUNT_ISO_QEMU_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false);
+    // A second init (tests) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// The background loop: scan, render, publish, wait; reconnect after a failure.
+fn scan_loop(
+    settings: Settings,
+    opener: Opener,
+    interval: Duration,
+    shared: &Shared,
+    stop: &AtomicBool,
+) {
+    let mut probes: Option<Arc<ProbeManager>> = None;
+    let mut stats = ScanStats::default();
+    let mut agents = AgentWatch::default();
+    while !stop.load(Ordering::SeqCst) {
+        let tick = Instant::now();
+        shared.update_health(|h| h.scan_started = Some(tick));
+        // A panic in an adapter (a bug, or a library that panics on a dead connection)
+        // must cost one scan, not the exporter: it counts as a failed scan and the next
+        // interval reconnects.
+        let result = catch_unwind(AssertUnwindSafe(|| match &probes {
+            Some(p) => p.scan(),
+            None => opener().and_then(|hv| {
+                let p = App::from_parts(settings.clone(), hv, false).probes;
+                probes = Some(Arc::clone(&p));
+                p.scan()
+            }),
+        }))
+        .unwrap_or_else(|_| {
+            Err(HvError::Failed {
+                operation: "scan",
+                detail: "the scan panicked (see the message above)".into(),
+            })
+        });
+        let elapsed = tick.elapsed();
+        stats.scans += 1;
+        stats.last_duration_seconds = Some(elapsed.as_secs_f64());
+        let was_up = stats.up;
+        let (snapshot, failure) = match result {
+            Ok(snap) => {
+                if was_up == Some(false) {
+                    tracing::info!("libvirt is reachable again");
+                }
+                stats.up = Some(true);
+                stats.last_success_unix = Some(snap.taken_at);
+                tracing::info!(
+                    duration_ms = elapsed.as_millis() as u64,
+                    domains = snap.vms.len(),
+                    domain_errors = snap.errors.len(),
+                    "scan finished"
+                );
+                agents.log_changes(&snap);
+                (Some(Arc::new(snap)), None)
+            }
+            Err(e) => {
+                // The connection is suspect: the next interval opens a fresh one.
+                let old = probes.take();
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(old)));
+                stats.up = Some(false);
+                stats.failed_scans += 1;
+                let reason = e.to_string();
+                if was_up != Some(false) {
+                    tracing::warn!(
+                        duration_ms = elapsed.as_millis() as u64,
+                        "scan failed, retrying every interval: {}",
+                        crate::render::text::sanitize(&reason)
+                    );
+                } else {
+                    tracing::debug!("scan failed again: {reason}");
+                }
+                (None, Some(reason))
+            }
+        };
+        // Publish before health turns green, so a scraper that waited for /healthz finds
+        // this scan's numbers.
+        shared.publish(metrics::render(snapshot, &stats));
+        shared.update_health(|h| {
+            if failure.is_none() {
+                h.last_success = Some(Instant::now());
+            }
+            h.last_failure = failure;
+            h.scan_started = None;
+        });
+
+        let next = tick + interval;
+        while !stop.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            if now >= next {
+                break;
+            }
+            thread::sleep((next - now).min(POLL));
+        }
+    }
+}
+
+/// Remembers each guest's agent status so a frozen or absent agent is logged when it
+/// changes, not on every scan.
+#[derive(Default)]
+struct AgentWatch {
+    last: HashMap<String, AgentStatus>,
+}
+
+impl AgentWatch {
+    fn log_changes(&mut self, snap: &Snapshot) {
+        let mut seen = HashMap::with_capacity(snap.vms.len());
+        for vm in &snap.vms {
+            let before = self.last.get(&vm.uuid).copied();
+            if before != Some(vm.agent) {
+                let name = crate::render::text::sanitize(&vm.name);
+                let status = vm.agent.as_str();
+                match (before, vm.agent) {
+                    (_, AgentStatus::Timeout | AgentStatus::Error) => tracing::warn!(
+                        domain = %name,
+                        agent = status,
+                        "guest agent of {name} is {status}: {}",
+                        crate::render::text::sanitize(vm.os.reason.as_deref().unwrap_or(""))
+                    ),
+                    // First sight of a quiet, healthy or stopped guest: nothing to say.
+                    (None, _) => {}
+                    (Some(b), _) => tracing::info!(
+                        domain = %name,
+                        agent = status,
+                        "guest agent of {name}: {} -> {status}",
+                        b.as_str()
+                    ),
+                }
+            }
+            seen.insert(vm.uuid.clone(), vm.agent);
+        }
+        self.last = seen;
+    }
+}
+
+#[cfg(test)]
+mod tests;
