@@ -41,4 +41,4 @@ cargo clippy --all-targets -- -D warnings
 
 step "cargo test (unit, contract, fake virsh, end-to-end)"
 # The e2e binaries share one libvirtd; each file serialises its own state changes.
-cargo test --all-targets -- --test-threads=4
+cargo test --all-targets --no-fail-fast -- --test-threads=4

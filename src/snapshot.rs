@@ -108,6 +108,9 @@ pub struct VmRow {
     pub cpu_time_seconds: f64,
     /// CD-ROM drives of the running (or, when off, the persistent) definition.
     pub media: Vec<CdromDrive>,
+    /// Why `media` (and the XML metadata) is unknown in this scan, when it is.
+    #[serde(default)]
+    pub media_error: Option<String>,
     pub os: OsAnswer,
     pub agent: AgentStatus,
     /// How long this scan's agent probe took, when one ran.

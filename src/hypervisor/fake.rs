@@ -47,6 +47,8 @@ pub struct FakeDomain {
     pub agent: Option<AgentScript>,
     /// How long every agent call takes before its script answers.
     pub agent_delay: Duration,
+    /// How long reading this domain's XML takes (a daemon whose workers are all busy).
+    pub xml_delay: Duration,
 }
 
 impl FakeDomain {
@@ -70,6 +72,7 @@ impl FakeDomain {
             persistent_xml: None,
             agent: None,
             agent_delay: Duration::ZERO,
+            xml_delay: Duration::ZERO,
         }
     }
 
@@ -93,6 +96,11 @@ impl FakeDomain {
 
     pub fn with_agent_delay(mut self, delay: Duration) -> FakeDomain {
         self.agent_delay = delay;
+        self
+    }
+
+    pub fn with_xml_delay(mut self, delay: Duration) -> FakeDomain {
+        self.xml_delay = delay;
         self
     }
 }
@@ -218,6 +226,9 @@ impl Hypervisor for FakeHypervisor {
             .calls
             .push(Call::DomainXml(domain.to_string(), scope));
         let d = self.domain(domain)?;
+        if !d.xml_delay.is_zero() {
+            thread::sleep(d.xml_delay);
+        }
         Ok(match scope {
             XmlScope::Current => d.xml,
             XmlScope::Persistent => d.persistent_xml.unwrap_or(d.xml),

@@ -260,24 +260,29 @@ impl ProbeManager {
         // Probes start first; the XML (media, libosinfo metadata) is read while they run.
         let pending = self.start_probes(tasks, deadline, progress);
         let names: Vec<String> = domains.iter().map(|d| d.name.clone()).collect();
-        let xmls = self.hv.domain_xmls(&names, XmlScope::Current);
+        let xmls = read_xmls(&self.hv, names, deadline);
         let mut errors = Vec::new();
-        let facts: Vec<domxml::DomainXmlFacts> = domains
+        let mut late = 0;
+        let facts: Vec<Result<domxml::DomainXmlFacts, String>> = domains
             .iter()
             .zip(xmls)
             .map(|(d, xml)| {
-                match xml
-                    .map_err(|e| e.to_string())
+                let Some(xml) = xml else {
+                    late += 1;
+                    return Err(XML_LATE.to_string());
+                };
+                xml.map_err(|e| e.to_string())
                     .and_then(|x| domxml::parse(&x))
-                {
-                    Ok(f) => f,
-                    Err(e) => {
-                        errors.push(format!("{}: {e}", d.name));
-                        domxml::DomainXmlFacts::default()
-                    }
-                }
+                    .inspect_err(|e| errors.push(format!("{}: {e}", d.name)))
             })
             .collect();
+        if late > 0 {
+            errors.push(format!(
+                "libvirtd did not return the XML of {late} VM(s) within the probe deadline (its \
+                 workers may all be waiting, e.g. on a frozen guest agent): their ISO and \
+                 metadata are unknown in this scan"
+            ));
+        }
 
         let outcomes = collect_probes(pending, deadline, progress);
 
@@ -285,7 +290,11 @@ impl ProbeManager {
         let now = now_unix();
         let mut cache = lock(&self.cache);
         let mut vms = Vec::with_capacity(domains.len());
-        for (d, f) in domains.into_iter().zip(facts) {
+        for (d, facts) in domains.into_iter().zip(facts) {
+            let (f, media_error) = match facts {
+                Ok(f) => (f, None),
+                Err(e) => (domxml::DomainXmlFacts::default(), Some(e)),
+            };
             let (agent, mut os, probe_ms) = if !d.state.agent_may_answer() {
                 (
                     AgentStatus::NotAsked,
@@ -352,7 +361,9 @@ impl ProbeManager {
                     os.reason = reason;
                 }
             }
-            vms.push(row(d, f, os, agent, probe_ms));
+            let mut vm = row(d, f, os, agent, probe_ms);
+            vm.media_error = media_error;
+            vms.push(vm);
         }
         if let Err(e) = cache.save(ttl) {
             errors.push(format!("could not save the OS cache: {e}"));
@@ -408,6 +419,52 @@ impl ProbeManager {
     }
 }
 
+const XML_LATE: &str = "domain XML not returned within the probe deadline";
+
+/// How many domains one XML request covers: small enough that a slow daemon still yields
+/// partial results, large enough that the virsh adapter needs few processes.
+const XML_CHUNK: usize = 64;
+
+/// Read the domain XML of `names` on a detached thread, in chunks; whatever has not
+/// arrived by `deadline` is `None`. A libvirtd whose workers are all stuck (e.g. queued on
+/// a frozen guest agent) can hold even a plain XML read for 30 s; the scan must not.
+fn read_xmls(
+    hv: &Arc<dyn Hypervisor>,
+    names: Vec<String>,
+    deadline: Instant,
+) -> Vec<Option<HvResult<String>>> {
+    let total = names.len();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let hv = Arc::clone(hv);
+    thread::spawn(move || {
+        for (i, chunk) in names.chunks(XML_CHUNK).enumerate() {
+            let xmls = hv.domain_xmls(chunk, XmlScope::Current);
+            if tx.send((i * XML_CHUNK, xmls)).is_err() {
+                return;
+            }
+        }
+    });
+    let mut out: Vec<Option<HvResult<String>>> = (0..total).map(|_| None).collect();
+    let mut received = 0;
+    // The XML is cheap when libvirtd is healthy: give it at least a moment even when the
+    // agents already used up the deadline.
+    let wait_until = deadline.max(Instant::now() + Duration::from_millis(200));
+    while received < total {
+        match rx.recv_deadline(wait_until) {
+            Ok((start, xmls)) => {
+                for (j, x) in xmls.into_iter().enumerate() {
+                    if let Some(slot) = out.get_mut(start + j) {
+                        *slot = Some(x);
+                        received += 1;
+                    }
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    out
+}
+
 /// Answers of a started probe pool: the channel and how many to expect.
 type Pending = Option<(
     crossbeam_channel::Receiver<(String, ProbeOutcome, u64)>,
@@ -459,6 +516,7 @@ fn row(
         memory_max_kib: d.memory_max_kib,
         cpu_time_seconds: d.cpu_time_ns as f64 / 1e9,
         media: f.cdroms,
+        media_error: None,
         os,
         agent,
         probe_ms,

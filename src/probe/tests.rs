@@ -236,3 +236,32 @@ fn many_guests_probe_in_parallel() {
     assert!(t0.elapsed() < Duration::from_millis(2000));
     assert!(snap.vms.iter().all(|r| r.agent == AgentStatus::Ok));
 }
+
+#[test]
+fn a_stuck_daemon_cannot_hold_the_table_past_the_deadline() {
+    let hv = FakeHypervisor::new()
+        .with_domain(FakeDomain::new("ok", DomainState::Running).with_agent(osinfo("Ubuntu")))
+        .with_domain(
+            FakeDomain::new("stuck", DomainState::ShutOff)
+                .with_xml(WIN_XML)
+                .with_xml_delay(Duration::from_secs(3)),
+        );
+    let t0 = Instant::now();
+    let snap = manager(&hv, settings(300)).scan().unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(find(&snap, "ok").os.text.as_deref(), Some("Ubuntu"));
+    let stuck = find(&snap, "stuck");
+    assert!(stuck.media_error.as_deref().unwrap().contains("deadline"));
+    assert_eq!(crate::render::table::iso_text(stuck), "?");
+    assert!(
+        snap.errors
+            .iter()
+            .any(|e| e.contains("did not return the XML of")),
+        "{:?}",
+        snap.errors
+    );
+}

@@ -18,8 +18,12 @@ const ISO: &str = "ISO";
 /// Width of the dashed rule under the header (the seed's length).
 const RULE: usize = 110;
 
-/// The text of the ISO column for one VM: every drive's image, `-` when all are empty.
+/// The text of the ISO column for one VM: every drive's image, `-` when all are empty,
+/// `?` when this scan could not read the VM's XML.
 pub fn iso_text(row: &VmRow) -> String {
+    if row.media_error.is_some() {
+        return "?".to_string();
+    }
     let isos: Vec<String> = row
         .media
         .iter()
@@ -96,6 +100,7 @@ pub(crate) mod tests {
             memory_max_kib: max,
             cpu_time_seconds: cpu,
             media: vec![],
+            media_error: None,
             os: match os {
                 Some(t) => OsAnswer::known(t.to_string(), None, OsSource::GuestGetOsinfo),
                 None => OsAnswer::unknown("agent not connected"),

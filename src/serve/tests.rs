@@ -412,6 +412,7 @@ fn agent_changes_are_logged_once() {
         memory_max_kib: 1,
         cpu_time_seconds: 0.0,
         media: Vec::new(),
+        media_error: None,
         os: crate::snapshot::OsAnswer::unknown("agent timed out"),
         agent: AgentStatus::Timeout,
         probe_ms: None,

@@ -16,6 +16,7 @@ fn vm(name: &str, state: DomainState) -> VmRow {
         memory_max_kib: 524_288,
         cpu_time_seconds: 6.25,
         media: Vec::new(),
+        media_error: None,
         os: OsAnswer::unknown("VM shut off"),
         agent: AgentStatus::NotAsked,
         probe_ms: None,
