@@ -1,7 +1,11 @@
 //! The native adapter: libvirt's C API through the `virt` crate.
 //!
-//! One connection serves every probe thread (libvirt connections are thread-safe), so a
-//! scan of hundreds of VMs costs a few RPCs on one socket instead of a process per VM.
+//! One connection serves listing, XML and device changes for every thread (libvirt
+//! connections are thread-safe), so a scan of hundreds of VMs costs a few RPCs on one
+//! socket instead of a process per VM. Guest agent calls go over a small pool of further
+//! connections: libvirtd runs at most 5 requests per connection at once
+//! (`max_client_requests`), and an agent call can sit there for 5–30 s on a frozen guest,
+//! so sharing one connection would queue the cheap calls — and other agents — behind it.
 //!
 //! Two traps of `virt` 0.5 shape this file:
 //! - the `Drop` impls of `Connect`, `Domain`, `StoragePool` and `StorageVol` panic when
@@ -12,6 +16,8 @@
 
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use virt::connect::Connect;
@@ -40,6 +46,16 @@ impl Release for Domain {
         // SAFETY: the pointer is the live reference this handle owns; it is not used again.
         unsafe {
             sys::virDomainFree(self.as_ptr());
+        }
+    }
+}
+
+impl Release for Connect {
+    fn release(&self) {
+        // SAFETY: the pointer is the connection reference this handle owns; nothing uses it
+        // after this. A failed close only leaks (the crate's Drop would panic).
+        unsafe {
+            sys::virConnectClose(self.as_ptr());
         }
     }
 }
@@ -83,10 +99,17 @@ impl<T: Release> Drop for Owned<T> {
 
 /// The native adapter: one libvirt connection shared by every caller.
 pub struct NativeHypervisor {
-    /// Closed by our own `Drop` (the crate's would panic if closing failed).
-    conn: ManuallyDrop<Connect>,
+    /// Listing, XML, device changes, storage.
+    conn: Arc<Owned<Connect>>,
+    /// Guest agent calls, opened on first use, up to [`AGENT_CONNECTIONS`].
+    agent_conns: Mutex<Vec<Arc<Owned<Connect>>>>,
+    next_agent_conn: AtomicUsize,
     uri: String,
 }
+
+/// Connections for agent calls: with libvirtd's 5 requests per connection, 20 agent calls
+/// can run at once (the probe pool's default is 32 jobs).
+const AGENT_CONNECTIONS: usize = 4;
 
 impl NativeHypervisor {
     /// Connect to `uri` (libvirt's default when `None`) and classify why that failed.
@@ -95,9 +118,33 @@ impl NativeHypervisor {
         virt::error::clear_error_callback();
         let shown_uri = uri.unwrap_or("(libvirt default)").to_string();
         let conn = Connect::open(uri).map_err(|e| classify_open_error(&shown_uri, &e))?;
-        let conn = ManuallyDrop::new(conn);
+        let conn = Owned::new(conn);
         let uri = conn.uri().unwrap_or(shown_uri);
-        Ok(NativeHypervisor { conn, uri })
+        Ok(NativeHypervisor {
+            conn: Arc::new(conn),
+            agent_conns: Mutex::new(Vec::new()),
+            next_agent_conn: AtomicUsize::new(0),
+            uri,
+        })
+    }
+
+    /// A connection for one agent call: a new one while the pool is not full, else the
+    /// pool's connections in turn. When another connection cannot be opened, the main one
+    /// serves (slower under load, never wrong).
+    fn agent_conn(&self) -> Arc<Owned<Connect>> {
+        let turn = self.next_agent_conn.fetch_add(1, Ordering::Relaxed);
+        let mut pool = self.agent_conns.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < AGENT_CONNECTIONS {
+            if let Ok(c) = Connect::open(Some(&self.uri)) {
+                let c = Arc::new(Owned::new(c));
+                pool.push(Arc::clone(&c));
+                return c;
+            }
+        }
+        match pool.len() {
+            0 => Arc::clone(&self.conn),
+            n => Arc::clone(&pool[turn % n]),
+        }
     }
 
     fn lookup(&self, domain: &str, operation: &'static str) -> HvResult<Owned<Domain>> {
@@ -110,16 +157,6 @@ impl NativeHypervisor {
     /// Classification shared by every per-domain operation.
     fn classify(&self, operation: &'static str, domain: &str, e: &VirtError) -> HvError {
         classify_domain_error(&self.uri, operation, domain, e)
-    }
-}
-
-impl Drop for NativeHypervisor {
-    fn drop(&mut self) {
-        // SAFETY: we own this reference and nothing uses the connection after this.
-        // A failed close only leaks; it must not panic (the crate's Drop would).
-        unsafe {
-            sys::virConnectClose(self.conn.as_ptr());
-        }
     }
 }
 
@@ -390,8 +427,8 @@ impl Hypervisor for NativeHypervisor {
         timeout: Duration,
     ) -> HvResult<serde_json::Value> {
         let name = command_name(command);
-        let dom = self
-            .conn
+        let conn = self.agent_conn();
+        let dom = conn
             .lookup_domain_by_name(domain)
             .map(Owned::new)
             .map_err(|e| classify_agent(&self.uri, domain, &name, code(&e), &one_line(&e)))?;
