@@ -7,7 +7,8 @@
 # `virsh domstats --raw` on the same host, and a seed-style sequential scan (one
 # `virsh dominfo` per VM and one `guest-get-osinfo` per running VM), then the ratios.
 # The frozen-agent guest is paused for these figures (its bound is an e2e test) and
-# resumed at the end; the extra domains (diq-bench-*) are undefined at the end.
+# resumed at the end; the extra domains (diq-bench-*) are undefined at the end (KEEP=1
+# keeps them and the pause, for profiling).
 # Targets: cold <= 2x domstats, warm <= 1x domstats, seed-style >= 50x our cold scan.
 
 set -euo pipefail
@@ -27,6 +28,7 @@ BIN="$PWD/target/release/dismount_iso_qemu"
 
 work="$(mktemp -d)"
 cleanup() {
+    [[ -n "${KEEP:-}" ]] && return
     virsh_ list --all --name | grep '^diq-bench-' | sed 's/^/undefine /' | virsh -q -c "$URI" >/dev/null 2>&1 || true
     [[ "$(virsh_ domstate diq-frozen 2>/dev/null)" == paused ]] && virsh_ resume diq-frozen >/dev/null || true
     rm -rf "$work"
@@ -55,16 +57,21 @@ echo "domains on $URI: $total"
 now_ms() { date +%s%3N; }
 # median of the numbers on stdin
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-time_ms() { local t0 t1; t0=$(now_ms); "$@" >/dev/null 2>&1; t1=$(now_ms); echo $((t1 - t0)); }
+time_ms() {
+    local t0 t1
+    t0=$(now_ms)
+    "$@" >/dev/null 2>"$work/stderr" || { echo "bench.sh: '$*' failed: $(head -c 300 "$work/stderr")" >&2; exit 1; }
+    t1=$(now_ms)
+    echo $((t1 - t0))
+}
 
 cache="$work/cache"
-ours() { XDG_CACHE_HOME="$cache" "$BIN" -c "$URI" "$@" scan --json; }
+ours() { XDG_CACHE_HOME="$cache" "$BIN" -c "$URI" scan --json "$@"; }
 seed_style() {
-    local name state
+    local name info
     for name in $(virsh_ list --all --name); do
-        virsh_ dominfo "$name" >/dev/null
-        state=$(virsh_ domstate "$name")
-        if [[ $state == running ]]; then
+        info=$(virsh_ dominfo "$name")
+        if grep -Eq '^State:[[:space:]]+running' <<<"$info"; then
             virsh_ qemu-agent-command --timeout 5 "$name" '{"execute":"guest-get-osinfo"}' >/dev/null 2>&1 || true
         fi
     done

@@ -140,10 +140,12 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Some(Command::Scan(args)) => {
             let app = App::connect(&cli, args.no_cache)?;
-            scan(&app, args, &mut io::stdout().lock())
+            // Buffered: a JSON document of hundreds of VMs is otherwise thousands of writes.
+            scan(&app, args, &mut io::BufWriter::new(io::stdout().lock()))
         }
         Some(Command::Isos(args)) => {
-            media::cmd::isos(&App::connect(&cli, false)?, args, &mut io::stdout().lock())
+            let out = &mut io::BufWriter::new(io::stdout().lock());
+            media::cmd::isos(&App::connect(&cli, false)?, args, out)
         }
         Some(Command::Mount(args)) => {
             media::cmd::mount(&App::connect(&cli, false)?, args, &mut io::stdout().lock())

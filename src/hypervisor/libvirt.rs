@@ -14,6 +14,7 @@
 //! - libvirt reports errors through a thread-local "last error"; the crate copies it out
 //!   right after each failing call, so classification below works on that copy.
 
+use std::collections::HashMap;
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -104,6 +105,10 @@ pub struct NativeHypervisor {
     /// Guest agent calls, opened on first use, up to [`AGENT_CONNECTIONS`].
     agent_conns: Mutex<Vec<Arc<Owned<Connect>>>>,
     next_agent_conn: AtomicUsize,
+    /// Handles from the last listing, by name: reading a listed domain's XML then needs
+    /// no lookup round trip. A stale handle (domain undefined or redefined since) fails
+    /// with "no domain" and the name is looked up afresh.
+    listed: Mutex<HashMap<String, Arc<Owned<Domain>>>>,
     uri: String,
 }
 
@@ -124,6 +129,7 @@ impl NativeHypervisor {
             conn: Arc::new(conn),
             agent_conns: Mutex::new(Vec::new()),
             next_agent_conn: AtomicUsize::new(0),
+            listed: Mutex::new(HashMap::new()),
             uri,
         })
     }
@@ -158,6 +164,33 @@ impl NativeHypervisor {
     fn classify(&self, operation: &'static str, domain: &str, e: &VirtError) -> HvError {
         classify_domain_error(&self.uri, operation, domain, e)
     }
+}
+
+/// Threads for per-domain RPCs on the main connection: libvirtd serves up to 5 requests of
+/// one connection at once, so 4 keep a slot free for anything else.
+const RPC_THREADS: usize = 4;
+
+/// `f` over `items` on up to [`RPC_THREADS`] threads, results in order. Each RPC is a
+/// round trip to libvirtd; overlapping them is what makes hundreds of domains cheap.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if items.len() < 8 {
+        return items.iter().map(f).collect();
+    }
+    let per = items.len().div_ceil(RPC_THREADS);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(per)
+            .map(|chunk| {
+                let f = &f;
+                s.spawn(move || chunk.iter().map(f).collect::<Vec<R>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            // A panic in one chunk is a bug in our code; surface it where it happened.
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 /// libvirt's message on one line (the daemon sometimes sends several).
@@ -390,9 +423,12 @@ impl Hypervisor for NativeHypervisor {
                 .map_err(|e| classify_domain_error(&self.uri, "listing domains", "*", &e))?;
             domains.extend(listed.into_iter().map(|d| (Owned::new(d), persistent)));
         }
+        let infos = par_map(&domains, |(dom, persistent)| domain_info(dom, *persistent));
+        let domains: Vec<(Arc<Owned<Domain>>, bool)> =
+            domains.into_iter().map(|(d, p)| (Arc::new(d), p)).collect();
         let mut out = Vec::with_capacity(domains.len());
-        for (dom, persistent) in &domains {
-            match domain_info(dom, *persistent) {
+        for ((dom, _), info) in domains.iter().zip(infos) {
+            match info {
                 Ok(info) => out.push(info),
                 // Undefined between the list and the query: it is simply no longer there.
                 Err(e) if code(&e) == sys::VIR_ERR_NO_DOMAIN => continue,
@@ -407,15 +443,39 @@ impl Hypervisor for NativeHypervisor {
                 }
             }
         }
+        let by_name = domains
+            .iter()
+            .filter_map(|(d, _)| Some((d.name().ok()?, Arc::clone(d))))
+            .collect();
+        *self.listed.lock().unwrap_or_else(|e| e.into_inner()) = by_name;
         Ok(out)
     }
 
+    fn domain_xmls(&self, domains: &[String], scope: XmlScope) -> Vec<HvResult<String>> {
+        par_map(domains, |d| self.domain_xml(d, scope))
+    }
+
     fn domain_xml(&self, domain: &str, scope: XmlScope) -> HvResult<String> {
-        let dom = self.lookup(domain, "reading domain XML")?;
         let flags = match scope {
             XmlScope::Current => 0,
             XmlScope::Persistent => sys::VIR_DOMAIN_XML_INACTIVE,
         };
+        let listed = self
+            .listed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(domain)
+            .cloned();
+        if let Some(dom) = listed {
+            match dom.xml_desc(flags) {
+                Ok(xml) => return Ok(xml),
+                Err(e) if code(&e) != sys::VIR_ERR_NO_DOMAIN => {
+                    return Err(self.classify("reading domain XML", domain, &e))
+                }
+                Err(_) => {}
+            }
+        }
+        let dom = self.lookup(domain, "reading domain XML")?;
         dom.xml_desc(flags)
             .map_err(|e| self.classify("reading domain XML", domain, &e))
     }
