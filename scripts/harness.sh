@@ -154,10 +154,10 @@ cmd_deps() {
     if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
         apt-get update -q >&2
     fi
-    if ! apt-get install -y -q --no-install-recommends "${missing[@]}" >&2; then
+    if ! apt-get install -y -q "${missing[@]}" >&2; then
         msg "deps: install failed, refreshing the package lists once and retrying"
         apt-get update -q >&2
-        apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+        apt-get install -y -q "${missing[@]}" >&2
     fi
 }
 

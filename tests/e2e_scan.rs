@@ -13,6 +13,11 @@ use common::*;
 
 const BACKENDS: [&str; 2] = ["native", "virsh"];
 
+/// The tool's default deadline. TCG guests on a loaded two-core machine sometimes need
+/// seconds for a guest-exec; the bound under test is "deadline plus a small margin".
+const PROBE_TIMEOUT_S: u64 = 5;
+const MARGIN: Duration = Duration::from_millis(2500);
+
 /// libvirt serialises agent calls per VM and each call to the frozen guest holds a daemon
 /// worker for 5 s: these tests run one at a time so they measure the tool, not a queue
 /// they built themselves.
@@ -35,7 +40,12 @@ fn bin(cache: &tempfile::TempDir, backend: &str) -> Command {
 fn scan_json(cache: &tempfile::TempDir, backend: &str, extra: &[&str]) -> (Value, Duration) {
     let t0 = Instant::now();
     let out: Output = bin(cache, backend)
-        .args(["--probe-timeout", "3", "scan", "--json"])
+        .args([
+            "--probe-timeout",
+            &PROBE_TIMEOUT_S.to_string(),
+            "scan",
+            "--json",
+        ])
         .args(extra)
         .output()
         .unwrap();
@@ -69,10 +79,17 @@ fn every_guest_has_its_state_os_and_source_on_both_backends() {
     let mut rows = Vec::new();
     for backend in BACKENDS {
         let cache = tempfile::tempdir().unwrap();
-        let (doc, took) = scan_json(&cache, backend, &["--no-cache"]);
-        // The frozen guest costs at most the probe timeout (3 s) plus a margin.
+        let (mut doc, took) = scan_json(&cache, backend, &["--no-cache"]);
+        // Nine TCG guests share two cores: a healthy agent that misses one deadline is
+        // reported (it shows in the CI log) and asked once more; a second miss fails.
+        let healthy = [UBUNTU, CENTOS, DEBIAN_EXEC, NO_AGENT];
+        if healthy.iter().any(|n| vm(&doc, n)["agent"] == "timeout") {
+            eprintln!("{backend}: a healthy agent missed the deadline, scanning once more: {doc}");
+            doc = scan_json(&cache, backend, &["--no-cache"]).0;
+        }
+        // The frozen guest costs at most the probe timeout (5 s) plus a margin.
         assert!(
-            took < Duration::from_millis(5500),
+            took < Duration::from_secs(PROBE_TIMEOUT_S) + MARGIN,
             "{backend}: scan took {took:?}"
         );
 
@@ -179,7 +196,7 @@ fn second_scan_within_the_ttl_does_not_wait_for_the_frozen_guest() {
         let cache = tempfile::tempdir().unwrap();
         let (_, cold) = scan_json(&cache, backend, &[]);
         assert!(
-            cold >= Duration::from_millis(2500),
+            cold >= Duration::from_secs(PROBE_TIMEOUT_S) - Duration::from_millis(500),
             "{backend}: cold scan {cold:?} did not wait for the frozen agent?"
         );
         let (doc, warm) = scan_json(&cache, backend, &[]);
@@ -201,7 +218,7 @@ fn table_has_the_seed_columns_and_every_guest() {
     }
     let cache = tempfile::tempdir().unwrap();
     let out = bin(&cache, "native")
-        .args(["--probe-timeout", "3", "scan"])
+        .args(["--probe-timeout", &PROBE_TIMEOUT_S.to_string(), "scan"])
         .output()
         .unwrap();
     assert!(out.status.success());
