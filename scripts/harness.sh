@@ -31,6 +31,7 @@
 #   diq-ubuntu    ubuntu   ok            iso/harness.iso          running, agent answers
 #   diq-centos    centos   ok            empty drive              running, agent answers
 #   diq-debian    debian   block-osinfo  -                        running, guest-get-osinfo disabled
+#   diq-noexec    alpine   block-exec    -                        running, guest-exec disabled
 #   diq-noagent   alpine   none          -                        running, agent not connected
 #   diq-frozen    alpine   freeze        -                        running, agent stopped (calls time out)
 #   diq-paused    alpine   ok            -                        paused
@@ -61,7 +62,9 @@
 # Agent modes (kernel parameter diq.agent=): ok = qemu-ga as usual; none = never started;
 # freeze = started, and `up` then stops it with SIGSTOP through guest-exec, so every call
 # times out (after libvirt's 5 s guest-sync wait, whatever --timeout says); block-osinfo = qemu-ga --block-rpcs=guest-get-osinfo, so a tool must read
-# /etc/os-release through guest-exec instead.
+# /etc/os-release through guest-exec instead; block-exec = qemu-ga
+# --block-rpcs=guest-exec,guest-exec-status, as many distributions ship it (file access works,
+# running commands does not).
 
 set -euo pipefail
 
@@ -84,6 +87,7 @@ readonly GUESTS=(
     "diq-ubuntu   ubuntu  ok           harness running"
     "diq-centos   centos  ok           empty   running"
     "diq-debian   debian  block-osinfo none    running"
+    "diq-noexec   alpine  block-exec   none    running"
     "diq-noagent  alpine  none         none    running"
     "diq-frozen   alpine  freeze       none    frozen"
     "diq-paused   alpine  ok           none    paused"
@@ -490,6 +494,7 @@ start_agent() {
 case "$agent" in
 ok | freeze) start_agent ;;
 block-osinfo) start_agent --block-rpcs=guest-get-osinfo ;;
+block-exec) start_agent --block-rpcs=guest-exec,guest-exec-status ;;
 none) log "agent mode none: qemu-ga stays off" ;;
 *) log "unknown agent mode '$agent': qemu-ga stays off" ;;
 esac

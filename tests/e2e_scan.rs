@@ -116,6 +116,13 @@ fn every_guest_has_its_state_os_and_source_on_both_backends() {
                 "ok",
             ),
             (NO_AGENT, "running", None, None, "absent"),
+            (
+                NO_EXEC,
+                "running",
+                Some("Alpine Linux v3.20"),
+                Some("guest-get-osinfo"),
+                "ok",
+            ),
             (FROZEN, "running", None, None, "timeout"),
             (PAUSED, "paused", None, None, "not-asked"),
             (

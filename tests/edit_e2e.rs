@@ -636,3 +636,53 @@ fn menu_option_3_with_a_real_editor_in_a_real_terminal() {
     assert_eq!(guest_get(UBUNTU, &f), b"line one\nline two from vi\n");
     assert!(kept_dirs(&home).is_empty(), "the private copy is removed");
 }
+
+#[test]
+fn a_guest_that_blocks_guest_exec_gets_files_but_a_loud_mode_warning() {
+    if !harness_available() {
+        return;
+    }
+    for backend in BACKENDS {
+        let home = tempfile::tempdir().unwrap();
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        // guest-exec is blocked: no mkdir, so the file goes straight into /tmp.
+        let path = format!(
+            "/tmp/diq-noexec-{backend}-{}-{stamp}.conf",
+            std::process::id()
+        );
+        let local = home.path().join("pushed");
+        std::fs::write(&local, b"no exec here\r\n").unwrap();
+        let out = bin(&home, backend)
+            .args(["push", NO_EXEC, local.to_str().unwrap(), &path])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{backend}: {}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "WARNING: {path} in \"{NO_EXEC}\" was created WORLD-WRITABLE"
+            )) && err.contains(&format!("chmod 644 {path}")),
+            "{backend}: {err}"
+        );
+        // The content landed byte-exact all the same.
+        assert_eq!(guest_get(NO_EXEC, &path), b"no exec here\r\n");
+
+        // An edit of an existing file needs no guest-exec at all: it works without a warning.
+        let ed = editor(&home, "ed.sh", "printf 'edited\\n' >> \"$1\"");
+        let out = bin(&home, backend)
+            .env("EDITOR", &ed)
+            .args(["edit", NO_EXEC, &path, "--yes"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{backend}: {}", text(&out.stderr));
+        assert!(
+            !text(&out.stderr).contains("WARNING"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert_eq!(guest_get(NO_EXEC, &path), b"no exec here\r\nedited\n");
+    }
+}

@@ -15,6 +15,7 @@ pub const UBUNTU: &str = "diq-ubuntu";
 pub const CENTOS: &str = "diq-centos";
 pub const DEBIAN_EXEC: &str = "diq-debian";
 pub const NO_AGENT: &str = "diq-noagent";
+pub const NO_EXEC: &str = "diq-noexec";
 pub const FROZEN: &str = "diq-frozen";
 pub const PAUSED: &str = "diq-paused";
 pub const WIN_OFF: &str = "diq-win2k22";
