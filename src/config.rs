@@ -9,6 +9,7 @@
 //! probe_timeout = 5       # seconds
 //! cache_ttl = 60          # seconds
 //! jobs = 32
+//! max_size = "64M"        # largest file edit/cat/pull/push move through the agent
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ pub struct FileConfig {
     pub probe_timeout: Option<f64>,
     pub cache_ttl: Option<u64>,
     pub jobs: Option<usize>,
+    pub max_size: Option<String>,
 }
 
 /// The settings given on the command line or in the environment (clap reads both).
@@ -54,6 +56,9 @@ pub struct Settings {
     pub cache_ttl: Duration,
     pub jobs: usize,
     pub cache_path: Option<PathBuf>,
+    /// Largest file moved through the guest agent, bytes (the commands' `--max-size`
+    /// beats this).
+    pub max_size: u64,
 }
 
 /// The default config file location.
@@ -70,7 +75,7 @@ pub fn read_file(path: &Path, explicit: bool) -> Result<FileConfig, String> {
                 .span()
                 .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
             format!(
-                "config file {}{}: {} (keys: uri, backend, probe_timeout, cache_ttl, jobs)",
+                "config file {}{}: {} (keys: uri, backend, probe_timeout, cache_ttl, jobs, max_size)",
                 path.display(),
                 line.map(|l| format!(" line {l}")).unwrap_or_default(),
                 e.message().replace('\n', " ")
@@ -136,6 +141,12 @@ pub fn resolve_with(
         ),
         jobs,
         cache_path: crate::probe::cache::OsCache::default_path(),
+        max_size: match &file.max_size {
+            Some(m) => {
+                crate::transfer::parse_size(m).map_err(|e| format!("config file max_size: {e}"))?
+            }
+            None => crate::transfer::DEFAULT_MAX_SIZE,
+        },
     })
 }
 
@@ -151,6 +162,7 @@ mod tests {
             probe_timeout: Some(9.0),
             cache_ttl: Some(10),
             jobs: Some(3),
+            max_size: Some("1G".into()),
         };
         let none = Overrides::default();
         let s = resolve_with(&none, None, FileConfig::default()).unwrap();
@@ -160,6 +172,7 @@ mod tests {
         assert_eq!(s.cache_ttl, Duration::from_secs(60));
 
         let s = resolve_with(&none, None, file).unwrap();
+        assert_eq!(s.max_size, 1 << 30);
         assert_eq!(s.uri.as_deref(), Some("qemu:///session"));
         assert_eq!(s.backend, Backend::Virsh);
         assert_eq!(s.jobs, 3);

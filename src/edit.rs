@@ -604,7 +604,7 @@ pub fn run_cli(app: &crate::App, args: &crate::cli::EditArgs) -> Result<u8, Fail
             Some(m) => parse_mode(m).map_err(Failure::usage)?,
             None => DEFAULT_NEW_MODE,
         },
-        max_size: transfer::commands::max_size(args.max_size.as_deref())?,
+        max_size: transfer::commands::max_size(app, args.max_size.as_deref())?,
         interactive: io::stdin().is_terminal(),
         first_call_timeout: app.settings.probe_timeout,
     };

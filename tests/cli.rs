@@ -123,6 +123,21 @@ fn bad_settings_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2));
     let line = one_clear_line(&out.stderr);
     assert!(line.contains("bad.toml line 1"), "{line}");
+
+    std::fs::write(&cfg, "max_size = \"lots\"\n").unwrap();
+    let out = bin(&home)
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "-c",
+            "test:///default",
+            "scan",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let line = one_clear_line(&out.stderr);
+    assert!(line.contains("max_size"), "{line}");
 }
 
 #[test]

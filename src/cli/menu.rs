@@ -200,7 +200,7 @@ fn modify_file(app: &App, p: &mut Prompter) -> Result<(), Failure> {
         yes: false,
         force: false,
         mode: crate::edit::DEFAULT_NEW_MODE,
-        max_size: crate::transfer::DEFAULT_MAX_SIZE,
+        max_size: app.settings.max_size,
         interactive: true,
         first_call_timeout: app.settings.probe_timeout,
     };

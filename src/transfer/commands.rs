@@ -16,11 +16,11 @@ use crate::edit::{parse_mode, DEFAULT_NEW_MODE};
 use crate::render::text::sanitize;
 use crate::{exit, App, Failure};
 
-/// `--max-size` (or its environment variable), else the default.
-pub fn max_size(arg: Option<&str>) -> Result<u64, Failure> {
+/// `--max-size` (or its environment variable), else the config file's, else the default.
+pub fn max_size(app: &App, arg: Option<&str>) -> Result<u64, Failure> {
     match arg {
         Some(s) => super::parse_size(s).map_err(Failure::usage),
-        None => Ok(super::DEFAULT_MAX_SIZE),
+        None => Ok(app.settings.max_size),
     }
 }
 
@@ -30,7 +30,7 @@ fn shown(p: &Path) -> String {
 
 /// `cat VM PATH`: the guest file's bytes on stdout, unchanged.
 pub fn cat(app: &App, args: &CatArgs) -> Result<u8, Failure> {
-    let limit = max_size(args.max_size.as_deref())?;
+    let limit = max_size(app, args.max_size.as_deref())?;
     let hv = app.hv.as_ref();
     check_vm(hv, &args.vm)?;
     check_capabilities(hv, &args.vm, app.settings.probe_timeout, READ_COMMANDS)?;
@@ -44,7 +44,7 @@ pub fn cat(app: &App, args: &CatArgs) -> Result<u8, Failure> {
 /// `pull VM PATH LOCAL`: into a temporary file beside LOCAL, renamed into place when
 /// complete, so LOCAL is never half written. An existing LOCAL needs `--force`.
 pub fn pull(app: &App, args: &PullArgs) -> Result<u8, Failure> {
-    let limit = max_size(args.max_size.as_deref())?;
+    let limit = max_size(app, args.max_size.as_deref())?;
     let target: PathBuf = if args.local_path.is_dir() {
         args.local_path
             .join(crate::edit::local_name(&args.remote_path))
@@ -100,7 +100,7 @@ pub fn pull(app: &App, args: &PullArgs) -> Result<u8, Failure> {
 /// `push VM LOCAL PATH`: replace (or create) the guest file, verified by reading it
 /// back; on failure the guest's original is restored from a private backup.
 pub fn push(app: &App, args: &PushArgs) -> Result<u8, Failure> {
-    let limit = max_size(args.max_size.as_deref())?;
+    let limit = max_size(app, args.max_size.as_deref())?;
     let mode = match &args.mode {
         Some(m) => parse_mode(m).map_err(Failure::usage)?,
         None => DEFAULT_NEW_MODE,
