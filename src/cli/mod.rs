@@ -17,7 +17,7 @@ Without a command, the interactive menu starts.
 
 Configuration: flags beat environment (LIBVIRT_URI, then LIBVIRT_DEFAULT_URI) beat the
 config file ($XDG_CONFIG_HOME/dismount_iso_qemu/config.toml: uri, backend, probe_timeout,
-cache_ttl, jobs) beat defaults. OS answers are cached in
+cache_ttl, jobs, max_size) beat defaults. OS answers are cached in
 $XDG_CACHE_HOME/dismount_iso_qemu/os-cache.json.
 
 Exit codes: 0 ok; 1 the command ran but some targets failed; 2 usage or connection error.";
