@@ -4,7 +4,8 @@
 # Usage: sudo scripts/test-all.sh
 #
 # Steps: Debian packages (scripts/harness.sh deps), the harness guests on qemu:///system
-# (scripts/harness.sh up), then cargo fmt --check, cargo clippy -D warnings, and cargo test
+# (scripts/harness.sh up), then cargo fmt --check, cargo clippy -D warnings (with and without
+# the native feature), and cargo test
 # (unit, contract, fake-virsh and end-to-end tests). With CI=true the end-to-end tests
 # refuse to skip. Needs root (libvirtd, QEMU) and a Rust toolchain >= 1.80 (rustup).
 
@@ -38,6 +39,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+
+step "cargo clippy --no-default-features (the build without the native libvirt backend)"
+cargo clippy --no-default-features --all-targets -- -D warnings
 
 step "cargo test (unit, contract, fake virsh, end-to-end)"
 # The e2e binaries share one libvirtd; each file serialises its own state changes.
