@@ -19,42 +19,21 @@ cd "$(dirname "$0")/.."
 N="${1:-300}"
 BURST="${2:-200}"
 BACKEND="${BACKEND:-native}"
-URI="qemu:///system"
 PREFIX="diq-benchserve-"
-export LC_ALL=C
-virsh_() { virsh -q -c "$URI" "$@"; }
-
-[[ $EUID -eq 0 ]] || { echo "bench-serve.sh: run as root" >&2; exit 2; }
-for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do [[ -x "$d/cargo" ]] && PATH="$d:$PATH"; done
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 command -v curl >/dev/null || apt-get install -y -qq curl >/dev/null
-scripts/harness.sh up >/dev/null
-cargo build --release --quiet
-BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/dismount_iso_qemu"
 
 work="$(mktemp -d)"
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    virsh_ list --all --name | grep "^$PREFIX" | sed 's/^/undefine /' | virsh -q -c "$URI" >/dev/null 2>&1 || true
+    undefine_domains "$PREFIX"
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-echo "defining $N shut-off domains..."
-for i in $(seq -w 1 "$N"); do
-    cat > "$work/d$i.xml" <<XML
-<domain type='qemu'>
-  <name>$PREFIX$i</name>
-  <memory unit='MiB'>128</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64'>hvm</type></os>
-  <devices>
-    <disk type='file' device='cdrom'><target dev='sda' bus='sata'/><readonly/></disk>
-  </devices>
-</domain>
-XML
-    echo "define $work/d$i.xml"
-done | virsh -q -c "$URI" >/dev/null
+define_shutoff_domains "$PREFIX" "$N" "$work"
 echo "domains on $URI: $(virsh_ list --all --name | grep -c .), running: $(virsh_ list --name | grep -c .)"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

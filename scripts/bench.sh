@@ -16,40 +16,22 @@ cd "$(dirname "$0")/.."
 
 N="${1:-300}"
 RUNS="${2:-5}"
-URI="qemu:///system"
-export LC_ALL=C
-virsh_() { virsh -q -c "$URI" "$@"; }
-
-[[ $EUID -eq 0 ]] || { echo "bench.sh: run as root" >&2; exit 2; }
-for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do [[ -x "$d/cargo" ]] && PATH="$d:$PATH"; done
-scripts/harness.sh up >/dev/null
-cargo build --release --quiet
-BIN="$PWD/target/release/dismount_iso_qemu"
+PREFIX="diq-bench-"
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 
 work="$(mktemp -d)"
 cleanup() {
     [[ -n "${KEEP:-}" ]] && return
-    virsh_ list --all --name | grep '^diq-bench-' | sed 's/^/undefine /' | virsh -q -c "$URI" >/dev/null 2>&1 || true
-    [[ "$(virsh_ domstate diq-frozen 2>/dev/null)" == paused ]] && virsh_ resume diq-frozen >/dev/null || true
+    undefine_domains "$PREFIX"
+    if [[ "$(virsh_ domstate diq-frozen 2>/dev/null)" == paused ]]; then
+        virsh_ resume diq-frozen >/dev/null || true
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-echo "defining $N shut-off domains..."
-for i in $(seq -w 1 "$N"); do
-    cat > "$work/d$i.xml" <<XML
-<domain type='qemu'>
-  <name>diq-bench-$i</name>
-  <memory unit='MiB'>128</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64'>hvm</type></os>
-  <devices>
-    <disk type='file' device='cdrom'><target dev='sda' bus='sata'/><readonly/></disk>
-  </devices>
-</domain>
-XML
-    echo "define $work/d$i.xml"
-done | virsh -q -c "$URI" >/dev/null
+define_shutoff_domains "$PREFIX" "$N" "$work"
 [[ "$(virsh_ domstate diq-frozen)" == running ]] && virsh_ suspend diq-frozen >/dev/null
 total=$(virsh_ list --all --name | grep -c .)
 echo "domains on $URI: $total"
@@ -84,7 +66,7 @@ bench() { # label, command...
     printf '%-34s %8s ms\n' "$label" "${R[$label]}"
 }
 bench "ours cold (--no-cache, native)" ours --no-cache
-ours >/dev/null 2>&1
+ours --backend native >/dev/null 2>&1 # fill the cache for the warm runs
 bench "ours warm (native)" ours
 bench "ours cold (--no-cache, virsh)" ours --backend virsh --no-cache
 bench "ours warm (virsh)" ours --backend virsh
