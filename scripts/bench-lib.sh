@@ -12,6 +12,7 @@ virsh_() { virsh -q -c "$URI" "$@"; }
 for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do [[ -x "$d/cargo" ]] && PATH="$d:$PATH"; done
 scripts/harness.sh up >/dev/null
 cargo build --release --quiet
+# shellcheck disable=SC2034 # used by the scripts that source this file
 BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/dismount_iso_qemu"
 
 # define_shutoff_domains PREFIX N DIR: N small shut-off domains PREFIX001… with an empty

@@ -284,7 +284,7 @@ impl ProbeManager {
             ));
         }
 
-        let outcomes = collect_probes(pending, deadline, progress);
+        let mut outcomes = collect_probes(pending, deadline, progress);
 
         // Assemble rows, remembering fresh answers and timeouts.
         let now = now_unix();
@@ -312,43 +312,37 @@ impl ProbeManager {
                     None,
                 )
             } else {
-                match outcomes.get(&d.uuid) {
-                    Some((o, ms)) => {
-                        let os = o.os.clone().unwrap_or_else(|| {
-                            OsAnswer::unknown(o.reason.clone().unwrap_or_default())
-                        });
-                        if o.os.is_some() || o.agent == AgentStatus::Timeout {
-                            cache.put(
-                                &uri,
-                                &d.uuid,
-                                CacheEntry {
-                                    name: d.name.clone(),
-                                    stored_at: now,
-                                    agent: o.agent,
-                                    os: os.clone(),
-                                },
-                            );
-                        }
-                        (o.agent, os, Some(*ms))
-                    }
-                    None => {
-                        let os = OsAnswer::unknown(format!(
-                            "agent timed out (no answer within {}s)",
-                            self.settings.timeout.as_secs_f64()
-                        ));
-                        cache.put(
-                            &uri,
-                            &d.uuid,
-                            CacheEntry {
-                                name: d.name.clone(),
-                                stored_at: now,
-                                agent: AgentStatus::Timeout,
-                                os: os.clone(),
-                            },
-                        );
-                        (AgentStatus::Timeout, os, None)
-                    }
+                // No answer by the deadline is a timeout, remembered like any other.
+                let (o, ms) = match outcomes.remove(&d.uuid) {
+                    Some((o, ms)) => (o, Some(ms)),
+                    None => (
+                        ProbeOutcome {
+                            agent: AgentStatus::Timeout,
+                            os: None,
+                            reason: Some(format!(
+                                "agent timed out (no answer within {}s)",
+                                self.settings.timeout.as_secs_f64()
+                            )),
+                        },
+                        None,
+                    ),
+                };
+                let remember = o.os.is_some() || o.agent == AgentStatus::Timeout;
+                let os =
+                    o.os.unwrap_or_else(|| OsAnswer::unknown(o.reason.unwrap_or_default()));
+                if remember {
+                    cache.put(
+                        &uri,
+                        &d.uuid,
+                        CacheEntry {
+                            name: d.name.clone(),
+                            stored_at: now,
+                            agent: o.agent,
+                            os: os.clone(),
+                        },
+                    );
                 }
+                (o.agent, os, ms)
             };
             if os.text.is_none() {
                 if let Some(id) = &f.libosinfo_id {
@@ -361,9 +355,7 @@ impl ProbeManager {
                     os.reason = reason;
                 }
             }
-            let mut vm = row(d, f, os, agent, probe_ms);
-            vm.media_error = media_error;
-            vms.push(vm);
+            vms.push(row(d, f, media_error, os, agent, probe_ms));
         }
         if let Err(e) = cache.save(ttl) {
             errors.push(format!("could not save the OS cache: {e}"));
@@ -502,6 +494,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn row(
     d: DomainInfo,
     f: domxml::DomainXmlFacts,
+    media_error: Option<String>,
     os: OsAnswer,
     agent: AgentStatus,
     probe_ms: Option<u64>,
@@ -516,7 +509,7 @@ fn row(
         memory_max_kib: d.memory_max_kib,
         cpu_time_seconds: d.cpu_time_ns as f64 / 1e9,
         media: f.cdroms,
-        media_error: None,
+        media_error,
         os,
         agent,
         probe_ms,
