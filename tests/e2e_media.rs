@@ -266,7 +266,7 @@ fn bad_input_gets_one_clear_line() {
         let cases: Vec<(Vec<&str>, &str)> = vec![
             (
                 vec!["eject", "no-such-vm"],
-                "no VM named \"no-such-vm\" on this connection",
+                "no VM named \"no-such-vm\" on this connection (`dismount_iso_qemu scan` lists them)",
             ),
             (
                 vec!["mount", "no-such-vm", &harness],

@@ -461,7 +461,7 @@ fn failures_are_one_clear_line_and_change_nothing() {
         );
         one_line_failure(
             &run(&["edit", "diq-no-such-vm", "/etc/hosts", "--yes"]),
-            "no VM named \"diq-no-such-vm\" on this connection",
+            "no VM named \"diq-no-such-vm\" on this connection (`dismount_iso_qemu scan` lists them)",
         );
         one_line_failure(
             &run(&["edit", NO_AGENT, "/etc/hosts", "--yes"]),

@@ -359,7 +359,7 @@ fn directories_denied_files_unknown_and_stopped_vms_are_one_line() {
     for (vm, path, want) in [
         (VM, "/etc", "/etc is a directory in \"vm\", not a file"),
         (VM, "/sys/kernel/notes", "permission denied inside \"vm\": cannot write /sys/kernel/notes"),
-        ("nope", "/etc/f", "no VM named \"nope\" on this connection"),
+        ("nope", "/etc/f", "no VM named \"nope\" on this connection (`dismount_iso_qemu scan` lists them)"),
         ("off", "/etc/f", "VM \"off\" is shut off: files move through its guest agent, so it must be running"),
         ("noagent", "/etc/f", "the guest agent of \"noagent\" is not connected (is qemu-guest-agent running inside the guest?)"),
     ] {

@@ -159,7 +159,7 @@ pub enum HvError {
     BadUri { uri: String, detail: String },
     #[error("the {0} backend is not available: {1}")]
     BackendUnavailable(&'static str, String),
-    #[error("no VM named {0:?} on this connection")]
+    #[error("no VM named {0:?} on this connection (`dismount_iso_qemu scan` lists them)")]
     NoSuchDomain(String),
     #[error("VM {0:?} is not running")]
     DomainNotRunning(String),

@@ -344,7 +344,7 @@ fn bad_mount_input_is_one_line_and_touches_nothing() {
             &["sata"],
         )));
     let cases: Vec<(MountRequest<'_>, &str)> = vec![
-        (req("nope", &iso), "no VM named \"nope\" on this connection"),
+        (req("nope", &iso), "no VM named \"nope\" on this connection (`dismount_iso_qemu scan` lists them)"),
         (req("two", Path::new("/no/such.iso")), "ISO \"/no/such.iso\" does not exist"),
         (req("two", dir.path()), "is a directory, not an image"),
         (req("two", &iso), "VM two has 2 CD-ROM drives (sda, sdb): choose one with --drive"),
@@ -725,7 +725,7 @@ fn batch_by_iso_never_stops_at_the_first_failure() {
     )));
     assert_eq!(lines[1], format!("b-off: sda ejected {ISO} (config)"));
     assert!(lines[2].starts_with("c-locked: sda locked: the guest holds the tray locked"));
-    assert_eq!(lines[3], "f-gone: sda error: no VM named \"f-gone\" on this connection; not unmounted inside the guest: no guest agent answers (not installed or not running)");
+    assert_eq!(lines[3], "f-gone: sda error: no VM named \"f-gone\" on this connection (`dismount_iso_qemu scan` lists them); not unmounted inside the guest: no guest agent answers (not installed or not running)");
     assert!(
         lines[4].starts_with("4 VMs: 2 ejected, 0 already empty, 1 locked, 1 failed ("),
         "{}",
@@ -977,7 +977,7 @@ fn eject_command_checks_its_input_and_batches_by_iso_and_drive() {
     for (a_, want) in [
         (
             args(Some("nope"), None, None, false),
-            "no VM named \"nope\" on this connection",
+            "no VM named \"nope\" on this connection (`dismount_iso_qemu scan` lists them)",
         ),
         (
             args(Some("g-nodrive"), None, None, false),
