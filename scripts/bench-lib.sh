@@ -1,16 +1,16 @@
 # shellcheck shell=bash
 # bench-lib.sh — what the benchmark scripts share; sourced, not run.
 #
-# Sets URI, BIN (the release binary) and LC_ALL=C, checks root, brings up the harness and
-# builds the release binary. Provides virsh_, define_shutoff_domains and undefine_domains.
+# Sets URI (the harness's own libvirtd: the extra domains never go to the host's), BIN (the
+# release binary) and LC_ALL=C, checks root, brings up the harness and builds the release
+# binary. Provides virsh_, define_shutoff_domains and undefine_domains.
 
-URI="qemu:///system"
 export LC_ALL=C
-virsh_() { virsh -q -c "$URI" "$@"; }
-
 [[ $EUID -eq 0 ]] || { echo "$(basename "$0"): run as root" >&2; exit 2; }
 for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do [[ -x "$d/cargo" ]] && PATH="$d:$PATH"; done
 scripts/harness.sh up >/dev/null
+URI="$(scripts/harness.sh uri)"
+virsh_() { virsh -q -c "$URI" "$@"; }
 cargo build --release --quiet
 # shellcheck disable=SC2034 # used by the scripts that source this file
 BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/dismount_iso_qemu"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench-serve.sh — `serve` under a burst of scrapes, side by side with Debian's
-# prometheus-libvirt-exporter when it can be installed.
+# prometheus-libvirt-exporter (unpacked by the harness, never installed as a service).
 #
-# Usage: sudo scripts/bench-serve.sh [N=300] [BURST=200]
+# Usage (as root): scripts/bench-serve.sh [N=300] [BURST=200]
 #
 # Defines N extra shut-off domains (diq-benchserve-*) next to the harness guests, starts
 # our exporter (release build) and the peer on loopback, and for each prints: the time of
@@ -22,7 +22,7 @@ BACKEND="${BACKEND:-native}"
 PREFIX="diq-benchserve-"
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
-command -v curl >/dev/null || apt-get install -y -qq curl >/dev/null
+scripts/harness.sh install curl
 
 work="$(mktemp -d)"
 pids=()
@@ -93,19 +93,20 @@ echo
 for mode in plain prometheus; do measure ours "$ours_pid" "http://127.0.0.1:$ours_port/metrics" $mode; done
 
 if [[ "${NO_PEER:-0}" != 1 ]]; then
-    if ! command -v prometheus-libvirt-exporter >/dev/null; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            prometheus-libvirt-exporter >/dev/null 2>&1 || true
+    # Unpacked, never installed: the package would start the exporter as a service.
+    peer=""
+    if root=$(scripts/harness.sh unpack prometheus-libvirt-exporter); then
+        peer="$root/usr/bin/prometheus-libvirt-exporter"
     fi
-    if command -v prometheus-libvirt-exporter >/dev/null; then
+    if [[ -x "$peer" ]]; then
         peer_port=$(free_port)
-        prometheus-libvirt-exporter --web.listen-address="127.0.0.1:$peer_port" \
+        "$peer" --web.listen-address="127.0.0.1:$peer_port" \
             --libvirt.uri="$URI" 2>"$work/peer.log" &
         pids+=($!)
         peer_pid=$!
         wait_http "http://127.0.0.1:$peer_port/metrics" 30
         for mode in plain prometheus; do measure peer "$peer_pid" "http://127.0.0.1:$peer_port/metrics" $mode; done
     else
-        echo "peer: prometheus-libvirt-exporter is not installable here; skipped"
+        echo "peer: prometheus-libvirt-exporter could not be unpacked here; skipped"
     fi
 fi

@@ -1,26 +1,59 @@
 #!/usr/bin/env bash
 # harness.sh — the real libvirt/QEMU end-to-end harness of dismount_iso_qemu.
 #
-# Usage: scripts/harness.sh [-h] deps|daemons|up|down|status|selftest|env
+# Usage: scripts/harness.sh [-h] COMMAND
 #
-#   deps    Install the Debian packages the harness needs (apt-get, noninteractive).
-#   daemons deps, then configure and start virtlogd + libvirtd only (no guests).
-#   up      deps, then: configure and start virtlogd + libvirtd (no systemd needed), build the
-#           guest image and the ISOs when their inputs changed, define and start the guests,
-#           wait until each one is in its expected state, print a summary. Idempotent: with
-#           everything already up it takes a few seconds.
-#   down    Destroy and undefine every harness domain (names start with "diq-"). Cached
-#           downloads, the guest image and the ISOs stay.
+#   deps [build|virsh-only]
+#           Install the Debian packages the harness needs; `deps build` only those that
+#           building and running the tool need; `deps virsh-only` those of a build without
+#           the native backend. Refuses (exit 3) when installing them would upgrade or
+#           remove an installed package.
+#   daemon  deps, then start the harness's own libvirtd (no guests).
+#   up      deps, then: start the harness's own libvirtd, build the guest image and the ISOs
+#           when their inputs changed, define and start the guests, wait until each one is
+#           in its expected state, print a summary. Idempotent: with everything already up
+#           it takes a few seconds.
+#   down    Destroy and undefine every harness guest, then stop the harness's libvirtd and
+#           everything it started. Cached downloads, the guest image and the ISOs stay.
+#   purge [--packages]
+#           down, then remove the harness user and $HARNESS_DIR: the machine is as it was
+#           before the harness first ran, except for the Debian packages it installed,
+#           which it lists (with --packages it purges them too).
+#   legacy-cleanup
+#           One-time cleanup after an earlier version of this harness, which used the
+#           host's own libvirtd: undefines the guests it defined there and prints what it
+#           had changed (qemu.conf, the default network, the worker pool) with the
+#           commands that restore it. Changes nothing else.
 #   status  List the harness domains, their state and whether each agent answers guest-ping.
 #           Exits 1 when a domain is not in its expected state, 2 when libvirtd does not answer.
 #   selftest  Check against the live guests every promise `up` makes (agent answers, disabled
 #           command, not connected, timeout, paused, the discs); ends "N passed, N failed".
-#   env     Print the harness's facts as shell assignments (paths, volume ids, file texts),
-#           for tests and scripts: eval "$(scripts/harness.sh env)".
+#   env     Print the harness's facts as shell assignments (the URI, paths, volume ids, file
+#           texts), for tests and scripts: eval "$(scripts/harness.sh env)".
+#   uri     Print the URI that reaches the harness's libvirtd.
+#   install PKG...  Install missing packages the way deps does (for the benchmarks).
+#   unpack PKG  Unpack PKG under $HARNESS_DIR/pkgs (never installed) and print where.
 #
 # Must run as root. Environment:
-#   HARNESS_DIR           cache and image directory (default /var/lib/dismount-iso-qemu-harness)
+#   HARNESS_DIR           everything the harness owns (default /var/lib/dismount-iso-qemu-harness)
 #   HARNESS_BOOT_TIMEOUT  seconds `up` waits for the guest agents (default 180)
+#
+# Isolation: the guests live in a libvirt daemon of the harness's own — the session daemon
+# of a dedicated unprivileged user, diq-harness, with its configuration, sockets, state and
+# logs under $HARNESS_DIR. The host's libvirtd (if any), its configuration under
+# /etc/libvirt, its networks and its guests are never touched; no service is started or
+# restarted. Tools reach the harness with
+#   -c 'qemu+unix:///session?socket=$HARNESS_DIR/run/libvirt/libvirt-sock'
+# (`env` prints it as HARNESS_URI). QEMU runs as diq-harness, under TCG, without cgroups,
+# firewall rules or networks of the host's.
+#
+# Packages: the tool's build and the harness install with apt only what they need, named
+# one by one, with --no-install-recommends. Packages whose installation would start a
+# service, create a network or replace an installed package are unpacked under
+# $HARNESS_DIR/pkgs with dpkg -x instead: the guest kernel, qemu-guest-agent, busybox-static,
+# prometheus, and QEMU itself (qemu-system-x86 with its data, firmware and modules; installing
+# it would replace a newer qemu-utils, as on machines with backported QEMU tools). What apt
+# installed is recorded in $HARNESS_DIR/installed-packages for `purge`.
 #
 # One guest image serves every guest: a Debian kernel (downloaded, unpacked, never installed)
 # and a busybox initramfs that runs qemu-ga. The kernel command line picks the persona
@@ -68,19 +101,30 @@
 
 set -euo pipefail
 
-readonly URI="qemu:///system"
 readonly DOMAIN_PREFIX="diq-"
+readonly HARNESS_USER="diq-harness"
+# The namespace of the metadata every harness domain carries (also the legacy harness's).
+readonly HARNESS_XMLNS="urn:x-dismount-iso-qemu:harness"
 HARNESS_DIR="${HARNESS_DIR:-/var/lib/dismount-iso-qemu-harness}"
 BOOT_TIMEOUT="${HARNESS_BOOT_TIMEOUT:-180}"
 [[ "$BOOT_TIMEOUT" =~ ^[0-9]+$ ]] || { echo "harness: HARNESS_BOOT_TIMEOUT must be whole seconds" >&2; exit 2; }
 
-readonly PACKAGES=(
-    libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
-    qemu-guest-agent busybox-static cpio xorriso libvirt-dev pkg-config osinfo-db
-    kmod gzip coreutils
-    prometheus socat  # serve's e2e tests: promtool, a real Prometheus, a libvirt socket proxy
-    tmux vim-tiny  # edit's e2e: a real terminal (tmux) and a real editor (vi)
+# Installed with apt-get, each by name, --no-install-recommends, only when missing. None of
+# them starts a service, defines a network or edits a configuration file of the host's.
+readonly APT_BUILD=(
+    gcc libc6-dev pkg-config # a C linker and libc for build scripts (rustup brings none)
+    libvirt-dev              # the native backend links libvirt (pins libvirt0's version)
 )
+readonly APT_CLIENT=(libvirt-clients) # virsh: the virsh backend, the tests' second opinion
+readonly APT_HARNESS=(
+    libvirt-daemon libvirt-daemon-driver-qemu # libvirtd itself: no units, no config, no network
+    cpio xorriso kmod gzip                    # the initramfs (depmod) and the ISOs
+    osinfo-db                                 # OS names from libosinfo metadata
+    socat tmux vim-tiny                       # serve's outage proxy; a real terminal and editor
+)
+# Unpacked under $HARNESS_DIR/pkgs with dpkg -x, never installed (see the header); so are
+# qemu-guest-agent, busybox-static and prometheus (cmd_deps).
+readonly UNPACK_QEMU=(qemu-system-x86 qemu-system-common qemu-system-data seabios ipxe-qemu)
 
 # name persona agent-mode cdrom(harness|empty|none) expected(running|frozen|paused|off)
 readonly GUESTS=(
@@ -121,17 +165,39 @@ usage() {
 TMP=""
 cleanup() { if [[ -n "$TMP" ]]; then rm -rf -- "$TMP"; fi; }
 trap cleanup EXIT
+new_tmp() { [[ -n "$TMP" ]] || TMP=$(mktemp -d); }
 
 need_root() {
-    [[ $(id -u) -eq 0 ]] || die "run as root (the harness installs packages and drives the system libvirtd)"
+    [[ $(id -u) -eq 0 ]] || die "run as root (the harness installs packages and runs a libvirtd of its own as user $HARNESS_USER)"
 }
 
+# The daemon's files live under $HARNESS_DIR; QEMU's monitor socket path (under cfg/) must
+# stay below the 107 bytes a Unix socket path may have, hence the length limit.
 check_harness_dir() {
-    # The path goes into domain XML and kernel paths: keep it to characters that need no escaping.
     [[ "$HARNESS_DIR" =~ ^/[A-Za-z0-9._/-]+$ ]] ||
         die "HARNESS_DIR must be an absolute path of letters, digits and ._/- (got '$HARNESS_DIR')"
     HARNESS_DIR="${HARNESS_DIR%/}"
+    ((${#HARNESS_DIR} <= 48)) || die "HARNESS_DIR must be at most 48 characters (Unix socket paths under it must fit 107 bytes)"
+    [[ "$HARNESS_DIR" != / && "$HARNESS_DIR" != /var && "$HARNESS_DIR" != /var/lib ]] ||
+        die "HARNESS_DIR must be a directory of the harness's own, not $HARNESS_DIR"
 }
+
+set_paths() {
+    check_harness_dir
+    CFG_DIR="$HARNESS_DIR/cfg"     # XDG_CONFIG_HOME: libvirtd.conf, qemu.conf, domain state
+    CACHE_DIR="$HARNESS_DIR/cache" # XDG_CACHE_HOME: QEMU logs, capabilities cache
+    RUN_DIR="$HARNESS_DIR/run"     # XDG_RUNTIME_DIR: sockets, pid files
+    HOME_DIR="$HARNESS_DIR/home"
+    LOG_DIR="$HARNESS_DIR/log"
+    PKG_DIR="$HARNESS_DIR/pkgs"
+    QEMU_ROOT="$PKG_DIR/qemu"
+    EMULATOR="$QEMU_ROOT/usr/bin/qemu-system-x86_64"
+    BIN_DIR="$HARNESS_DIR/bin" # links to the unpacked tools tests run (prometheus, promtool)
+    SOCKET="$RUN_DIR/libvirt/libvirt-sock"
+    PIDFILE="$RUN_DIR/libvirt/libvirtd.pid"
+    URI="qemu+unix:///session?socket=$SOCKET"
+}
+set_paths
 
 # C.UTF-8, not C: in the C locale virsh prints every non-ASCII byte of a table cell as \xff.
 vsh() { LC_ALL=C.UTF-8 virsh -q -c "$URI" "$@"; }
@@ -140,130 +206,245 @@ now() { printf '%s' "${EPOCHREALTIME/,/.}"; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 elapsed_ms() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%d", (b - a) * 1000 }'; }
 
-# ---------------------------------------------------------------------------------------- deps
+# ---------------------------------------------------------------------------------- packages
+
+pkg_installed() {
+    [[ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null || true)" == ii* ]]
+}
+
+lists_present() { compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; }
+
+apt_update() {
+    msg "deps: refreshing the package lists ($1)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || die "apt-get update failed"
+}
+
+# Installs the named packages that are missing — or refuses, exit 3, when apt would upgrade,
+# downgrade or remove any installed package to do it: that would change the host's software
+# under whatever runs on it (libvirt-dev, for one, pins libvirt0 to its own version).
+install_packages() {
+    local missing=() pkg sim changes before after
+    for pkg in "$@"; do pkg_installed "$pkg" || missing+=("$pkg"); done
+    ((${#missing[@]})) || return 0
+    lists_present || apt_update "none yet"
+    if ! sim=$(LC_ALL=C apt-get install -s --no-install-recommends "${missing[@]}" 2>&1); then
+        apt_update "apt-get could not plan the install"
+        sim=$(LC_ALL=C apt-get install -s --no-install-recommends "${missing[@]}" 2>&1) ||
+            die "apt-get cannot install ${missing[*]}: $(tail -n 3 <<<"$sim" | tr '\n' ' ')"
+    fi
+    # "Inst pkg [old] (new …)" replaces an installed version; "Remv pkg" removes one.
+    changes=$(awk '$1 == "Remv" { print "remove " $2 " " $3 } $1 == "Inst" && $3 ~ /^\[/ { print "replace " $2 " " $3 " with " $4 }' <<<"$sim" | tr -d '[](' | paste -sd ';' -)
+    if [[ -n "$changes" ]]; then
+        msg "deps: installing ${missing[*]} would change installed packages: ${changes//;/; }"
+        msg "deps: refusing; the host's packages stay as they are (install them yourself if that is acceptable)"
+        exit 3
+    fi
+    msg "deps: installing ${missing[*]}"
+    before=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' | awk '$1 == "ii" { print $2 }' | sort)
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 ||
+        die "apt-get install ${missing[*]} failed"
+    after=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' | awk '$1 == "ii" { print $2 }' | sort)
+    mkdir -p "$HARNESS_DIR"
+    comm -13 <(printf '%s\n' "$before") <(printf '%s\n' "$after") >>"$HARNESS_DIR/installed-packages"
+    msg "deps: installed $(comm -13 <(printf '%s\n' "$before") <(printf '%s\n' "$after") | wc -l) package(s); recorded in $HARNESS_DIR/installed-packages"
+}
+
+# fetch_deb PKG DIR: the .deb of PKG's candidate version in DIR (downloaded once); prints its path.
+fetch_deb() {
+    local pkg="$1" dir="$2" deb version file
+    version=$(LC_ALL=C apt-cache policy "$pkg" 2>/dev/null | awk '$1 == "Candidate:" { print $2 }')
+    if [[ -z "$version" || "$version" == "(none)" ]]; then
+        apt_update "apt-cache knows no $pkg"
+        version=$(LC_ALL=C apt-cache policy "$pkg" 2>/dev/null | awk '$1 == "Candidate:" { print $2 }')
+        [[ -n "$version" && "$version" != "(none)" ]] || die "no Debian package $pkg in the configured archives"
+    fi
+    # apt-get download names the file PKG_VERSION_ARCH.deb, with an epoch's ':' as %3a.
+    file="${pkg}_${version/:/%3a}_"
+    deb=$(compgen -G "$dir/${file}*.deb" | head -n1 || true)
+    if [[ -z "$deb" ]]; then
+        mkdir -p "$dir"
+        msg "deps: downloading $pkg $version"
+        if ! (cd "$dir" && apt-get download -q -o APT::Sandbox::User=root "$pkg=$version" >&2); then
+            # Stale lists name a version the archive has replaced: ask again after an update.
+            apt_update "apt-get download $pkg failed"
+            version=$(LC_ALL=C apt-cache policy "$pkg" 2>/dev/null | awk '$1 == "Candidate:" { print $2 }')
+            file="${pkg}_${version/:/%3a}_"
+            (cd "$dir" && apt-get download -q -o APT::Sandbox::User=root "$pkg=$version" >&2) ||
+                die "apt-get download $pkg failed"
+        fi
+        deb=$(compgen -G "$dir/${file}*.deb" | head -n1 || true)
+        [[ -n "$deb" ]] || die "apt-get download $pkg left no .deb in $dir"
+    fi
+    printf '%s\n' "$deb"
+}
+
+# The packages a .deb depends on (first alternatives, versions dropped), minus those in $2…
+deb_depends() {
+    local deb="$1"
+    shift
+    dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed -E 's/\|.*//; s/\(.*\)//; s/[[:space:]]//g' |
+        grep -v '^$' | grep -vxF -f <(printf '%s\n' "$@") || true
+}
+
+# unpack_into ROOT LIBS_OF PKG...: unpacks the PKGs into ROOT (again only when a version
+# changed) and installs what package LIBS_OF depends on ("-": nothing, for static binaries).
+unpack_into() {
+    local root="$1" libs_of="$2" pkg deb debs=() libs=() stamp=""
+    shift 2
+    for pkg in "$@"; do
+        deb=$(fetch_deb "$pkg" "$PKG_DIR/debs")
+        debs+=("$deb")
+        stamp+="$(basename "$deb")"$'\n'
+        if [[ "$pkg" == "$libs_of" ]]; then
+            mapfile -t libs < <(deb_depends "$deb" "$@")
+        fi
+    done
+    ((${#libs[@]} == 0)) || install_packages "${libs[@]}"
+    if [[ -r "$root/.unpacked" && "$(<"$root/.unpacked")" == "$stamp" ]]; then
+        return 0
+    fi
+    msg "deps: unpacking $* into $root"
+    rm -rf "$root"
+    mkdir -p "$root"
+    for deb in "${debs[@]}"; do dpkg -x "$deb" "$root"; done
+    chmod -R a+rX "$root"
+    printf '%s' "$stamp" >"$root/.unpacked"
+}
 
 cmd_deps() {
     need_root
-    local missing=() pkg status
-    for pkg in "${PACKAGES[@]}"; do
-        status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)
-        [[ "$status" == ii* ]] || missing+=("$pkg")
-    done
-    if [[ ${#missing[@]} -eq 0 ]]; then
-        msg "deps: all ${#PACKAGES[@]} packages installed"
-        return 0
-    fi
-    msg "deps: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
-        apt-get update -q >&2
-    fi
-    if ! apt-get install -y -q "${missing[@]}" >&2; then
-        msg "deps: install failed, refreshing the package lists once and retrying"
-        apt-get update -q >&2
-        apt-get install -y -q "${missing[@]}" >&2
+    case "${1:-}" in
+    "") ;;
+    build) install_packages "${APT_BUILD[@]}" "${APT_CLIENT[@]}"; return 0 ;;
+    # Without libvirt-dev, for a build without the native backend (cargo --no-default-features).
+    virsh-only) install_packages gcc libc6-dev "${APT_CLIENT[@]}"; return 0 ;;
+    *) die "deps takes nothing, 'build' or 'virsh-only'" ;;
+    esac
+    install_packages "${APT_BUILD[@]}" "${APT_CLIENT[@]}"
+    install_packages "${APT_HARNESS[@]}"
+    # QEMU finds its firmware and modules relative to its own binary (a relocatable build).
+    # Only the emulator's own libraries are installed: qemu-system-common's cover display,
+    # audio and USB modules the guests never load.
+    unpack_into "$QEMU_ROOT" qemu-system-x86 "${UNPACK_QEMU[@]}"
+    unpack_into "$PKG_DIR/qemu-guest-agent" qemu-guest-agent qemu-guest-agent
+    unpack_into "$PKG_DIR/busybox-static" - busybox-static
+    unpack_into "$PKG_DIR/prometheus" - prometheus # a static Go binary; its web UI is unused
+    mkdir -p "$BIN_DIR"
+    ln -sfn "$PKG_DIR/prometheus/usr/bin/prometheus" "$BIN_DIR/prometheus"
+    ln -sfn "$PKG_DIR/prometheus/usr/bin/promtool" "$BIN_DIR/promtool"
+    "$EMULATOR" -accel help 2>/dev/null | grep -qx tcg || die "the unpacked QEMU ($EMULATOR) does not run or lacks TCG"
+    msg "deps: ready"
+}
+
+# -------------------------------------------------------------------------- the harness's user
+
+harness_uid() { id -u "$HARNESS_USER" 2>/dev/null; }
+
+ensure_user() {
+    if ! harness_uid >/dev/null; then
+        msg "creating the system user $HARNESS_USER (its libvirtd and QEMU run as it; 'purge' removes it)"
+        useradd --system --user-group --home-dir "$HOME_DIR" --no-create-home \
+            --shell /usr/sbin/nologin --comment "dismount_iso_qemu test harness" "$HARNESS_USER" ||
+            die "useradd $HARNESS_USER failed"
     fi
 }
 
-# ------------------------------------------------------------------------------------- daemons
+# The harness's directories: root's where QEMU only reads, the user's where the daemon writes.
+ensure_dirs() {
+    local d
+    install -d -m 0755 "$HARNESS_DIR" "$HARNESS_DIR/image" "$HARNESS_DIR/iso" "$HARNESS_DIR/domains" "$HARNESS_DIR/state"
+    for d in "$CFG_DIR" "$CACHE_DIR" "$HOME_DIR" "$LOG_DIR" "$HARNESS_DIR/console"; do
+        install -d -m 0700 -o "$HARNESS_USER" -g "$HARNESS_USER" "$d"
+    done
+    # An earlier harness wrote console logs as root; QEMU now writes them as the user.
+    chown -R "$HARNESS_USER:$HARNESS_USER" "$HARNESS_DIR/console"
+    chmod 0711 "$HARNESS_DIR/console" # root's tests read the logs; QEMU opens them by path
+    install -d -m 0700 -o "$HARNESS_USER" -g "$HARNESS_USER" "$RUN_DIR" "$RUN_DIR/agent" "$CFG_DIR/libvirt"
+}
 
-# Succeeds when the process named in pidfile $1 runs and is called $2.
-daemon_alive() {
+# Runs a command as the harness user, with the environment its session daemon expects.
+as_harness() {
+    setpriv --reuid="$HARNESS_USER" --regid="$HARNESS_USER" --clear-groups -- \
+        env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$HOME_DIR" USER="$HARNESS_USER" \
+        LOGNAME="$HARNESS_USER" XDG_CONFIG_HOME="$CFG_DIR" XDG_CACHE_HOME="$CACHE_DIR" \
+        XDG_RUNTIME_DIR="$RUN_DIR" LC_ALL=C.UTF-8 "$@"
+}
+
+# --------------------------------------------------------------------------------- the daemon
+
+daemon_pid() {
     local pid
-    [[ -r "$1" ]] || return 1
-    pid=$(<"$1")
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    [[ "$(cat "/proc/$pid/comm" 2>/dev/null || true)" == "$2" ]]
+    [[ -r "$PIDFILE" ]] || return 1
+    pid=$(<"$PIDFILE")
+    [[ "$pid" =~ ^[0-9]+$ && "$(cat "/proc/$pid/comm" 2>/dev/null || true)" == libvirtd ]] || return 1
+    [[ "$(stat -c %u "/proc/$pid")" == "$(harness_uid)" ]] || return 1
+    printf '%s\n' "$pid"
 }
 
-# Sets `key = "value"` in qemu.conf; returns 0 when the file changed.
-set_qemu_conf() {
-    local key="$1" value="$2" conf=/etc/libvirt/qemu.conf
-    if grep -Eq "^[[:space:]]*${key}[[:space:]]*=[[:space:]]*\"${value}\"[[:space:]]*$" "$conf"; then
-        return 1
-    fi
-    if grep -Eq "^[[:space:]]*${key}[[:space:]]*=" "$conf"; then
-        sed -i -E "s/^[[:space:]]*${key}[[:space:]]*=.*/${key} = \"${value}\"/" "$conf"
-    else
-        printf '%s = "%s"\n' "$key" "$value" >>"$conf"
-    fi
-    msg "qemu.conf: set ${key} = \"${value}\""
-    return 0
+write_daemon_config() {
+    # Every agent call to the frozen guest holds a worker for 5-30 s, and the suite runs many
+    # processes that each ask it once; libvirt's default of 20 workers would then make even a
+    # plain dumpxml wait 30 s (measured). This daemon is the harness's, so its pool is sized
+    # for the suite here, not by changing anybody else's daemon.
+    cat >"$CFG_DIR/libvirt/libvirtd.conf" <<EOF
+# The dismount_iso_qemu harness's own session daemon (scripts/harness.sh writes this file).
+max_workers = 100
+log_outputs = "3:file:$LOG_DIR/libvirtd.log"
+EOF
+    # QEMU's output goes to its log file directly: no virtlogd to start and stop.
+    cat >"$CFG_DIR/libvirt/qemu.conf" <<EOF
+# The dismount_iso_qemu harness's own session daemon (scripts/harness.sh writes this file).
+stdio_handler = "file"
+EOF
+    chown "$HARNESS_USER:$HARNESS_USER" "$CFG_DIR/libvirt/libvirtd.conf" "$CFG_DIR/libvirt/qemu.conf"
 }
 
-stop_libvirtd() {
-    local pid i
-    daemon_alive /run/libvirtd.pid libvirtd || return 0
-    pid=$(</run/libvirtd.pid)
-    msg "stopping libvirtd (pid $pid) so it reads the new qemu.conf; running guests keep running"
-    kill "$pid"
-    for ((i = 0; i < 100; i++)); do
-        [[ -d "/proc/$pid" ]] || return 0
-        sleep 0.1
-    done
-    die "libvirtd (pid $pid) did not stop within 10 s"
-}
-
-ensure_daemons() {
-    local changed=0 i
-    [[ -f /etc/libvirt/qemu.conf ]] || die "/etc/libvirt/qemu.conf missing: is libvirt-daemon-driver-qemu installed? (run: $0 deps)"
-    set_qemu_conf user root && changed=1
-    set_qemu_conf group root && changed=1
-    if ((changed)); then stop_libvirtd; fi
-
-    mkdir -p "$HARNESS_DIR/log"
-    # Started in C.UTF-8 so the errors the daemon sends back are English for every test run;
-    # 9>&- keeps the harness lock out of the daemons, which outlive this run.
-    if ! daemon_alive /run/virtlogd.pid virtlogd; then
-        msg "starting virtlogd"
-        LC_ALL=C.UTF-8 virtlogd -d </dev/null >/dev/null 2>&1 9>&- || die "virtlogd -d failed"
-    fi
-    if ! daemon_alive /run/libvirtd.pid libvirtd; then
-        msg "starting libvirtd (its log: $HARNESS_DIR/log/libvirtd.log)"
-        LC_ALL=C.UTF-8 LIBVIRT_LOG_OUTPUTS="3:file:$HARNESS_DIR/log/libvirtd.log" \
-            libvirtd -d </dev/null >/dev/null 2>&1 9>&- || die "libvirtd -d failed; see $HARNESS_DIR/log/libvirtd.log"
+ensure_daemon() {
+    local i
+    command -v libvirtd >/dev/null || die "libvirtd missing (run: $0 deps)"
+    ensure_user
+    ensure_dirs
+    write_daemon_config
+    if ! daemon_pid >/dev/null; then
+        msg "starting the harness's libvirtd as $HARNESS_USER (log: $LOG_DIR/libvirtd.log)"
+        # 9>&- keeps the harness lock out of the daemon, which outlives this run.
+        as_harness libvirtd --daemon </dev/null >/dev/null 2>&1 9>&- ||
+            die "libvirtd --daemon failed as $HARNESS_USER; see $LOG_DIR/libvirtd.log"
     fi
     for ((i = 0; i < 300; i++)); do
-        if vsh list >/dev/null 2>&1; then
-            ensure_default_network_stopped
-            ensure_worker_pool
-            return 0
-        fi
+        vsh uri >/dev/null 2>&1 && return 0
         sleep 0.1
     done
-    die "libvirtd does not answer on $URI after 30 s; see $HARNESS_DIR/log/libvirtd.log"
+    die "the harness's libvirtd does not answer on $URI after 30 s; see $LOG_DIR/libvirtd.log"
 }
 
-# Every agent call to the frozen guest holds a libvirtd worker for 5-30 s (queued on that
-# guest's agent job), and the test suite runs many processes that each ask it once. With
-# libvirt's default of 20 workers they can exhaust the pool, and then even a plain
-# `dumpxml` waits 30 s (measured). The tool copes (its scan ends at the probe deadline with
-# the ISO column unknown), but the tests measure the tool, not a pool the suite drained
-# itself: widen the pool at runtime (virt-admin; no config file is changed).
-ensure_worker_pool() {
-    local max
-    max=$(virt-admin srv-threadpool-info libvirtd 2>/dev/null | awk '$1 == "maxWorkers" {print $3}')
-    if [[ -n "$max" && "$max" -lt 100 ]]; then
-        virt-admin srv-threadpool-set libvirtd --max-workers 100 >/dev/null 2>&1 ||
-            msg "warning: could not widen libvirtd's worker pool (virt-admin srv-threadpool-set)"
+# Stops the harness's libvirtd and every process of the harness user (QEMU, helpers).
+stop_daemon() {
+    local pid i uid
+    uid=$(harness_uid) || return 0
+    if pid=$(daemon_pid); then
+        msg "stopping the harness's libvirtd (pid $pid)"
+        kill "$pid" 2>/dev/null || true
+        for ((i = 0; i < 100; i++)); do
+            [[ -d "/proc/$pid" ]] || break
+            sleep 0.1
+        done
     fi
+    if pgrep -u "$uid" >/dev/null; then
+        pkill -TERM -u "$uid" || true
+        for ((i = 0; i < 50; i++)); do
+            pgrep -u "$uid" >/dev/null || break
+            sleep 0.1
+        done
+        pkill -KILL -u "$uid" 2>/dev/null || true
+    fi
+    for ((i = 0; i < 50; i++)); do
+        pgrep -u "$uid" >/dev/null || return 0
+        sleep 0.1
+    done
+    die "processes of $HARNESS_USER are still running: $(pgrep -a -u "$uid" | tr '\n' ';')"
 }
 
-# The guests have no NIC; the default network would only bring dnsmasq and firewall rules.
-ensure_default_network_stopped() {
-    local info
-    info=$(vsh net-info default 2>/dev/null) || return 0
-    if grep -Eq '^Active:[[:space:]]+yes' <<<"$info"; then
-        msg "stopping libvirt's default network (the harness guests have no NIC)"
-        vsh net-destroy default >/dev/null
-    fi
-    if grep -Eq '^Autostart:[[:space:]]+yes' <<<"$info"; then
-        msg "turning off autostart of libvirt's default network"
-        vsh net-autostart default --disable >/dev/null
-    fi
-}
-
-# -------------------------------------------------------------------------------------- kernel
 
 KERNEL_ROOT=""
 KERNEL_VERSION=""
@@ -272,11 +453,6 @@ KERNEL_VERSION=""
 resolve_kernel_package() {
     LC_ALL=C apt-cache depends linux-image-amd64 2>/dev/null |
         awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }'
-}
-
-refresh_apt_lists() {
-    msg "kernel: $1, refreshing the package lists"
-    DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
 }
 
 # Downloads kernel package $2 into $1; prints the .deb's path.
@@ -304,7 +480,7 @@ ensure_kernel() {
     if [[ -z "$pkg" ]]; then
         pkg=$(resolve_kernel_package)
         if [[ -z "$pkg" ]]; then
-            refresh_apt_lists "apt-cache knows no linux-image-amd64"
+            apt_update "apt-cache knows no linux-image-amd64"
             pkg=$(resolve_kernel_package)
         fi
         [[ -n "$pkg" ]] || die "cannot resolve the kernel package behind linux-image-amd64"
@@ -313,7 +489,7 @@ ensure_kernel() {
     if [[ ! -f "$root/.unpacked" ]]; then
         if ! deb=$(download_kernel "$dir" "$pkg"); then
             # Stale lists name a kernel the archive has replaced: ask again after an update.
-            refresh_apt_lists "apt-get download $pkg failed"
+            apt_update "apt-get download $pkg failed"
             pkg=$(resolve_kernel_package)
             [[ -n "$pkg" ]] || die "cannot resolve the kernel package behind linux-image-amd64"
             root="$dir/$pkg"
@@ -521,10 +697,10 @@ EOF
 
 IMAGE_HASH=""
 
-# Copies $1 (and, with ldd, every library it needs) into the staging root $2.
+# Copies program $1 to path $3 in the staging root $2, with every library ldd says it needs.
 copy_with_libs() {
-    local bin="$1" stage="$2" lib
-    install -D -m 0755 "$bin" "$stage$bin"
+    local bin="$1" stage="$2" dest="$3" lib
+    install -D -m 0755 "$bin" "$stage$dest"
     while read -r lib; do
         [[ -n "$lib" ]] || continue
         mkdir -p "$stage$(dirname "$lib")"
@@ -535,15 +711,16 @@ copy_with_libs() {
 ensure_image() {
     local imgdir="$HARNESS_DIR/image" stage hash old="" mod name p
     mkdir -p "$imgdir"
-    [[ -x /usr/sbin/qemu-ga ]] || die "/usr/sbin/qemu-ga missing (run: $0 deps)"
-    [[ -x /bin/busybox ]] || die "/bin/busybox missing (run: $0 deps)"
+    local qga="$PKG_DIR/qemu-guest-agent/usr/sbin/qemu-ga" busybox="$PKG_DIR/busybox-static/bin/busybox"
+    [[ -x "$qga" ]] || die "$qga missing (run: $0 deps)"
+    [[ -x "$busybox" ]] || die "$busybox missing (run: $0 deps)"
     stage="$TMP/initrd"
     mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,usr/lib,etc/diq/personas,lib/modules,proc,sys,dev,run,tmp,mnt,var}
     ln -s ../run "$stage/var/run"
 
-    cp /bin/busybox "$stage/bin/busybox"
+    cp "$busybox" "$stage/bin/busybox"
     ln -s busybox "$stage/bin/sh" # the other applets: busybox --install -s, first thing in /init
-    copy_with_libs /usr/sbin/qemu-ga "$stage"
+    copy_with_libs "$qga" "$stage" /usr/sbin/qemu-ga
 
     : >"$stage/etc/diq/modules"
     while read -r mod; do
@@ -692,7 +869,7 @@ domain_xml() {
   <on_reboot>restart</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <emulator>$EMULATOR</emulator>
     $disk
     <controller type='usb' model='none'/>
     $hotplug
@@ -701,6 +878,7 @@ domain_xml() {
       <target port='0'/>
     </serial>
     <channel type='unix'>
+      <source mode='bind' path='$RUN_DIR/agent/$name.sock'/>
       <target type='virtio' name='org.qemu.guest_agent.0'/>
     </channel>
     <memballoon model='virtio'>
@@ -716,7 +894,7 @@ dom_state() { vsh domstate "$1" 2>/dev/null | head -n1 || true; }
 
 # QEMU's pid and its start time: changes whenever the guest is started anew.
 qemu_instance() {
-    local pidfile="/run/libvirt/qemu/$1.pid" pid
+    local pidfile="$RUN_DIR/libvirt/qemu/run/$1.pid" pid
     [[ -r "$pidfile" ]] || return 1
     pid=$(<"$pidfile")
     [[ -r "/proc/$pid/stat" ]] || return 1
@@ -811,7 +989,7 @@ ping_check() {
 }
 
 logs_hint() {
-    printf 'console log: %s/console/%s.log, QEMU log: /var/log/libvirt/qemu/%s.log' "$HARNESS_DIR" "$1" "$1"
+    printf 'console log: %s/console/%s.log, QEMU log: %s/libvirt/qemu/log/%s.log' "$HARNESS_DIR" "$1" "$CACHE_DIR" "$1"
 }
 
 # ------------------------------------------------------------------------------------------ up
@@ -836,7 +1014,7 @@ restart_guest() {
 
 # Seconds since NAME's QEMU process started (0 when unknown).
 qemu_age() {
-    local pidfile="/run/libvirt/qemu/$1.pid" pid start
+    local pidfile="$RUN_DIR/libvirt/qemu/run/$1.pid" pid start
     pid=$(cat "$pidfile" 2>/dev/null || true)
     start=$(awk '{ print $22 }' "/proc/$pid/stat" 2>/dev/null || true)
     if [[ -z "$pid" || -z "$start" ]]; then
@@ -877,14 +1055,12 @@ take_lock() {
 
 cmd_up() {
     need_root
-    check_harness_dir
     take_lock
     local t0 line name persona agent cdrom expect state xml pending=() still i last_note
     t0=$(now)
     cmd_deps
-    TMP=$(mktemp -d)
-    mkdir -p "$HARNESS_DIR"
-    ensure_daemons
+    new_tmp
+    ensure_daemon
     ensure_kernel
     ensure_image
     ensure_isos
@@ -1029,13 +1205,12 @@ harness_domains() {
 
 cmd_down() {
     need_root
-    check_harness_dir
-    command -v virsh >/dev/null || { msg "down: virsh not installed, nothing to do"; return 0; }
     take_lock
-    TMP=$(mktemp -d)
-    ensure_daemons
+    new_tmp
     local name names=() n=0
-    mapfile -t names < <(harness_domains)
+    if harness_uid >/dev/null && command -v virsh >/dev/null && daemon_pid >/dev/null; then
+        mapfile -t names < <(harness_domains)
+    fi
     # QEMU takes about 2 s to exit after libvirt's SIGTERM: destroy all guests at once.
     for name in "${names[@]}"; do
         [[ -n "$name" ]] || continue
@@ -1047,23 +1222,105 @@ cmd_down() {
     for name in "${names[@]}"; do
         [[ -n "$name" ]] || continue
         if [[ "$(dom_state "$name")" != "shut off" ]]; then
-            die "down: $name is still $(dom_state "$name") after destroy: $(tr '\n' ' ' <"$TMP/$name.destroy.err" 2>/dev/null || true)"
+            msg "down: $name is still $(dom_state "$name") after destroy: $(tr '\n' ' ' <"$TMP/$name.destroy.err" 2>/dev/null || true)"
         fi
-        vsh undefine "$name" >/dev/null
+        vsh undefine "$name" >/dev/null || msg "down: undefine $name failed"
         rm -f "$HARNESS_DIR/domains/$name.xml" "$HARNESS_DIR/state/$name.frozen"
-        msg "down: $name destroyed and undefined"
         n=$((n + 1))
     done
-    msg "down: $n domain(s) removed; caches kept in $HARNESS_DIR"
+    stop_daemon
+    msg "down: $n guest(s) removed, the harness's libvirtd stopped; caches kept in $HARNESS_DIR"
+}
+
+# Everything the harness made goes: its guests and daemon, its user, $HARNESS_DIR. The
+# packages apt installed are listed, and purged with --packages.
+cmd_purge() {
+    need_root
+    local purge_pkgs=0 pkgs=() pkg sim extra
+    [[ "${1:-}" == --packages ]] && purge_pkgs=1
+    [[ -z "${1:-}" || "$1" == --packages ]] || die "purge takes only --packages"
+    cmd_down
+    if [[ -r "$HARNESS_DIR/installed-packages" ]]; then
+        while read -r pkg; do
+            [[ -n "$pkg" ]] && pkg_installed "$pkg" && pkgs+=("$pkg")
+        done < <(sort -u "$HARNESS_DIR/installed-packages")
+    fi
+    if harness_uid >/dev/null; then
+        userdel "$HARNESS_USER" || die "userdel $HARNESS_USER failed"
+        getent group "$HARNESS_USER" >/dev/null && groupdel "$HARNESS_USER"
+        msg "purge: removed the user $HARNESS_USER"
+    fi
+    if ((${#pkgs[@]})); then
+        if ((purge_pkgs)); then
+            # Only what the harness installed: refuse when apt would take anything else along.
+            sim=$(LC_ALL=C apt-get purge -s "${pkgs[@]}" 2>&1) || die "apt-get cannot purge: $(tail -n 2 <<<"$sim" | tr '\n' ' ')"
+            extra=$(awk '$1 == "Purg" || $1 == "Remv" { print $2 }' <<<"$sim" | grep -vxF -f <(printf '%s\n' "${pkgs[@]}") | paste -sd ' ' - || true)
+            [[ -z "$extra" ]] || die "purging the harness's packages would also remove $extra, which depend on them; nothing purged"
+            DEBIAN_FRONTEND=noninteractive apt-get purge -y -q "${pkgs[@]}" >&2 || die "apt-get purge failed"
+            msg "purge: purged ${#pkgs[@]} package(s) the harness had installed"
+        else
+            msg "purge: the harness installed these packages, which stay: ${pkgs[*]}"
+            msg "purge: to remove them too: $0 purge --packages   (or: apt-get purge ${pkgs[*]})"
+        fi
+    fi
+    rm -rf -- "$HARNESS_DIR"
+    msg "purge: removed $HARNESS_DIR"
+}
+
+# An earlier harness used the host's own libvirtd. This removes what it defined there and
+# tells what it changed, with the commands to restore each; it changes nothing else.
+cmd_legacy_cleanup() {
+    need_root
+    local sys="qemu:///system" name names=() n=0 info max
+    if command -v virsh >/dev/null && LC_ALL=C virsh -c "$sys" uri >/dev/null 2>&1; then
+        mapfile -t names < <(LC_ALL=C virsh -q -c "$sys" list --all --name 2>/dev/null)
+        for name in "${names[@]}"; do
+            [[ -n "$name" ]] || continue
+            # Only domains that carry the harness's metadata, whatever their names.
+            LC_ALL=C virsh -c "$sys" dumpxml --inactive "$name" 2>/dev/null | grep -qF "$HARNESS_XMLNS" || continue
+            if [[ "$(LC_ALL=C virsh -q -c "$sys" domstate "$name" 2>/dev/null | head -n1)" != "shut off" ]]; then
+                LC_ALL=C virsh -q -c "$sys" destroy "$name" >/dev/null 2>&1 || true
+            fi
+            if LC_ALL=C virsh -q -c "$sys" undefine "$name" >/dev/null; then
+                printf 'removed the earlier harness guest %s from %s\n' "$name" "$sys"
+                n=$((n + 1))
+            else
+                printf 'could not undefine %s on %s: remove it with: virsh -c %s undefine %s\n' "$name" "$sys" "$sys" "$name"
+            fi
+        done
+        printf '%d earlier harness guest(s) removed from %s\n' "$n" "$sys"
+        info=$(LC_ALL=C virsh -c "$sys" net-info default 2>/dev/null || true)
+        if grep -Eq '^Active:[[:space:]]+no' <<<"$info"; then
+            printf "libvirt's default network is stopped (the earlier harness stopped it, unless you did): to restore: virsh -c %s net-start default\n" "$sys"
+        fi
+        if grep -Eq '^Autostart:[[:space:]]+no' <<<"$info"; then
+            printf "libvirt's default network does not autostart (the earlier harness turned it off, unless you did): to restore: virsh -c %s net-autostart default\n" "$sys"
+        fi
+        max=$(virt-admin srv-threadpool-info libvirtd 2>/dev/null | awk '$1 == "maxWorkers" { print $3 }' || true)
+        if [[ "$max" == 100 ]]; then
+            printf "libvirtd's worker pool allows 100 workers (the earlier harness raised it from 20 until libvirtd restarts): to restore now: virt-admin srv-threadpool-set libvirtd --max-workers 20\n"
+        fi
+    else
+        printf 'no libvirtd answers on %s: no earlier harness guests to remove there\n' "$sys"
+    fi
+    if [[ -r /etc/libvirt/qemu.conf ]] && grep -Eq '^[[:space:]]*(user|group)[[:space:]]*=[[:space:]]*"root"' /etc/libvirt/qemu.conf; then
+        printf '/etc/libvirt/qemu.conf runs QEMU as root (the earlier harness set these lines, unless you did):\n'
+        grep -En '^[[:space:]]*(user|group)[[:space:]]*=[[:space:]]*"root"' /etc/libvirt/qemu.conf | sed 's/^/    line /'
+        printf '  to restore libvirt'"'"'s default, delete those lines, then restart libvirtd when it suits your guests (they keep running)\n'
+    fi
+    if [[ -r /run/libvirtd.pid ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]] &&
+        ! systemctl is-active --quiet libvirtd.service 2>/dev/null; then
+        printf 'libvirtd (pid %s) runs outside systemd (the earlier harness started it with libvirtd -d): when it suits your guests, stop it and run: systemctl start libvirtd\n' "$(cat /run/libvirtd.pid)"
+    fi
+    printf 'nothing else was changed by this cleanup\n'
 }
 
 # -------------------------------------------------------------------------------------- status
 
 cmd_status() {
     need_root
-    check_harness_dir
     command -v virsh >/dev/null || die "virsh not installed (run: $0 up)"
-    vsh list >/dev/null 2>&1 || { printf 'libvirtd does not answer on %s (run: %s up)\n' "$URI" "$0"; exit 2; }
+    vsh list >/dev/null 2>&1 || { printf "the harness's libvirtd does not answer on %s (run: %s up)\n" "$URI" "$0"; exit 2; }
     TMP=$(mktemp -d)
     local line name persona agent cdrom expect state ping verdict bad=0 names=() start
     declare -A EXPECT=()
@@ -1229,15 +1486,11 @@ windows_defined() {
     [[ "$xml" == *'http://microsoft.com/win/2k22'* ]] || { CHECK_WHY="no libosinfo win2k22"; return 1; }
     [[ "$xml" == *"<memory unit='KiB'>2097152</memory>"* ]] || { CHECK_WHY="max memory is not 2 GiB"; return 1; }
 }
-default_network_idle() {
-    ! vsh net-info default 2>/dev/null | grep -Eq '^Active:[[:space:]]+yes'
-}
 
 # Checks, against the live guests, every promise `up` makes; ends with "N passed, N failed".
 cmd_selftest() {
     need_root
-    check_harness_dir
-    vsh list >/dev/null 2>&1 || { printf 'libvirtd does not answer on %s (run: %s up)\n' "$URI" "$0"; exit 2; }
+    vsh list >/dev/null 2>&1 || { printf "the harness's libvirtd does not answer on %s (run: %s up)\n" "$URI" "$0"; exit 2; }
     TMP=$(mktemp -d)
     check "diq-ubuntu: guest-get-osinfo says Ubuntu 18.04.6 LTS" osinfo_says diq-ubuntu "Ubuntu 18.04.6 LTS"
     check "diq-centos: guest-get-osinfo says CentOS Stream 10 (Coughlan)" osinfo_says diq-centos "CentOS Stream 10 (Coughlan)"
@@ -1254,7 +1507,6 @@ cmd_selftest() {
     check "diq-centos: sda is empty" drive_holds diq-centos "-"
     check "diq-centos: insert the second disc, read SECOND.TXT, eject" second_disc_readable diq-centos
     check "diq-centos: sda is empty again" drive_holds diq-centos "-"
-    check "libvirt's default network is not active" default_network_idle
     printf '%d passed, %d failed\n' "$SELFTEST_PASSED" "$SELFTEST_FAILED"
     ((SELFTEST_FAILED == 0))
 }
@@ -1262,11 +1514,13 @@ cmd_selftest() {
 # ----------------------------------------------------------------------------------------- env
 
 cmd_env() {
-    check_harness_dir
     local kv
     for kv in \
         "HARNESS_URI=$URI" \
+        "HARNESS_SOCKET=$SOCKET" \
         "HARNESS_DIR=$HARNESS_DIR" \
+        "HARNESS_BIN=$BIN_DIR" \
+        "HARNESS_USER=$HARNESS_USER" \
         "HARNESS_ISO=$HARNESS_DIR/iso/harness.iso" \
         "HARNESS_ISO_VOLUME=DIQ_HARNESS" \
         "HARNESS_ISO_FILE=HELLO.TXT" \
@@ -1284,12 +1538,18 @@ cmd_env() {
 
 main() {
     case "${1:-}" in
-    deps) cmd_deps ;;
-    daemons) need_root; cmd_deps; ensure_daemons ;;
+    deps) shift; cmd_deps "$@" ;;
+    daemon) need_root; take_lock; cmd_deps; ensure_daemon ;;
     up) cmd_up ;;
     down) cmd_down ;;
+    purge) shift; cmd_purge "$@" ;;
+    legacy-cleanup) cmd_legacy_cleanup ;;
     status) cmd_status ;;
     env) cmd_env ;;
+    uri) printf '%s\n' "$URI" ;;
+    install) shift; need_root; install_packages "$@" ;;
+    unpack) shift; need_root; [[ $# -eq 1 ]] || die "unpack takes one package"
+        unpack_into "$PKG_DIR/$1" "$1" "$1"; printf '%s\n' "$PKG_DIR/$1" ;;
     selftest) cmd_selftest ;;
     -h | --help | help) usage ;;
     "") usage >&2; exit 2 ;;

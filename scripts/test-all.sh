@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# test-all.sh — install what is missing, bring up the real harness, run every check.
+# test-all.sh — the README's test command: every check, against a real libvirtd, QEMU and
+# qemu-ga that belong to the tests alone.
 #
-# Usage: sudo scripts/test-all.sh
+# Usage (as root): scripts/test-all.sh
 #
-# Steps: Debian packages (scripts/harness.sh deps), the harness guests on qemu:///system
-# (scripts/harness.sh up), then cargo fmt --check, cargo clippy -D warnings (with and without
-# the native feature), and cargo test
-# (unit, contract, fake-virsh and end-to-end tests). With CI=true the end-to-end tests
-# refuse to skip. Needs root (libvirtd, QEMU) and a Rust toolchain >= 1.80 (rustup).
+# Steps: the Debian packages that are missing (scripts/harness.sh deps: named one by one,
+# --no-install-recommends, refusing to upgrade or remove anything installed), the harness
+# (its own libvirtd, run as the user diq-harness, with the test guests), then cargo fmt
+# --check, cargo clippy -D warnings (with and without the native feature) and cargo test
+# (unit, contract, fake-virsh and end-to-end tests). At the end the harness is taken down
+# again; KEEP_HARNESS=1 leaves it up for the next run. The host's own libvirtd, its
+# configuration, networks and guests are never touched; `scripts/harness.sh purge` removes
+# everything the harness made. With CI=true the end-to-end tests refuse to skip.
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,24 +19,38 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 if [[ $EUID -ne 0 ]]; then
-    echo "test-all.sh: run as root (it installs packages and starts libvirtd): sudo $0" >&2
+    echo "test-all.sh: run as root: it installs missing packages and runs the harness's own libvirtd as user diq-harness" >&2
     exit 2
 fi
-if ! command -v cargo >/dev/null 2>&1; then
-    for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do
-        [[ -x "$d/cargo" ]] && PATH="$d:$PATH"
-    done
-fi
+for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do
+    if [[ -x "$d/cargo" ]] && ! command -v cargo >/dev/null 2>&1; then PATH="$d:$PATH"; fi
+done
 if ! command -v cargo >/dev/null 2>&1; then
     echo "test-all.sh: no Rust toolchain found: install one with rustup (Rust >= 1.80), then rerun" >&2
     exit 2
 fi
 
-step "system packages"
+step "system packages (only the missing ones)"
 scripts/harness.sh deps
 
-step "harness: libvirtd and the test guests"
+# rustup's minimal profile has neither rustfmt nor clippy.
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        command -v rustup >/dev/null 2>&1 || { echo "test-all.sh: cargo ${component/rustfmt/fmt} is missing and there is no rustup to add it" >&2; exit 2; }
+        step "rustup component add $component"
+        rustup component add "$component"
+    fi
+done
+
+step "harness: its own libvirtd and the test guests"
+if [[ -z "${KEEP_HARNESS:-}" ]]; then
+    trap 'step "harness down"; scripts/harness.sh down || true' EXIT
+fi
 scripts/harness.sh up
+set -a
+eval "$(scripts/harness.sh env)"
+set +a
+PATH="$HARNESS_BIN:$PATH" # prometheus and promtool, unpacked by the harness
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -33,7 +33,7 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 fn hv() -> Arc<dyn Hypervisor> {
-    Arc::from(hypervisor::open(Backend::Native, Some(HARNESS_URI)).expect("open harness"))
+    Arc::from(hypervisor::open(Backend::Native, Some(harness_uri())).expect("open harness"))
 }
 
 /// The harness discs: from `scripts/harness.sh env` variables when set, else next to the
@@ -97,7 +97,7 @@ fn run(backend: &str, args: &[&str], stdin: Option<&str>) -> Run {
         .env_remove("LIBVIRT_DEFAULT_URI")
         .args([
             "-c",
-            HARNESS_URI,
+            harness_uri(),
             "--backend",
             backend,
             "--probe-timeout",
@@ -526,7 +526,7 @@ fn detach_if_present(vm: &str, target: &str, flags: &[&str]) {
 fn detach(vm: &str, target: &str, flags: &[&str]) {
     let out = std::process::Command::new("virsh")
         .env("LC_ALL", "C")
-        .args(["-c", HARNESS_URI, "detach-disk", vm, target])
+        .args(["-c", harness_uri(), "detach-disk", vm, target])
         .args(flags)
         .output()
         .unwrap();

@@ -33,7 +33,7 @@ fn bin(cache: &tempfile::TempDir, backend: &str) -> Command {
         .env("XDG_CONFIG_HOME", cache.path())
         .env_remove("LIBVIRT_URI")
         .env_remove("LIBVIRT_DEFAULT_URI")
-        .args(["-c", HARNESS_URI, "--backend", backend]);
+        .args(["-c", harness_uri(), "--backend", backend]);
     c
 }
 

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const BACKENDS: [&str; 2] = ["native", "virsh"];
-const LIBVIRT_SOCK: &str = "/var/run/libvirt/libvirt-sock";
 
 /// A tool the test needs, or a skip (a panic in CI, where `harness.sh deps` installs it).
 fn tool(name: &str) -> bool {
@@ -28,7 +27,9 @@ fn tool(name: &str) -> bool {
         .unwrap_or(false);
     if !found {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{name} is missing: `scripts/harness.sh deps` installs it");
+            panic!(
+                "{name} is missing: `scripts/harness.sh deps` provides it (PATH gets $HARNESS_BIN)"
+            );
         }
         eprintln!("skipping: {name} is not installed (scripts/harness.sh deps)");
     }
@@ -175,7 +176,7 @@ fn a_live_scrape_passes_promtool_on_both_backends() {
         return;
     }
     for backend in BACKENDS {
-        let e = Exporter::start(backend, HARNESS_URI, &["--probe-timeout", "3"], 2);
+        let e = Exporter::start(backend, harness_uri(), &["--probe-timeout", "3"], 2);
         e.wait_health(200, Duration::from_secs(30));
         let (st, ctype, text) = http_get(e.addr, "/metrics", None);
         assert_eq!(st, 200);
@@ -249,7 +250,7 @@ fn a_real_prometheus_scrapes_the_guests_os() {
     if !harness_available() || !tool("prometheus") {
         return;
     }
-    let e = Exporter::start("native", HARNESS_URI, &["--probe-timeout", "3"], 2);
+    let e = Exporter::start("native", harness_uri(), &["--probe-timeout", "3"], 2);
     e.wait_health(200, Duration::from_secs(30));
 
     let dir = tempfile::tempdir().unwrap();
@@ -339,7 +340,7 @@ impl Proxy {
     fn start(sock: &Path) -> Proxy {
         let child = Command::new("socat")
             .arg(format!("UNIX-LISTEN:{},fork,unlink-early", sock.display()))
-            .arg(format!("UNIX-CONNECT:{LIBVIRT_SOCK}"))
+            .arg(format!("UNIX-CONNECT:{}", harness_socket()))
             .stdin(Stdio::null())
             .process_group(0)
             .spawn()
@@ -381,7 +382,7 @@ fn healthz_follows_libvirt_going_away_and_coming_back() {
     for backend in BACKENDS {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("libvirt-sock");
-        let uri = format!("qemu+unix:///system?socket={}", sock.display());
+        let uri = format!("qemu+unix:///session?socket={}", sock.display());
         let mut proxy = Proxy::start(&sock);
         let e = Exporter::start(backend, &uri, &["--probe-timeout", "2"], 1);
         e.wait_health(200, Duration::from_secs(30));
@@ -413,7 +414,7 @@ fn the_frozen_guest_never_delays_a_scrape_and_is_logged_once() {
     // Every scan asks the frozen agent again (cache TTL 1 s) and waits out the deadline.
     let e = Exporter::start(
         "native",
-        HARNESS_URI,
+        harness_uri(),
         &["--probe-timeout", "3", "--cache-ttl", "1"],
         1,
     );
@@ -459,7 +460,7 @@ fn sigterm_stops_it_within_seconds_even_mid_scan() {
     }
     for (backend, settle) in [("native", true), ("virsh", false)] {
         // A fresh cache: the first scan waits on the frozen agent for its whole deadline.
-        let mut e = Exporter::start(backend, HARNESS_URI, &["--probe-timeout", "5"], 2);
+        let mut e = Exporter::start(backend, harness_uri(), &["--probe-timeout", "5"], 2);
         if settle {
             e.wait_health(200, Duration::from_secs(30));
         } else {

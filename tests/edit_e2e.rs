@@ -35,7 +35,7 @@ fn qga(vm: &str, cmd: &Value) -> Value {
         .env("LC_ALL", "C")
         .args([
             "-c",
-            HARNESS_URI,
+            harness_uri(),
             "qemu-agent-command",
             vm,
             &cmd.to_string(),
@@ -156,7 +156,7 @@ impl Drop for GuestDir {
         let _ = std::process::Command::new("virsh")
             .args([
                 "-c",
-                HARNESS_URI,
+                harness_uri(),
                 "qemu-agent-command",
                 self.vm,
                 &cmd.to_string(),
@@ -174,7 +174,7 @@ fn bin(home: &tempfile::TempDir, backend: &str) -> Command {
         .env_remove("LIBVIRT_DEFAULT_URI")
         .env_remove("VISUAL")
         .env_remove("DISMOUNT_ISO_QEMU_MAX_SIZE")
-        .args(["-c", HARNESS_URI, "--backend", backend]);
+        .args(["-c", harness_uri(), "--backend", backend]);
     c
 }
 
@@ -275,11 +275,12 @@ fn a_guest_change_while_editing_is_not_overwritten() {
         // While "the user" edits, someone else changes the guest file.
         let theirs = json!({"execute": "guest-exec", "arguments": {
             "path": "/bin/sh", "arg": ["-c", format!("echo theirs=1 >> {f}")]}});
+        let uri = harness_uri();
         let ed = editor(
             &home,
             "ed.sh",
             &format!(
-                "virsh -c {HARNESS_URI} qemu-agent-command {CENTOS} '{theirs}' >/dev/null\n\
+                "virsh -c '{uri}' qemu-agent-command {CENTOS} '{theirs}' >/dev/null\n\
                  sleep 2\n\
                  printf 'owner=me, edited\\n' > \"$1\""
             ),
@@ -578,8 +579,9 @@ fn menu_option_3_with_a_real_editor_in_a_real_terminal() {
     let exe = assert_cmd::cargo::cargo_bin("dismount_iso_qemu");
     let session = format!("diq-edit-{}", std::process::id());
     let _guard = TmuxSession(session.clone());
+    let uri = harness_uri();
     let cmd = format!(
-        "env -u VISUAL EDITOR='vi -u NONE -n' TMPDIR='{}' XDG_CACHE_HOME='{0}' XDG_CONFIG_HOME='{0}' '{}' -c {HARNESS_URI} --backend native; echo MENU-EXITED-$?; sleep 30",
+        "env -u VISUAL EDITOR='vi -u NONE -n' TMPDIR='{}' XDG_CACHE_HOME='{0}' XDG_CONFIG_HOME='{0}' '{}' -c '{uri}' --backend native; echo MENU-EXITED-$?; sleep 30",
         home.path().display(),
         exe.display()
     );

@@ -1,4 +1,4 @@
-//! The virsh adapter against the real harness (qemu:///system, guests `diq-*`): what only
+//! The virsh adapter against the real harness (its own libvirtd, guests `diq-*`): what only
 //! a real libvirtd, QEMU and qemu-ga can show. Read-only towards the guests: the one
 //! write goes to /dev/null.
 
@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    harness_available, DEBIAN_EXEC, FROZEN, HARNESS_URI, NO_AGENT, PAUSED, UBUNTU, WIN_OFF,
+    harness_available, harness_uri, DEBIAN_EXEC, FROZEN, NO_AGENT, PAUSED, UBUNTU, WIN_OFF,
 };
 use dismount_iso_qemu::hypervisor::virsh::VirshHypervisor;
 use dismount_iso_qemu::hypervisor::{DomainState, HvError, Hypervisor, XmlScope};
@@ -15,7 +15,7 @@ use serde_json::json;
 
 fn domstate(domain: &str) -> String {
     let out = std::process::Command::new("virsh")
-        .args(["-c", HARNESS_URI, "domstate", domain])
+        .args(["-c", harness_uri(), "domstate", domain])
         .env("LC_ALL", "C")
         .output()
         .unwrap();
@@ -23,7 +23,7 @@ fn domstate(domain: &str) -> String {
 }
 
 fn open() -> Option<VirshHypervisor> {
-    harness_available().then(|| VirshHypervisor::open(Some(HARNESS_URI)).unwrap())
+    harness_available().then(|| VirshHypervisor::open(Some(harness_uri())).unwrap())
 }
 
 #[test]
@@ -100,4 +100,18 @@ fn a_write_chunk_larger_than_an_argument_goes_through_stdin() {
     );
     assert_eq!(wrote.unwrap()["count"], 122_880);
     closed.unwrap();
+}
+
+#[test]
+fn an_unknown_driver_is_a_bad_uri_when_a_daemon_says_so() {
+    if !harness_available() {
+        return;
+    }
+    let uri = format!("foo+unix:///bar?socket={}", common::harness_socket());
+    match VirshHypervisor::open(Some(&uri)) {
+        Err(HvError::BadUri { detail, .. }) => {
+            assert_eq!(detail, "no connection driver available for foo:///bar")
+        }
+        other => panic!("unexpected {:?}", other.map(|h| h.uri())),
+    }
 }

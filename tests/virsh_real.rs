@@ -286,12 +286,7 @@ fn connection_failures_are_classified() {
         ),
         other => panic!("unexpected {:?}", other.map(|h| h.uri())),
     }
-    match VirshHypervisor::open(Some("foo:///bar")) {
-        Err(HvError::BadUri { detail, .. }) => {
-            assert_eq!(detail, "no connection driver available for foo:///bar")
-        }
-        other => panic!("unexpected {:?}", other.map(|h| h.uri())),
-    }
+    // An unknown driver needs a daemon to say so: tests/virsh_e2e.rs asks the harness's.
     assert!(matches!(
         VirshHypervisor::open(Some("notauri")),
         Err(HvError::BadUri { .. })
