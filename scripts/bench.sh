@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench.sh — scan speed against the real harness plus N extra shut-off domains.
 #
-# Usage: sudo scripts/bench.sh [N=300] [RUNS=5]
+# Usage (as root): scripts/bench.sh [N=300] [RUNS=5]
 #
 # Prints medians of RUNS runs of: our cold scan (--no-cache), our warm scan, one bulk
 # `virsh domstats --raw` on the same host, and a seed-style sequential scan (one

@@ -286,11 +286,13 @@ deb_depends() {
         grep -v '^$' | grep -vxF -f <(printf '%s\n' "$@") || true
 }
 
-# unpack_into ROOT LIBS_OF PKG...: unpacks the PKGs into ROOT (again only when a version
-# changed) and installs what package LIBS_OF depends on ("-": nothing, for static binaries).
+# unpack_into ROOT LIBS_OF PKG...: unpacks the PKGs into ROOT and installs what package
+# LIBS_OF depends on ("-": nothing, for static binaries). Once unpacked, they stay (like the
+# kernel): a harness that works is not changed by an archive update; `purge` starts over.
 unpack_into() {
     local root="$1" libs_of="$2" pkg deb debs=() libs=() stamp=""
     shift 2
+    [[ -r "$root/.unpacked" ]] && return 0
     for pkg in "$@"; do
         deb=$(fetch_deb "$pkg" "$PKG_DIR/debs")
         debs+=("$deb")
@@ -300,9 +302,6 @@ unpack_into() {
         fi
     done
     ((${#libs[@]} == 0)) || install_packages "${libs[@]}"
-    if [[ -r "$root/.unpacked" && "$(<"$root/.unpacked")" == "$stamp" ]]; then
-        return 0
-    fi
     msg "deps: unpacking $* into $root"
     rm -rf "$root"
     mkdir -p "$root"
