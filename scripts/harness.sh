@@ -1227,8 +1227,14 @@ cmd_down() {
         rm -f "$HARNESS_DIR/domains/$name.xml" "$HARNESS_DIR/state/$name.frozen"
         n=$((n + 1))
     done
+    local was_running=0
+    daemon_pid >/dev/null && was_running=1
     stop_daemon
-    msg "down: $n guest(s) removed, the harness's libvirtd stopped; caches kept in $HARNESS_DIR"
+    if ((was_running)); then
+        msg "down: $n guest(s) removed, the harness's libvirtd stopped; caches kept in $HARNESS_DIR"
+    else
+        msg "down: the harness's libvirtd was not running; nothing else runs as $HARNESS_USER"
+    fi
 }
 
 # Everything the harness made goes: its guests and daemon, its user, $HARNESS_DIR. The
