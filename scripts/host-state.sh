@@ -170,21 +170,29 @@ cmd_seed() {
         return 0
     fi
     if [[ -z "$(vsys list --all --name | tr -d '[:space:]')" ]]; then
-        vsys define /dev/stdin >/dev/null <<EOF
+        # The daemon's own QEMU, else the harness's unpacked one (libvirt needs an emulator).
+        local emulator=""
+        [[ -x /usr/bin/qemu-system-x86_64 ]] || emulator="$HARNESS_DIR/pkgs/qemu/usr/bin/qemu-system-x86_64"
+        [[ -z "$emulator" || -x "$emulator" ]] || emulator=""
+        vsys define /dev/stdin >/dev/null 2>"$dir/define.err" <<EOF ||
 <domain type='qemu'>
   <name>$SEED_DOMAIN</name>
   <metadata><chk:host-check xmlns:chk='urn:x-dismount-iso-qemu:host-check'/></metadata>
   <memory unit='MiB'>64</memory>
   <vcpu>1</vcpu>
   <os><type arch='x86_64'>hvm</type></os>
+  <devices>${emulator:+<emulator>$emulator</emulator>}</devices>
 </domain>
 EOF
-        echo "$SEED_DOMAIN" >"$dir/seeded-domain"
-        msg "seed: defined $SEED_DOMAIN on $SYS, so the check has a domain to protect"
+            msg "seed: could not define a domain ($(tr '\n' ' ' <"$dir/define.err")); comparing the rest"
+        if vsys domuuid "$SEED_DOMAIN" >/dev/null 2>&1; then
+            echo "$SEED_DOMAIN" >"$dir/seeded-domain"
+            msg "seed: defined $SEED_DOMAIN on $SYS, so the check has a domain to protect"
+        fi
     fi
     if ! vsys net-info default >/dev/null 2>&1; then
         # Isolated (no forward, no address): no dnsmasq, no firewall rules.
-        vsys net-define /dev/stdin >/dev/null <<EOF
+        vsys net-define /dev/stdin >/dev/null <<EOF || { msg "seed: could not define a network"; return 0; }
 <network>
   <name>default</name>
   <bridge name='virbr-diqchk' stp='on' delay='0'/>
