@@ -50,6 +50,8 @@ elif ((rc != 0)); then
     exit "$rc"
 fi
 
+cargo build --release --quiet "${features[@]}"
+
 connect=()
 if [[ -n "$chosen_uri" ]]; then
     say "opening the URI you chose $chosen_uri"
@@ -59,8 +61,8 @@ elif [[ -n "$(LC_ALL=C virsh -q -c qemu:///system list --all --name 2>/dev/null 
 else
     say "no VMs on this host: bringing up the demo guests in the harness's own libvirtd"
     say "(remove everything it makes with: scripts/harness.sh purge)"
-    scripts/harness.sh up
+    scripts/harness.sh up >&2
     connect=(-c "$(scripts/harness.sh uri)")
+    say "afterwards: scripts/harness.sh down stops the guests; scripts/harness.sh purge removes everything"
 fi
-cargo build --release --quiet "${features[@]}"
 exec target/release/dismount_iso_qemu "${connect[@]}" "$@"
