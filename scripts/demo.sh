@@ -4,8 +4,8 @@
 # Usage (as root): scripts/demo.sh [dismount_iso_qemu arguments...]   (default: the menu)
 #
 # Which VMs the menu shows:
-#   - a URI you chose (-c/--connect URI among the arguments, LIBVIRT_URI or
-#     LIBVIRT_DEFAULT_URI): those VMs;
+#   - a URI you chose (-c/--connect URI among the arguments, LIBVIRT_URI,
+#     LIBVIRT_DEFAULT_URI, or `uri` in the tool's config file): those VMs;
 #   - else, when this host's libvirtd runs and has VMs: qemu:///system. Nothing of that
 #     libvirt is changed — no configuration, no daemon, no network, no VM;
 #   - else (a machine without VMs): the project's demo guests, in a libvirt daemon of the
@@ -38,6 +38,10 @@ for arg in "$@"; do
     case "$arg" in -c | --connect | --connect=* | -c?*) chosen_uri="(from the arguments)" ;; esac
 done
 [[ -n "$chosen_uri" ]] || chosen_uri="${LIBVIRT_URI:-${LIBVIRT_DEFAULT_URI:-}}"
+config="${DISMOUNT_ISO_QEMU_CONFIG:-${XDG_CONFIG_HOME:-$HOME/.config}/dismount_iso_qemu/config.toml}"
+if [[ -z "$chosen_uri" && -r "$config" ]] && grep -Eq '^[[:space:]]*uri[[:space:]]*=' "$config"; then
+    chosen_uri="(from $config)"
+fi
 
 features=()
 rc=0
