@@ -51,6 +51,54 @@ impl AgentInfo {
             .find(|c| c.name == command)
             .map(|c| c.enabled)
     }
+
+    /// The one answer to "may we run `command`?": only when the agent lists it as
+    /// enabled. A command it does not list is one this agent version cannot run.
+    pub fn allows(&self, command: &str) -> bool {
+        self.is_enabled(command) == Some(true)
+    }
+
+    /// Whether programs can be run in the guest (guest-exec and its status poll).
+    pub fn can_exec(&self) -> bool {
+        self.allows("guest-exec") && self.allows("guest-exec-status")
+    }
+
+    /// The commands of `needed` this agent does not allow, in order.
+    pub fn refused(&self, needed: &[&str]) -> Vec<String> {
+        needed
+            .iter()
+            .filter(|c| !self.allows(c))
+            .map(|c| c.to_string())
+            .collect()
+    }
+}
+
+/// One disk under a mounted file system, as `guest-get-fsinfo` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct FsDisk {
+    /// `sata`, `scsi`, `ide`, `virtio`, … (QGA's `bus-type`).
+    #[serde(rename = "bus-type")]
+    pub bus_type: String,
+    #[serde(default)]
+    pub bus: u32,
+    #[serde(default)]
+    pub target: u32,
+    #[serde(default)]
+    pub unit: u32,
+    /// The device node (`/dev/sr0`), when the guest names it.
+    pub dev: Option<String>,
+}
+
+/// One mounted file system of the guest (`guest-get-fsinfo`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Filesystem {
+    /// The kernel's name of the device (`sr0`, `vda1`, a Windows volume GUID).
+    pub name: String,
+    pub mountpoint: String,
+    #[serde(rename = "type")]
+    pub fs_type: String,
+    #[serde(default, rename = "disk")]
+    pub disks: Vec<FsDisk>,
 }
 
 /// The finished result of a `guest-exec`.
@@ -262,9 +310,21 @@ impl<'a> Agent<'a> {
             .map(|_| ())
     }
 
-    /// File systems the guest has mounted (`guest-get-fsinfo`), raw.
-    pub fn fsinfo(&self) -> HvResult<Value> {
-        self.call("guest-get-fsinfo", None)
+    /// File systems the guest has mounted (`guest-get-fsinfo`). An entry the agent
+    /// got wrong (missing members) is skipped, not fatal: the rest is still true.
+    pub fn fsinfo(&self) -> HvResult<Vec<Filesystem>> {
+        let v = self.call("guest-get-fsinfo", None)?;
+        let Value::Array(items) = v else {
+            return Err(HvError::AgentCommandFailed {
+                domain: self.domain.to_string(),
+                command: "guest-get-fsinfo".to_string(),
+                message: "reply is not a list".to_string(),
+            });
+        };
+        Ok(items
+            .into_iter()
+            .filter_map(|i| serde_json::from_value(i).ok())
+            .collect())
     }
 }
 
@@ -364,5 +424,37 @@ mod tests {
         assert_eq!(info.is_enabled("guest-exec"), Some(false));
         assert_eq!(info.is_enabled("guest-get-osinfo"), Some(true));
         assert_eq!(info.is_enabled("guest-nope"), None);
+        assert!(info.allows("guest-get-osinfo"));
+        assert!(!info.allows("guest-exec"));
+        assert!(!info.allows("guest-nope"), "an unknown command cannot run");
+        assert!(!info.can_exec());
+        assert_eq!(
+            info.refused(&["guest-get-osinfo", "guest-exec", "guest-nope"]),
+            vec!["guest-exec", "guest-nope"]
+        );
+    }
+
+    #[test]
+    fn fsinfo_becomes_typed_and_skips_broken_entries() {
+        let hv = FakeHypervisor::new().with_domain(
+            FakeDomain::new("vm", DomainState::Running).with_agent(|_, _| {
+                Ok(json!([
+                    {"name":"sr0","total-bytes":376832,"mountpoint":"/mnt/my disc","type":"iso9660",
+                     "disk":[{"bus-type":"sata","bus":0,"unit":1,"target":0,"dev":"/dev/sr0",
+                              "pci-controller":{"bus":0,"slot":31,"domain":0,"function":2}}]},
+                    {"name":"broken"},
+                    {"name":"vda1","mountpoint":"/","type":"ext4","disk":[]}
+                ]))
+            }),
+        );
+        let fs = Agent::new(&hv, "vm", Duration::from_secs(1))
+            .fsinfo()
+            .unwrap();
+        assert_eq!(fs.len(), 2);
+        assert_eq!(fs[0].mountpoint, "/mnt/my disc");
+        assert_eq!(fs[0].disks[0].bus_type, "sata");
+        assert_eq!(fs[0].disks[0].unit, 1);
+        assert_eq!(fs[0].disks[0].dev.as_deref(), Some("/dev/sr0"));
+        assert!(fs[1].disks.is_empty());
     }
 }

@@ -6,11 +6,19 @@
 //! ```toml
 //! uri = "qemu:///system"
 //! backend = "native"      # or "virsh"
-//! probe_timeout = 5       # seconds
+//! probe_timeout = 5       # seconds: the scan's deadline for guest agents
+//! agent_timeout = 5       # seconds: one agent call of mount/eject/edit/cat/pull/push
 //! cache_ttl = 60          # seconds
 //! jobs = 32
 //! max_size = "64M"        # largest file edit/cat/pull/push move through the agent
 //! ```
+//!
+//! The timeouts are named for what they bound: `scan_deadline` (`--probe-timeout`) is the
+//! whole scan's wait for guest agents (scan, the menu's table, each background scan of
+//! `serve`); `agent_timeout` is what libvirt may wait for one agent call a command makes
+//! before it touches anything (the capability check of edit/cat/pull/push, every call of
+//! an eject's guest-side unmount), so a frozen agent fails fast. `serve`'s staleness
+//! threshold is its own flag, derived from its interval and the scan deadline by default.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,10 +26,16 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::hypervisor::Backend;
+use crate::units;
 
-pub const DEFAULT_PROBE_TIMEOUT_SECS: f64 = 5.0;
+pub const DEFAULT_SCAN_DEADLINE_SECS: f64 = 5.0;
+pub const DEFAULT_AGENT_TIMEOUT_SECS: f64 = 5.0;
 pub const DEFAULT_CACHE_TTL_SECS: u64 = 60;
 pub const DEFAULT_JOBS: usize = 32;
+/// Default size limit of a file moved through the agent.
+pub const DEFAULT_MAX_SIZE: u64 = 64 << 20;
+/// The config keys, for error messages.
+const KEYS: &str = "uri, backend, probe_timeout, agent_timeout, cache_ttl, jobs, max_size";
 
 /// What the config file may hold. Unknown keys are an error, so typos are noticed.
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -30,6 +44,7 @@ pub struct FileConfig {
     pub uri: Option<String>,
     pub backend: Option<Backend>,
     pub probe_timeout: Option<f64>,
+    pub agent_timeout: Option<f64>,
     pub cache_ttl: Option<u64>,
     pub jobs: Option<usize>,
     pub max_size: Option<String>,
@@ -41,6 +56,7 @@ pub struct Overrides {
     pub uri: Option<String>,
     pub backend: Option<Backend>,
     pub probe_timeout: Option<f64>,
+    pub agent_timeout: Option<f64>,
     pub cache_ttl: Option<u64>,
     pub jobs: Option<usize>,
     pub config_file: Option<PathBuf>,
@@ -52,7 +68,11 @@ pub struct Settings {
     /// `None`: libvirt's own default.
     pub uri: Option<String>,
     pub backend: Backend,
-    pub probe_timeout: Duration,
+    /// How long a scan waits for guest agents before it prints without them.
+    pub scan_deadline: Duration,
+    /// What libvirt may wait for one agent call of a command (mount, eject, edit, cat,
+    /// pull, push) before anything is changed.
+    pub agent_timeout: Duration,
     pub cache_ttl: Duration,
     pub jobs: usize,
     pub cache_path: Option<PathBuf>,
@@ -75,7 +95,7 @@ pub fn read_file(path: &Path, explicit: bool) -> Result<FileConfig, String> {
                 .span()
                 .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
             format!(
-                "config file {}{}: {} (keys: uri, backend, probe_timeout, cache_ttl, jobs, max_size)",
+                "config file {}{}: {} (keys: {KEYS})",
                 path.display(),
                 line.map(|l| format!(" line {l}")).unwrap_or_default(),
                 e.message().replace('\n', " ")
@@ -114,18 +134,30 @@ pub fn resolve_with(
     env_uri: Option<String>,
     file: FileConfig,
 ) -> Result<Settings, String> {
-    let probe_timeout = o
-        .probe_timeout
-        .or(file.probe_timeout)
-        .unwrap_or(DEFAULT_PROBE_TIMEOUT_SECS);
-    if !(probe_timeout.is_finite() && probe_timeout > 0.0 && probe_timeout <= 3600.0) {
-        return Err(format!(
-            "probe timeout must be between 0 and 3600 seconds, got {probe_timeout}"
-        ));
-    }
+    let scan_deadline = seconds(
+        "probe timeout",
+        o.probe_timeout
+            .or(file.probe_timeout)
+            .unwrap_or(DEFAULT_SCAN_DEADLINE_SECS),
+    )?;
+    let agent_timeout = seconds(
+        "agent timeout",
+        o.agent_timeout
+            .or(file.agent_timeout)
+            .unwrap_or(DEFAULT_AGENT_TIMEOUT_SECS),
+    )?;
     let jobs = o.jobs.or(file.jobs).unwrap_or(DEFAULT_JOBS);
     if jobs == 0 || jobs > 1024 {
         return Err(format!("jobs must be between 1 and 1024, got {jobs}"));
+    }
+    let cache_ttl = o
+        .cache_ttl
+        .or(file.cache_ttl)
+        .unwrap_or(DEFAULT_CACHE_TTL_SECS);
+    if cache_ttl > MAX_SECONDS as u64 {
+        return Err(format!(
+            "cache TTL must be at most {MAX_SECONDS} seconds (a year), got {cache_ttl}"
+        ));
     }
     Ok(Settings {
         uri: o.uri.clone().or(env_uri).or(file.uri),
@@ -133,21 +165,34 @@ pub fn resolve_with(
             .backend
             .or(file.backend)
             .unwrap_or_else(Backend::default_for_build),
-        probe_timeout: Duration::from_secs_f64(probe_timeout),
-        cache_ttl: Duration::from_secs(
-            o.cache_ttl
-                .or(file.cache_ttl)
-                .unwrap_or(DEFAULT_CACHE_TTL_SECS),
-        ),
+        scan_deadline,
+        agent_timeout,
+        cache_ttl: Duration::from_secs(cache_ttl),
         jobs,
-        cache_path: crate::probe::cache::OsCache::default_path(),
+        cache_path: default_cache_path(),
         max_size: match &file.max_size {
-            Some(m) => {
-                crate::transfer::parse_size(m).map_err(|e| format!("config file max_size: {e}"))?
-            }
-            None => crate::transfer::DEFAULT_MAX_SIZE,
+            Some(m) => units::parse_size(m).map_err(|e| format!("config file max_size: {e}"))?,
+            None => DEFAULT_MAX_SIZE,
         },
     })
+}
+
+/// The longest any seconds setting may be: a year.
+pub const MAX_SECONDS: f64 = 365.0 * 86_400.0;
+
+/// A timeout in seconds, checked: more than 0, at most 3600.
+fn seconds(what: &str, secs: f64) -> Result<Duration, String> {
+    if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
+        return Err(format!(
+            "{what} must be between 0 and 3600 seconds, got {secs}"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Where OS answers are cached between runs.
+pub fn default_cache_path() -> Option<PathBuf> {
+    dirs::cache_dir().map(|d| d.join("dismount_iso_qemu").join("os-cache.json"))
 }
 
 #[cfg(test)]
@@ -160,6 +205,7 @@ mod tests {
             uri: Some("qemu:///session".into()),
             backend: Some(Backend::Virsh),
             probe_timeout: Some(9.0),
+            agent_timeout: Some(2.0),
             cache_ttl: Some(10),
             jobs: Some(3),
             max_size: Some("1G".into()),
@@ -168,11 +214,15 @@ mod tests {
         let s = resolve_with(&none, None, FileConfig::default()).unwrap();
         assert_eq!(s.uri, None);
         assert_eq!(s.backend, Backend::default_for_build());
-        assert_eq!(s.probe_timeout, Duration::from_secs(5));
+        assert_eq!(s.scan_deadline, Duration::from_secs(5));
+        assert_eq!(s.agent_timeout, Duration::from_secs(5));
         assert_eq!(s.cache_ttl, Duration::from_secs(60));
+        assert_eq!(s.max_size, DEFAULT_MAX_SIZE);
 
         let s = resolve_with(&none, None, file).unwrap();
         assert_eq!(s.max_size, 1 << 30);
+        assert_eq!(s.scan_deadline, Duration::from_secs(9));
+        assert_eq!(s.agent_timeout, Duration::from_secs(2));
         assert_eq!(s.uri.as_deref(), Some("qemu:///session"));
         assert_eq!(s.backend, Backend::Virsh);
         assert_eq!(s.jobs, 3);
@@ -196,7 +246,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.uri.as_deref(), Some("qemu:///system"));
-        assert_eq!(s.probe_timeout, Duration::from_millis(500));
+        assert_eq!(s.scan_deadline, Duration::from_millis(500));
     }
 
     #[test]
@@ -208,6 +258,20 @@ mod tests {
         assert!(resolve_with(&o, None, FileConfig::default())
             .unwrap_err()
             .contains("probe timeout"));
+        let o = Overrides {
+            agent_timeout: Some(f64::NAN),
+            ..Overrides::default()
+        };
+        assert!(resolve_with(&o, None, FileConfig::default())
+            .unwrap_err()
+            .contains("agent timeout"));
+        let o = Overrides {
+            cache_ttl: Some(u64::MAX),
+            ..Overrides::default()
+        };
+        assert!(resolve_with(&o, None, FileConfig::default())
+            .unwrap_err()
+            .contains("cache TTL"));
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
         std::fs::write(&p, "uri = \"x\"\nprobe_timout = 3\n").unwrap();

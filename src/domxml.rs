@@ -194,8 +194,7 @@ pub fn escape_attr(value: &str) -> Result<String, String> {
             '\r' => out.push_str("&#13;"),
             c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => {
                 return Err(format!(
-                    "{:?} contains the character U+{:04X}, which libvirt's XML cannot carry",
-                    crate::render::text::sanitize(value),
+                    "{value:?} contains the character U+{:04X}, which libvirt's XML cannot carry",
                     c as u32
                 ));
             }

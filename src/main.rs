@@ -1,10 +1,13 @@
 //! Thin entry point: parse arguments, run, turn the outcome into an exit code. Errors are
-//! printed once, here, as one line; a closed pipe (`| head`) is not an error.
+//! printed once, here, as one terminal-safe line; a closed pipe (`| head`) is not an
+//! error.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use dismount_iso_qemu::{cli::Cli, run};
+use dismount_iso_qemu::cli::Cli;
+use dismount_iso_qemu::render::text::sanitize;
+use dismount_iso_qemu::run;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -12,7 +15,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(f) if f.message.is_empty() => ExitCode::from(f.code),
         Err(f) => {
-            eprintln!("dismount_iso_qemu: error: {}", f.message);
+            eprintln!("dismount_iso_qemu: error: {}", sanitize(&f.message));
             ExitCode::from(f.code)
         }
     }

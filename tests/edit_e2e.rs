@@ -193,8 +193,12 @@ fn text(b: &[u8]) -> String {
 }
 
 fn one_line_failure(out: &Output, want: &str) {
+    failure_with_code(out, 1, want);
+}
+
+fn failure_with_code(out: &Output, code: i32, want: &str) {
     let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
     assert_eq!(
         err,
         format!("dismount_iso_qemu: error: {want}\n"),
@@ -460,10 +464,24 @@ fn failures_are_one_clear_line_and_change_nothing() {
             &run(&["edit", WIN_OFF, "/etc/hosts", "--yes"]),
             &format!("VM \"{WIN_OFF}\" is shut off: files move through its guest agent, so it must be running"),
         );
-        one_line_failure(
-            &run(&["edit", "diq-no-such-vm", "/etc/hosts", "--yes"]),
-            "no VM named \"diq-no-such-vm\" on this connection (`dismount_iso_qemu scan` lists them)",
-        );
+        // An unknown VM is bad input, the same line and exit 2 from every command.
+        let local = home.path().join("local.txt");
+        std::fs::write(&local, "x").unwrap();
+        let local = local.to_str().unwrap();
+        for args in [
+            &["edit", "diq-no-such-vm", "/etc/hosts", "--yes"][..],
+            &["cat", "diq-no-such-vm", "/etc/hosts"],
+            &["pull", "diq-no-such-vm", "/etc/hosts", local, "--force"],
+            &["push", "diq-no-such-vm", local, "/tmp/x"],
+            &["mount", "diq-no-such-vm", local],
+            &["eject", "diq-no-such-vm"],
+        ] {
+            failure_with_code(
+                &run(args),
+                2,
+                "no VM named \"diq-no-such-vm\" on this connection (`dismount_iso_qemu scan` lists them)",
+            );
+        }
         one_line_failure(
             &run(&["edit", NO_AGENT, "/etc/hosts", "--yes"]),
             &format!("the guest agent of \"{NO_AGENT}\" is not connected (is qemu-guest-agent running inside the guest?)"),

@@ -1,10 +1,13 @@
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use super::workspace::BACKUP_NAME;
 use super::*;
+use crate::config::DEFAULT_MAX_SIZE;
 use crate::hypervisor::fake::{FakeDomain, FakeHypervisor};
 use crate::hypervisor::DomainState;
 use crate::transfer::testfs::{fake, lock, GuestFs, VM};
-use crate::transfer::{CHUNK, DEFAULT_MAX_SIZE};
+use crate::transfer::CHUNK;
 
 struct Scripted<F: FnMut(&Path) -> Result<(), String>> {
     f: F,
@@ -42,7 +45,7 @@ fn opts(path: &str) -> EditOptions {
         mode: DEFAULT_NEW_MODE,
         max_size: DEFAULT_MAX_SIZE,
         interactive: false,
-        first_call_timeout: Duration::from_secs(1),
+        agent_timeout: Duration::from_secs(1),
     }
 }
 
@@ -51,10 +54,16 @@ fn run(
     o: &EditOptions,
     ed: &mut dyn Editor,
     input: &str,
-) -> (Result<u8, Failure>, String) {
+) -> (Result<EditDone, EditError>, String) {
     let mut inp = io::Cursor::new(input.as_bytes().to_vec());
     let mut out = Vec::new();
-    let r = edit(hv, o, ed, &mut Prompter::new(&mut inp, &mut out));
+    let r = edit(
+        hv,
+        o,
+        ed,
+        &mut Prompter::new(&mut inp, &mut out),
+        &ProgressSink::none(),
+    );
     (r, String::from_utf8(out).unwrap())
 }
 
@@ -78,7 +87,7 @@ fn a_change_lands_byte_exact_and_the_copy_goes() {
         Ok(())
     });
     let (r, out) = run(&hv, &opts("/etc/hosts"), &mut ed, "");
-    assert_eq!(r.unwrap(), 0, "{out}");
+    assert!(r.is_ok(), "{r:?} {out}");
     assert_eq!(lock(&gfs).files["/etc/hosts"], b"a\r\nc\r\nlast");
     assert!(out.contains("\n-b\n+c\n"), "{out}");
     assert!(
@@ -96,7 +105,7 @@ fn an_unchanged_edit_writes_nothing() {
     let writes = lock(&gfs).writes();
     let mut ed = scripted(|_: &Path| Ok(()));
     let (r, out) = run(&hv, &opts("/etc/hosts"), &mut ed, "");
-    assert_eq!(r.unwrap(), 0);
+    assert!(r.is_ok(), "{r:?}");
     assert!(out.contains("No changes: nothing uploaded."), "{out}");
     // The one writing open is the "r+" download that proves the file is writable.
     let g = lock(&gfs);
@@ -119,7 +128,7 @@ fn chunk_boundaries_through_the_editor() {
             Ok(())
         });
         let (r, out) = run(&hv, &opts("/f"), &mut ed, "");
-        assert_eq!(r.unwrap(), 0, "{out}");
+        assert!(r.is_ok(), "{r:?} {out}");
         let mut want = data.clone();
         want.push(b'!');
         assert_eq!(lock(&gfs).files["/f"], want, "{n} bytes");
@@ -139,18 +148,18 @@ fn a_conflict_keeps_the_guest_change_and_the_copy() {
     });
     let (r, out) = run(&hv, &opts("/etc/app.conf"), &mut ed, "");
     let f = r.unwrap_err();
-    assert_eq!(f.code, exit::PARTIAL);
+    assert_eq!(f.exit_code(), exit::PARTIAL);
     let kept = ed.seen[0].display().to_string();
     assert!(
-        f.message
+        f.to_string()
             .starts_with("/etc/app.conf in \"vm\" changed (sha256 "),
         "{}",
-        f.message
+        f.to_string()
     );
     assert!(
-        f.message.ends_with(&format!("while you were editing: not overwritten; your edited copy is kept at {kept} (--force overwrites)")),
+        f.to_string().ends_with(&format!("while you were editing: not overwritten; your edited copy is kept at {kept} (--force overwrites)")),
         "{}",
-        f.message
+        f.to_string()
     );
     assert_eq!(lock(&gfs).files["/etc/app.conf"], b"x=3 (someone else)\n");
     assert_eq!(fs::read(&ed.seen[0]).unwrap(), b"x=2\n");
@@ -174,7 +183,7 @@ fn force_overwrites_a_conflict() {
         force: true,
         ..opts("/etc/app.conf")
     };
-    assert_eq!(run(&hv, &o, &mut ed, "").0.unwrap(), 0);
+    run(&hv, &o, &mut ed, "").0.unwrap();
     assert_eq!(lock(&gfs).files["/etc/app.conf"], b"x=2\n");
 }
 
@@ -193,7 +202,7 @@ fn failure_mid_write_rolls_back_and_keeps_the_copy() {
     let f = r.unwrap_err();
     let kept = ed.seen[0].display().to_string();
     assert_eq!(
-        f.message,
+        f.to_string(),
         format!("upload to vm:/var/big.txt failed: guest agent command guest-file-write failed in \"vm\": failed to write to file: No space left on device; rollback worked: /var/big.txt has its original content again (verified by sha256); your edited copy is kept at {kept}")
     );
     assert_eq!(lock(&gfs).files["/var/big.txt"], original);
@@ -232,24 +241,25 @@ fn a_failed_rollback_keeps_the_original_too() {
             &o,
             &mut Twice(&mut ed, g3),
             &mut Prompter::new(&mut inp, &mut out),
+            &ProgressSink::none(),
         );
         (r, out)
     };
     let f = r.unwrap_err();
     let dir = ed.seen[0].parent().unwrap();
     assert!(
-        f.message
+        f.to_string()
             .contains("ROLLBACK FAILED, /etc/f may be damaged in the guest"),
         "{}",
-        f.message
+        f.to_string()
     );
     assert!(
-        f.message.contains(&format!(
+        f.to_string().contains(&format!(
             "the original is saved at {}",
             dir.join(BACKUP_NAME).display()
         )),
         "{}",
-        f.message
+        f.to_string()
     );
     assert_eq!(fs::read(dir.join(BACKUP_NAME)).unwrap(), b"one\n");
     fs::remove_dir_all(dir).unwrap();
@@ -261,7 +271,7 @@ fn editor_failures_upload_nothing() {
     let mut ed = scripted(|_: &Path| Err("editor \"nano\" exited with status 1".to_string()));
     let (r, _) = run(&hv, &opts("/etc/f"), &mut ed, "");
     assert_eq!(
-        r.unwrap_err().message,
+        r.unwrap_err().to_string(),
         "editor \"nano\" exited with status 1; nothing uploaded"
     );
     assert!(
@@ -276,7 +286,7 @@ fn editor_failures_upload_nothing() {
         Err("editor \"vi\" exited with status 1".to_string())
     });
     let (r, _) = run(&hv, &opts("/etc/f"), &mut ed, "");
-    let msg = r.unwrap_err().message;
+    let msg = r.unwrap_err().to_string();
     assert_eq!(
         msg,
         format!(
@@ -345,7 +355,7 @@ fn disabled_commands_refuse_before_the_editor() {
     let (_, hv) = fake(g);
     let (r, _) = run(&hv, &opts("/etc/f"), &mut never(), "");
     let f = r.unwrap_err();
-    assert!(f.message.starts_with("the guest agent of \"vm\" has guest-file-write disabled: allow it in the guest's qemu-ga settings (--allow-rpcs/--block-rpcs"), "{}", f.message);
+    assert!(f.to_string().starts_with("the guest agent of \"vm\" has guest-file-write disabled: allow it in the guest's qemu-ga settings (--allow-rpcs/--block-rpcs"), "{}", f.to_string());
 }
 
 #[test]
@@ -366,8 +376,8 @@ fn directories_denied_files_unknown_and_stopped_vms_are_one_line() {
         let o = EditOptions { vm: vm.into(), ..opts(path) };
         let (r, out) = run(&hv, &o, &mut never(), "");
         let f = r.unwrap_err();
-        assert_eq!(f.message, want);
-        assert!(!f.message.contains('\n'));
+        assert_eq!(f.to_string(), want);
+        assert!(!f.to_string().contains('\n'));
         assert_eq!(out, "");
     }
     assert_eq!(lock(&gfs).write_calls, 0);
@@ -384,7 +394,7 @@ fn a_new_file_is_asked_for_and_gets_its_mode() {
         ..opts("/etc/new.conf")
     };
     let (r, out) = run(&hv, &o, &mut never(), "n\n");
-    assert_eq!(r.unwrap(), 0);
+    assert!(r.is_ok(), "{r:?}");
     assert!(
         out.contains("/etc/new.conf does not exist in \"vm\". Create it? [y/N]"),
         "{out}"
@@ -398,7 +408,7 @@ fn a_new_file_is_asked_for_and_gets_its_mode() {
     };
     let (r, _) = run(&hv, &o, &mut never(), "");
     assert_eq!(
-        r.unwrap_err().message,
+        r.unwrap_err().to_string(),
         "/etc/new.conf does not exist in \"vm\"; pass --yes to create it"
     );
 
@@ -413,7 +423,7 @@ fn a_new_file_is_asked_for_and_gets_its_mode() {
         ..opts("/etc/new.conf")
     };
     let (r, _) = run(&hv, &o, &mut ed, "");
-    assert_eq!(r.unwrap(), 0);
+    assert!(r.is_ok(), "{r:?}");
     let g = lock(&gfs);
     assert_eq!(g.files["/etc/new.conf"], b"k=v\n");
     assert_eq!(g.modes["/etc/new.conf"], 0o600);
@@ -427,7 +437,7 @@ fn a_new_file_without_guest_exec_is_a_loud_warning() {
     let (gfs, hv) = fake(g);
     let mut ed = scripted(|f: &Path| fs::write(f, b"k=v\n").map_err(|e| e.to_string()));
     let (r, out) = run(&hv, &opts("/etc/new.conf"), &mut ed, "");
-    assert_eq!(r.unwrap(), 0);
+    assert!(r.is_ok(), "{r:?}");
     assert!(out.contains("WARNING: /etc/new.conf in \"vm\" was created WORLD-WRITABLE (mode 0666: qemu-ga ignores the umask) and its mode could not be set (guest-exec is disabled in the guest agent). Fix it inside the guest: chmod 644 /etc/new.conf"), "{out}");
     assert_eq!(lock(&gfs).modes["/etc/new.conf"], 0o666);
 }
@@ -447,7 +457,7 @@ fn questions_y_n_e_and_non_interactive_refusal() {
         ..opts("/etc/f")
     };
     let (r, out) = run(&hv, &o, &mut ed, "what\ne\ny\n");
-    assert_eq!(r.unwrap(), 0, "{out}");
+    assert!(r.is_ok(), "{r:?} {out}");
     assert_eq!(ed.calls, 2);
     assert!(out.contains("Please answer y, n or e."));
     assert_eq!(lock(&gfs).files["/etc/f"], b"2+\n");
@@ -455,7 +465,7 @@ fn questions_y_n_e_and_non_interactive_refusal() {
     // "n": nothing uploaded, copy kept.
     let mut ed = scripted(|f: &Path| fs::write(f, b"other\n").map_err(|e| e.to_string()));
     let (r, out) = run(&hv, &o, &mut ed, "n\n");
-    assert_eq!(r.unwrap(), 0);
+    assert!(r.is_ok(), "{r:?}");
     assert!(
         out.contains(&format!(
             "Not uploaded; /etc/f in \"vm\" is unchanged. Your edited copy is kept at {}",
@@ -473,7 +483,7 @@ fn questions_y_n_e_and_non_interactive_refusal() {
     };
     let mut ed = scripted(|f: &Path| fs::write(f, b"third\n").map_err(|e| e.to_string()));
     let (r, _) = run(&hv, &o, &mut ed, "y\n");
-    let msg = r.unwrap_err().message;
+    let msg = r.unwrap_err().to_string();
     assert_eq!(msg, format!("stdin is not a terminal and --yes was not given, so there is nobody to confirm the upload; nothing uploaded; your edited copy is kept at {}", ed.seen[0].display()));
     assert_eq!(lock(&gfs).files["/etc/f"], b"2+\n");
     fs::remove_dir_all(ed.seen[0].parent().unwrap()).unwrap();
@@ -491,7 +501,7 @@ fn an_existing_local_path_is_not_clobbered() {
         ..opts("/etc/f")
     };
     let (r, _) = run(&hv, &o, &mut never(), "");
-    assert!(r.unwrap_err().message.ends_with("mine.txt already exists: not overwriting it (choose another --local path or remove it); nothing was changed"));
+    assert!(r.unwrap_err().to_string().ends_with("mine.txt already exists: not overwriting it (choose another --local path or remove it); nothing was changed"));
     assert_eq!(fs::read(&mine).unwrap(), b"my precious notes\n");
 
     // Interactive and agreed: used, edited, uploaded, and left in place.
@@ -502,17 +512,26 @@ fn an_existing_local_path_is_not_clobbered() {
     };
     let mut ed = scripted(|f: &Path| fs::write(f, b"guest!\n").map_err(|e| e.to_string()));
     let (r, out) = run(&hv, &o, &mut ed, "y\n");
-    assert_eq!(r.unwrap(), 0, "{out}");
+    assert!(r.is_ok(), "{r:?} {out}");
     assert_eq!(ed.seen[0], mine);
     assert_eq!(lock(&gfs).files["/etc/f"], b"guest!\n");
     assert_eq!(fs::read(&mine).unwrap(), b"guest!\n");
 }
 
+/// The preview as the prompter shows it: each line escaped.
+fn shown(lines: Vec<String>) -> String {
+    let mut inp = io::Cursor::new(Vec::new());
+    let mut out = Vec::new();
+    let mut p = Prompter::new(&mut inp, &mut out);
+    for l in lines {
+        p.say(&l).unwrap();
+    }
+    String::from_utf8(out).unwrap()
+}
+
 #[test]
 fn binary_previews_show_sizes_and_hashes() {
-    let mut out = Vec::new();
-    write_preview(&mut out, "vm", "/bin/x", b"\0\x01", b"\0\x02\x03").unwrap();
-    let out = String::from_utf8(out).unwrap();
+    let out = shown(preview("vm", "/bin/x", b"\0\x01", b"\0\x02\x03"));
     assert!(
         out.starts_with("Binary content, no diff: 2 B (sha256 "),
         "{out}"
@@ -522,18 +541,12 @@ fn binary_previews_show_sizes_and_hashes() {
 
 #[test]
 fn previews_are_terminal_safe_and_show_line_ending_changes() {
-    let mut out = Vec::new();
-    write_preview(&mut out, "vm", "/f", b"a\nb\n", b"a\n\x1b[31mb\n").unwrap();
-    let out = String::from_utf8(out).unwrap();
+    let out = shown(preview("vm", "/f", b"a\nb\n", b"a\n\x1b[31mb\n"));
     assert!(out.contains("+\\x1b[31mb\n"), "{out}");
     assert!(!out.contains('\x1b'));
-    let mut out = Vec::new();
-    write_preview(&mut out, "vm", "/f", b"a\r\nb\r\n", b"a\r\nb\n").unwrap();
-    let out = String::from_utf8(out).unwrap();
+    let out = shown(preview("vm", "/f", b"a\r\nb\r\n", b"a\r\nb\n"));
     assert!(out.contains("-b\\x0d\n+b\n"), "{out}");
-    let mut out = Vec::new();
-    write_preview(&mut out, "vm", "/f", b"a", b"a\n").unwrap();
-    let out = String::from_utf8(out).unwrap();
+    let out = shown(preview("vm", "/f", b"a", b"a\n"));
     assert!(
         out.contains("-a\n\\ No newline at end of file\n+a\n"),
         "{out}"

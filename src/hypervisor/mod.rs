@@ -11,9 +11,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::exit::{self, Failure};
+
+#[cfg(any(test, feature = "test-support"))]
 pub mod fake;
 #[cfg(feature = "native")]
-pub mod libvirt;
+pub mod native;
 pub mod virsh;
 
 /// Run state of a domain, as libvirt reports it.
@@ -197,6 +200,25 @@ impl HvError {
                 | HvError::BackendUnavailable(..)
         )
     }
+
+    /// The exit code this failure ends a command with: no connection, or a VM that does
+    /// not exist, is bad input (2); anything else happened while working (1).
+    pub fn exit_code(&self) -> u8 {
+        if self.is_connection() || matches!(self, HvError::NoSuchDomain(_)) {
+            exit::USAGE
+        } else {
+            exit::PARTIAL
+        }
+    }
+}
+
+impl From<HvError> for Failure {
+    fn from(e: HvError) -> Failure {
+        Failure {
+            code: e.exit_code(),
+            message: e.to_string(),
+        }
+    }
 }
 
 pub type HvResult<T> = Result<T, HvError>;
@@ -271,7 +293,7 @@ impl Backend {
 pub fn open(backend: Backend, uri: Option<&str>) -> HvResult<Box<dyn Hypervisor>> {
     match backend {
         #[cfg(feature = "native")]
-        Backend::Native => Ok(Box::new(libvirt::NativeHypervisor::open(uri)?)),
+        Backend::Native => Ok(Box::new(native::NativeHypervisor::open(uri)?)),
         #[cfg(not(feature = "native"))]
         Backend::Native => Err(HvError::BackendUnavailable(
             "native",
@@ -279,6 +301,81 @@ pub fn open(backend: Backend, uri: Option<&str>) -> HvResult<Box<dyn Hypervisor>
         )),
         Backend::Virsh => Ok(Box::new(virsh::VirshHypervisor::open(uri)?)),
     }
+}
+
+/// The one way a command finds the VM it was asked about: by its exact name. An unknown
+/// name is [`HvError::NoSuchDomain`], the same error (and exit code 2) for every command.
+pub fn find_domain(hv: &dyn Hypervisor, name: &str) -> HvResult<DomainInfo> {
+    hv.list_domains()?
+        .into_iter()
+        .find(|d| d.name == name)
+        .ok_or_else(|| HvError::NoSuchDomain(name.to_string()))
+}
+
+/// The `return` member of a guest agent's reply text, as both adapters receive it from
+/// libvirt. libvirt turns `error` replies into errors itself; one that slips through is
+/// classified like libvirt's own messages, never mistaken for success.
+pub fn agent_reply(domain: &str, command: &str, reply: &str) -> HvResult<serde_json::Value> {
+    let failed = |message: String| HvError::AgentCommandFailed {
+        domain: domain.to_string(),
+        command: command.to_string(),
+        message,
+    };
+    let trimmed = reply.trim();
+    let mut value: serde_json::Value = serde_json::from_str(trimmed).map_err(|e| {
+        let shown: String = trimmed.chars().take(120).collect();
+        failed(format!("the agent's reply is not JSON ({e}): {shown:?}"))
+    })?;
+    if let Some(ret) = value.get_mut("return") {
+        return Ok(ret.take());
+    }
+    if let Some(err) = value.get("error") {
+        let desc = err
+            .get("desc")
+            .and_then(|d| d.as_str())
+            .or_else(|| err.get("class").and_then(|c| c.as_str()))
+            .unwrap_or("unknown error");
+        return Err(classify_agent_message(domain, command, desc));
+    }
+    Err(failed(
+        "the agent's reply has no \"return\" member".to_string(),
+    ))
+}
+
+/// The `<target dev='…'/>` of a `<disk>` device XML: the drive a media change is about.
+pub fn device_target(device_xml: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(device_xml).ok()?;
+    doc.root_element()
+        .children()
+        .find(|n| n.has_tag_name("target"))
+        .and_then(|n| n.attribute("dev"))
+        .map(str::to_string)
+}
+
+/// A failed media change that means the guest holds the tray locked, as
+/// [`HvError::TrayLocked`]; `None` for any other failure. libvirt says "timed out waiting
+/// to open tray of 'sda'"; QEMU says "Device '…' is locked and force was not specified,
+/// wait for tray to open and try again". The drive comes from the device XML, else from
+/// the message.
+pub fn tray_locked(domain: &str, device_xml: &str, message: &str) -> Option<HvError> {
+    let lower = message.to_lowercase();
+    let locked = lower.contains("tray")
+        && (lower.contains("timed out") || lower.contains("locked"))
+        || (lower.contains("is locked") && lower.contains("force"));
+    if !locked {
+        return None;
+    }
+    let from_message = message
+        .find("tray of '")
+        .map(|i| &message[i + "tray of '".len()..])
+        .and_then(|rest| rest.split_once('\'').map(|(d, _)| d.to_string()))
+        .filter(|d| !d.is_empty());
+    Some(HvError::TrayLocked {
+        domain: domain.to_string(),
+        drive: device_target(device_xml)
+            .or(from_message)
+            .unwrap_or_else(|| "the CD-ROM drive".to_string()),
+    })
 }
 
 /// The agent timeout libvirt takes: whole seconds, rounded up, at least 1.
@@ -338,6 +435,100 @@ pub fn classify_agent_message(domain: &str, command: &str, message: &str) -> HvE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_vms_and_connections_are_usage_errors() {
+        assert_eq!(
+            Failure::from(HvError::NoSuchDomain("x".into())).code,
+            exit::USAGE
+        );
+        let unreachable = HvError::Unreachable {
+            uri: "qemu:///system".into(),
+            detail: "no socket".into(),
+        };
+        assert_eq!(Failure::from(unreachable).code, exit::USAGE);
+        assert_eq!(
+            Failure::from(HvError::AgentTimeout("x".into())).code,
+            exit::PARTIAL
+        );
+    }
+
+    #[test]
+    fn replies_yield_their_return_member() {
+        assert_eq!(
+            agent_reply("vm", "guest-ping", r#"{"return":{}}"#).unwrap(),
+            serde_json::json!({})
+        );
+        assert_eq!(
+            agent_reply("vm", "guest-info", " {\"return\":{\"version\":\"7.2\"}}\n").unwrap()
+                ["version"],
+            "7.2"
+        );
+        assert!(matches!(
+            agent_reply("vm", "guest-ping", "not json"),
+            Err(HvError::AgentCommandFailed { .. })
+        ));
+        assert!(matches!(
+            agent_reply("vm", "guest-ping", r#"{"nothing":1}"#),
+            Err(HvError::AgentCommandFailed { .. })
+        ));
+        assert!(matches!(
+            agent_reply(
+                "vm",
+                "guest-exec",
+                r#"{"error":{"class":"GenericError","desc":"The command guest-exec has been disabled for this instance"}}"#
+            ),
+            Err(HvError::AgentCommandDisabled { .. })
+        ));
+        // A huge non-JSON reply is quoted only in part.
+        let long = "x".repeat(10_000);
+        let Err(HvError::AgentCommandFailed { message, .. }) = agent_reply("vm", "c", &long) else {
+            panic!("not JSON must fail");
+        };
+        assert!(message.len() < 400, "{}", message.len());
+    }
+
+    #[test]
+    fn tray_locks_are_recognised_once_for_every_adapter() {
+        let drive = "<disk type='file' device='cdrom'><target dev='sda' bus='sata'/></disk>";
+        assert_eq!(
+            tray_locked(
+                "vm",
+                drive,
+                "internal error: timed out waiting to open tray of 'ua-sda'"
+            ),
+            Some(HvError::TrayLocked {
+                domain: "vm".into(),
+                drive: "sda".into()
+            })
+        );
+        assert_eq!(
+            tray_locked(
+                "vm",
+                "not xml",
+                "error: internal error: timed out waiting to open tray of 'hdc'"
+            ),
+            Some(HvError::TrayLocked {
+                domain: "vm".into(),
+                drive: "hdc".into()
+            })
+        );
+        assert!(tray_locked("vm", drive, "internal error: unable to execute QEMU command 'blockdev-open-tray': Device 'ua-sda' is locked and force was not specified, wait for tray to open and try again").is_some());
+        assert_eq!(
+            tray_locked(
+                "vm",
+                "<x/>",
+                "Device 'x' is locked and force was not specified"
+            ),
+            Some(HvError::TrayLocked {
+                domain: "vm".into(),
+                drive: "the CD-ROM drive".into()
+            })
+        );
+        assert_eq!(tray_locked("vm", drive, "Domain not found"), None);
+        assert_eq!(device_target(drive).as_deref(), Some("sda"));
+        assert_eq!(device_target("not xml"), None);
+    }
 
     #[test]
     fn classifies_agent_messages() {
@@ -450,10 +641,17 @@ mod tests {
 
     #[test]
     fn state_codes_round_trip() {
-        for code in 0..8 {
-            let s = DomainState::from_libvirt(code);
-            assert!(!s.as_str().is_empty());
+        // Every libvirt code maps to its own state, and unknown codes to "no state".
+        let states: Vec<DomainState> = (0..8).map(DomainState::from_libvirt).collect();
+        for (i, a) in states.iter().enumerate() {
+            for b in &states[i + 1..] {
+                assert_ne!(a, b);
+                assert_ne!(a.as_str(), b.as_str());
+            }
         }
+        assert_eq!(states[1], DomainState::Running);
+        assert_eq!(states[5], DomainState::ShutOff);
+        assert_eq!(DomainState::from_libvirt(99), DomainState::NoState);
         assert!(DomainState::Running.agent_may_answer());
         assert!(!DomainState::Paused.agent_may_answer());
         assert!(DomainState::Paused.is_active());

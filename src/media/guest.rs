@@ -9,29 +9,10 @@
 
 use std::time::Instant;
 
-use serde_json::Value;
-
-use super::{EjectOptions, VmMedia};
-use crate::agent::Agent;
+use super::eject::EjectOptions;
+use crate::agent::{Agent, Filesystem};
 use crate::hypervisor::{HvError, Hypervisor};
-
-/// What the guest-side step did for one VM.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GuestUnmount {
-    /// Mount points unmounted inside the guest.
-    pub unmounted: Vec<String>,
-    /// Why the step was skipped or left something mounted.
-    pub skipped: Option<String>,
-}
-
-impl GuestUnmount {
-    pub fn skipped(reason: impl Into<String>) -> GuestUnmount {
-        GuestUnmount {
-            unmounted: Vec::new(),
-            skipped: Some(reason.into()),
-        }
-    }
-}
+use crate::snapshot::media::{GuestUnmount, MediaSlot, VmMedia};
 
 /// Where a guest device sits, as `guest-get-fsinfo` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,45 +38,32 @@ fn is_cdrom_device(dev: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// CD-ROM mounts from a `guest-get-fsinfo` reply. Windows drive letters are left out:
+/// CD-ROM mounts among the guest's file systems. Windows drive letters are left out:
 /// Windows does not lock the tray of a mounted disc, so nothing needs undoing there.
-pub fn parse_fsinfo(reply: &Value) -> Vec<GuestMount> {
+pub fn cdrom_mounts(filesystems: &[Filesystem]) -> Vec<GuestMount> {
     let mut out = Vec::new();
-    for fs in reply.as_array().into_iter().flatten() {
-        let Some(mountpoint) = fs.get("mountpoint").and_then(Value::as_str) else {
-            continue;
-        };
-        if !mountpoint.starts_with('/') {
+    for fs in filesystems {
+        if !fs.mountpoint.starts_with('/') {
             continue;
         }
-        let name = fs.get("name").and_then(Value::as_str).unwrap_or_default();
-        let disks: Vec<&Value> = fs
-            .get("disk")
-            .and_then(Value::as_array)
-            .map(|d| d.iter().collect())
-            .unwrap_or_default();
-        let disk = disks.iter().find(|d| {
-            d.get("dev")
-                .and_then(Value::as_str)
-                .is_some_and(is_cdrom_device)
-        });
-        let device = match disk.and_then(|d| d.get("dev")).and_then(Value::as_str) {
+        let disk = fs
+            .disks
+            .iter()
+            .find(|d| d.dev.as_deref().is_some_and(is_cdrom_device));
+        let device = match disk.and_then(|d| d.dev.as_deref()) {
             Some(dev) => dev.to_string(),
-            None if is_cdrom_device(name) => format!("/dev/{name}"),
+            None if is_cdrom_device(&fs.name) => format!("/dev/{}", fs.name),
             None => continue,
         };
-        let num = |d: &Value, k: &str| d.get(k).and_then(Value::as_u64).unwrap_or(0) as u32;
-        let address = disk.or(disks.first()).and_then(|d| {
-            Some(GuestAddress {
-                bus_type: d.get("bus-type")?.as_str()?.to_string(),
-                bus: num(d, "bus"),
-                target: num(d, "target"),
-                unit: num(d, "unit"),
-            })
+        let address = disk.or(fs.disks.first()).map(|d| GuestAddress {
+            bus_type: d.bus_type.clone(),
+            bus: d.bus,
+            target: d.target,
+            unit: d.unit,
         });
         out.push(GuestMount {
             device,
-            mountpoint: mountpoint.to_string(),
+            mountpoint: fs.mountpoint.clone(),
             address,
         });
     }
@@ -142,7 +110,7 @@ pub fn parse_proc_mounts(text: &str) -> Vec<GuestMount> {
 
 /// Which live drive of `vm` a guest mount is on; `None` when that cannot be told.
 pub fn drive_of(vm: &VmMedia, m: &GuestMount) -> Option<String> {
-    let live: Vec<&super::MediaSlot> = vm.drives.iter().filter(|d| d.live.is_some()).collect();
+    let live: Vec<&MediaSlot> = vm.drives.iter().filter(|d| d.live.is_some()).collect();
     if live.len() == 1 {
         return Some(live[0].target.clone());
     }
@@ -200,16 +168,15 @@ pub fn unmount(
         Ok(i) => i,
         Err(e) => return GuestUnmount::skipped(agent_reason(&e)),
     };
-    let fsinfo_on = info.is_enabled("guest-get-fsinfo") == Some(true);
-    let exec_on = info.is_enabled("guest-exec") == Some(true)
-        && info.is_enabled("guest-exec-status") != Some(false);
+    let fsinfo_on = info.allows("guest-get-fsinfo");
+    let exec_on = info.can_exec();
     let deadline = || Instant::now() + opts.umount_timeout;
 
     let mut mounts = None;
     let mut why_not = String::new();
     if fsinfo_on {
         match agent.fsinfo() {
-            Ok(v) => mounts = Some(parse_fsinfo(&v)),
+            Ok(fs) => mounts = Some(cdrom_mounts(&fs)),
             Err(e) => why_not = format!("guest-get-fsinfo failed: {}", agent_reason(&e)),
         }
     }
@@ -306,7 +273,8 @@ mod tests {
             {"name":"vda1","mountpoint":"/","type":"ext4","disk":[{"bus-type":"virtio","bus":0,"unit":0,"target":0,"dev":"/dev/vda1"}]},
             {"name":"\\\\?\\Volume{x}","mountpoint":"D:\\","type":"CDFS","disk":[{"bus-type":"sata","bus":0,"unit":0,"target":0}]}
         ]);
-        let m = parse_fsinfo(&reply);
+        let fs: Vec<Filesystem> = serde_json::from_value(reply).unwrap();
+        let m = cdrom_mounts(&fs);
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].device, "/dev/sr0");
         assert_eq!(m[0].mountpoint, "/mnt/my disc");

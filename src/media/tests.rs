@@ -1,193 +1,20 @@
 //! Media decisions against the fake hypervisor: drives from XML, mount checks, the eject
-//! policy (guest unmount, locked tray, force), batches and the menu flows.
+//! policy (guest unmount, locked tray, force) and batches.
 
-use std::io::Cursor;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::cmd::write_batch;
+use super::eject::{eject_many, eject_vm, EjectOptions, Which};
+use super::iso::{resolve_iso, resolve_iso_on, uri_is_local, IsoImage};
+use super::mount::{mount, MountRequest, ScopeChoice};
+use super::testkit::*;
 use super::*;
-use crate::cli::prompt::Prompter;
-use crate::config::{resolve_with, FileConfig, Overrides};
 use crate::hypervisor::fake::{Call, FakeDomain, FakeHypervisor};
-use crate::hypervisor::{HvResult, StorageVolume};
-use crate::{exit, App};
-
-/// One CD-ROM: (target, bus, source, unit).
-type Cd<'a> = (&'a str, &'a str, Option<&'a str>, u32);
-
-fn xml(name: &str, cds: &[Cd<'_>], controllers: &[&str]) -> String {
-    let mut s = format!("<domain type='qemu'><name>{name}</name><devices>");
-    s.push_str("<disk type='file' device='disk'><source file='/img/a.qcow2'/><target dev='vda' bus='virtio'/></disk>");
-    for (t, bus, src, unit) in cds {
-        s.push_str("<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>");
-        if let Some(src) = src {
-            s.push_str(&format!(
-                "<source file='{}'/>",
-                crate::domxml::escape_attr(src).unwrap()
-            ));
-        }
-        s.push_str(&format!(
-            "<target dev='{t}' bus='{bus}'/><readonly/><address type='drive' controller='0' bus='0' target='0' unit='{unit}'/></disk>"
-        ));
-    }
-    for c in controllers {
-        s.push_str(&format!("<controller type='{c}' index='0'/>"));
-    }
-    s.push_str("</devices></domain>");
-    s
-}
-
-fn opts(force: bool) -> EjectOptions {
-    EjectOptions {
-        force,
-        agent_timeout: Duration::from_secs(1),
-        umount_timeout: Duration::from_secs(2),
-        jobs: 4,
-    }
-}
-
-fn info(hv: &FakeHypervisor, name: &str) -> DomainInfo {
-    hv.list_domains()
-        .unwrap()
-        .into_iter()
-        .find(|d| d.name == name)
-        .unwrap()
-}
-
-fn vm(hv: &FakeHypervisor, name: &str) -> VmMedia {
-    read_vm(hv, &info(hv, name)).unwrap()
-}
-
-fn updates(hv: &FakeHypervisor) -> Vec<(String, String, ChangeScope, bool)> {
-    hv.calls()
-        .into_iter()
-        .filter_map(|c| match c {
-            Call::UpdateDevice {
-                domain,
-                xml,
-                scope,
-                force,
-            } => Some((domain, xml, scope, force)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn attaches(hv: &FakeHypervisor) -> Vec<(String, String, ChangeScope)> {
-    hv.calls()
-        .into_iter()
-        .filter_map(|c| match c {
-            Call::AttachDevice { domain, xml, scope } => Some((domain, xml, scope)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// A guest agent: which commands are enabled, what fsinfo and /proc/mounts say, and
-/// whether `umount` succeeds.
-#[derive(Clone)]
-struct Guest {
-    fsinfo: Option<Value>,
-    exec: bool,
-    proc_mounts: &'static str,
-    umount_ok: bool,
-}
-
-impl Guest {
-    fn script(self) -> impl Fn(&str, &Value) -> HvResult<Value> + Send + Sync + 'static {
-        let last = Arc::new(std::sync::Mutex::new(String::new()));
-        move |domain, req| {
-            let cmd = req["execute"].as_str().unwrap();
-            match cmd {
-                "guest-info" => Ok(json!({"version": "7.2.0", "supported_commands": [
-                    {"name": "guest-get-fsinfo", "enabled": self.fsinfo.is_some()},
-                    {"name": "guest-exec", "enabled": self.exec},
-                    {"name": "guest-exec-status", "enabled": self.exec},
-                ]})),
-                "guest-get-fsinfo" => Ok(self.fsinfo.clone().unwrap()),
-                "guest-exec" => {
-                    let args = &req["arguments"];
-                    let mut l = last.lock().unwrap();
-                    *l = format!(
-                        "{} {}",
-                        args["path"].as_str().unwrap(),
-                        args["arg"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .map(|a| a.as_str().unwrap())
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    );
-                    Ok(json!({"pid": 7}))
-                }
-                "guest-exec-status" => {
-                    use base64::Engine as _;
-                    let l = last.lock().unwrap().clone();
-                    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-                    if l.starts_with("cat ") {
-                        Ok(
-                            json!({"exited": true, "exitcode": 0, "out-data": b64(self.proc_mounts)}),
-                        )
-                    } else if self.umount_ok {
-                        Ok(json!({"exited": true, "exitcode": 0}))
-                    } else {
-                        Ok(json!({"exited": true, "exitcode": 1,
-                            "err-data": b64("umount: can't unmount /mnt: Device or resource busy\n")}))
-                    }
-                }
-                other => panic!("{domain}: unexpected agent command {other}"),
-            }
-        }
-    }
-}
-
-fn fsinfo_sr0(mountpoint: &str, unit: u32) -> Value {
-    json!([{"name": "sr0", "mountpoint": mountpoint, "type": "iso9660",
-            "disk": [{"bus-type": "sata", "bus": 0, "target": 0, "unit": unit, "dev": "/dev/sr0"}]}])
-}
-
-fn linux_guest() -> Guest {
-    Guest {
-        fsinfo: Some(fsinfo_sr0("/mnt", 0)),
-        exec: true,
-        proc_mounts: "",
-        umount_ok: true,
-    }
-}
-
-fn exec_calls(hv: &FakeHypervisor, name: &str) -> Vec<Value> {
-    hv.agent_calls(name)
-        .into_iter()
-        .filter(|c| c["execute"] == "guest-exec")
-        .map(|c| c["arguments"].clone())
-        .collect()
-}
-
-const ISO: &str = "/isos/a b é.iso";
-
-fn locked_when_not_forced(hv: &FakeHypervisor) {
-    hv.on_device_change(|domain, xml, _scope, force| {
-        if force {
-            Ok(())
-        } else {
-            Err(HvError::TrayLocked {
-                domain: domain.to_string(),
-                drive: crate::domxml::parse(&format!("<domain><devices>{xml}</devices></domain>"))
-                    .unwrap()
-                    .cdroms[0]
-                    .target
-                    .clone(),
-            })
-        }
-    });
-}
-
-// ------------------------------------------------------------------------ drives from XML
+use crate::hypervisor::{ChangeScope, DomainState, StorageVolume};
+use crate::render::media::eject_line;
+use crate::snapshot::media::{DriveOutcome, IsoMatch};
 
 #[test]
 fn drives_come_from_both_definitions() {
@@ -215,7 +42,7 @@ fn drives_come_from_both_definitions() {
     assert_eq!(sda.current(), Some(ISO));
     assert!(sda.differs);
     assert_eq!(
-        super::cmd::slot_text(sda),
+        crate::render::media::slot_text(sda),
         format!("{ISO} (saved config: /isos/other.iso)")
     );
     let sdc = v.drive("sdc").unwrap();
@@ -256,21 +83,7 @@ fn host_listing_reports_unreadable_xml_apart() {
 
 // ---------------------------------------------------------------------------------- mount
 
-fn iso_file() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("my disc \"é\" & co.iso");
-    std::fs::write(&p, b"CD001").unwrap();
-    (dir, p)
-}
-
-fn req<'a>(vm: &'a str, iso: &'a Path) -> MountRequest<'a> {
-    MountRequest {
-        vm,
-        iso,
-        drive: None,
-        scope: ScopeChoice::Both,
-    }
-}
+// ---------------------------------------------------------------------------------- mount
 
 #[test]
 fn mount_inserts_live_and_config_with_the_path_escaped() {
@@ -307,11 +120,11 @@ fn mount_inserts_live_and_config_with_the_path_escaped() {
     assert!(mount(&hv, &req("vm", &iso)).unwrap().ends_with("(config)"));
     assert_eq!(updates(&hv)[0].2, ChangeScope::CONFIG);
     let e = mount(&hv, &r).unwrap_err();
-    assert_eq!(e.code, exit::USAGE);
+    assert!(e.is_bad_input(), "{e}");
     assert!(
-        e.message.contains("--live-only has nothing to change"),
+        e.to_string().contains("--live-only has nothing to change"),
         "{}",
-        e.message
+        e.to_string()
     );
 }
 
@@ -356,9 +169,9 @@ fn bad_mount_input_is_one_line_and_touches_nothing() {
     ];
     for (r, want) in cases {
         let e = mount(&hv, &r).unwrap_err();
-        assert_eq!(e.code, exit::USAGE, "{}", e.message);
-        assert!(e.message.contains(want), "{} ≠ {want}", e.message);
-        assert!(!e.message.contains('\n'));
+        assert!(e.is_bad_input(), "{e}");
+        assert!(e.to_string().contains(want), "{e} ≠ {want}");
+        assert!(!e.to_string().contains('\n'));
     }
     assert!(updates(&hv).is_empty());
     assert!(attaches(&hv).is_empty());
@@ -373,7 +186,11 @@ fn unreadable_iso_is_refused() {
     std::fs::set_permissions(&iso, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
     let hv = FakeHypervisor::new();
     let e = resolve_iso(&hv, &iso).unwrap_err();
-    assert!(e.message.starts_with("cannot read ISO"), "{}", e.message);
+    assert!(
+        e.to_string().starts_with("cannot read ISO"),
+        "{}",
+        e.to_string()
+    );
 }
 
 #[test]
@@ -421,7 +238,7 @@ fn eject_unmounts_inside_the_guest_first() {
     assert!(!r.failed());
     assert_eq!(r.guest.unmounted, vec!["/mnt".to_string()]);
     assert_eq!(
-        r.line(),
+        eject_line(&r),
         format!("vm: sda ejected {ISO} (live and config); unmounted /mnt inside the guest first")
     );
     let execs = exec_calls(&hv, "vm");
@@ -461,7 +278,7 @@ fn locked_tray_is_one_line_and_force_forces() {
     let r = eject_vm(&hv, &v, &Which::All, &opts(false));
     assert!(r.failed());
     assert_eq!(r.drives[0].outcome, DriveOutcome::Locked);
-    let line = r.line();
+    let line = eject_line(&r);
     assert!(line.starts_with("vm: sda locked: the guest holds the tray locked (the disc is in use inside the guest), nothing changed; --force would force the tray open and the guest would lose the disc under it"), "{line}");
     assert!(line.contains(
         "umount /mnt failed in the guest: umount: can't unmount /mnt: Device or resource busy"
@@ -470,7 +287,7 @@ fn locked_tray_is_one_line_and_force_forces() {
 
     let r = eject_vm(&hv, &v, &Which::All, &opts(true));
     assert!(!r.failed());
-    assert!(r.line().contains("tray forced open"));
+    assert!(eject_line(&r).contains("tray forced open"));
     assert!(updates(&hv).last().unwrap().3);
 }
 
@@ -482,7 +299,7 @@ fn agent_missing_or_blocked_skips_the_guest_step_and_says_so() {
         .with_domain(FakeDomain::new("vm", DomainState::Running).with_xml(&cd));
     let r = eject_vm(&hv, &vm(&hv, "vm"), &Which::All, &opts(false));
     assert!(!r.failed());
-    assert!(r.line().ends_with("; not unmounted inside the guest: no guest agent answers (not installed or not running)"), "{}", r.line());
+    assert!(eject_line(&r).ends_with("; not unmounted inside the guest: no guest agent answers (not installed or not running)"), "{}", eject_line(&r));
 
     // fsinfo sees the mount but guest-exec is disabled.
     let hv = FakeHypervisor::new().with_domain(
@@ -497,7 +314,7 @@ fn agent_missing_or_blocked_skips_the_guest_step_and_says_so() {
             ),
     );
     let r = eject_vm(&hv, &vm(&hv, "vm"), &Which::All, &opts(false));
-    assert!(r.line().contains("not unmounted inside the guest: the guest has it mounted at /mnt and its agent has guest-exec disabled"), "{}", r.line());
+    assert!(eject_line(&r).contains("not unmounted inside the guest: the guest has it mounted at /mnt and its agent has guest-exec disabled"), "{}", eject_line(&r));
     assert!(exec_calls(&hv, "vm").is_empty());
 
     // Neither fsinfo nor exec.
@@ -514,9 +331,9 @@ fn agent_missing_or_blocked_skips_the_guest_step_and_says_so() {
             ),
     );
     let r = eject_vm(&hv, &vm(&hv, "vm"), &Which::All, &opts(false));
-    assert!(r
-        .line()
-        .contains("its guest agent allows neither guest-get-fsinfo nor guest-exec"));
+    assert!(
+        eject_line(&r).contains("its guest agent allows neither guest-get-fsinfo nor guest-exec")
+    );
 
     // fsinfo blocked: /proc/mounts through guest-exec, with its escapes.
     let hv = FakeHypervisor::new().with_domain(
@@ -545,10 +362,9 @@ fn agent_missing_or_blocked_skips_the_guest_step_and_says_so() {
     );
     let r = eject_vm(&hv, &vm(&hv, "vm"), &Which::All, &opts(false));
     assert!(
-        r.line()
-            .ends_with("not unmounted inside the guest: the VM is paused"),
+        eject_line(&r).ends_with("not unmounted inside the guest: the VM is paused"),
         "{}",
-        r.line()
+        eject_line(&r)
     );
     assert!(hv.agent_calls("vm").is_empty());
 }
@@ -618,9 +434,9 @@ fn several_drives_unmount_only_the_matching_device() {
         &opts(false),
     );
     assert!(r.guest.unmounted.is_empty());
-    assert!(r
-        .line()
-        .contains("cannot tell which drive the guest's /dev/sr1 is, left mounted"));
+    assert!(
+        eject_line(&r).contains("cannot tell which drive the guest's /dev/sr1 is, left mounted")
+    );
     // …but when every drive is ejected, whichever it is, it goes.
     let r = eject_vm(&hv, &vm(&hv, "vm"), &Which::All, &opts(false));
     assert_eq!(r.guest.unmounted, vec!["/mnt/b".to_string()]);
@@ -643,97 +459,17 @@ fn empty_drive_is_already_empty_and_config_only_discs_are_ejected_from_config() 
                 .with_agent(linux_guest().script()),
         );
     let r = eject_vm(&hv, &vm(&hv, "empty"), &Which::All, &opts(false));
-    assert_eq!(r.line(), "empty: sda already empty");
+    assert_eq!(eject_line(&r), "empty: sda already empty");
     assert!(!r.failed());
     assert!(updates(&hv).is_empty());
     assert!(hv.agent_calls("empty").is_empty());
 
     let r = eject_vm(&hv, &vm(&hv, "vm"), &Which::All, &opts(false));
-    assert_eq!(r.line(), format!("vm: sda ejected {ISO} (config)"));
+    assert_eq!(eject_line(&r), format!("vm: sda ejected {ISO} (config)"));
     assert_eq!(updates(&hv)[0].2, ChangeScope::CONFIG);
 }
 
 // ------------------------------------------------------------------------------- batches
-
-fn batch_host() -> FakeHypervisor {
-    let with = |name: &str, src: Option<&str>| xml(name, &[("sda", "sata", src, 0)], &["sata"]);
-    let hv = FakeHypervisor::new()
-        .with_domain(
-            FakeDomain::new("a-run", DomainState::Running)
-                .with_xml(&with("a-run", Some(ISO)))
-                .with_agent(linux_guest().script()),
-        )
-        .with_domain(
-            FakeDomain::new("b-off", DomainState::ShutOff).with_xml(&with("b-off", Some(ISO))),
-        )
-        .with_domain(
-            FakeDomain::new("c-locked", DomainState::Running)
-                .with_xml(&with("c-locked", Some(ISO))),
-        )
-        .with_domain(
-            FakeDomain::new("d-other", DomainState::ShutOff)
-                .with_xml(&with("d-other", Some("/isos/other.iso"))),
-        )
-        .with_domain(
-            FakeDomain::new("e-empty", DomainState::ShutOff).with_xml(&with("e-empty", None)),
-        )
-        .with_domain(
-            FakeDomain::new("f-gone", DomainState::Running).with_xml(&with("f-gone", Some(ISO))),
-        )
-        .with_domain(
-            FakeDomain::new("g-nodrive", DomainState::ShutOff).with_xml(&xml(
-                "g-nodrive",
-                &[],
-                &[],
-            )),
-        );
-    hv.on_device_change(|domain, _xml, _scope, force| match domain {
-        "c-locked" if !force => Err(HvError::TrayLocked {
-            domain: domain.into(),
-            drive: "sda".into(),
-        }),
-        "f-gone" => Err(HvError::NoSuchDomain(domain.into())),
-        _ => Ok(()),
-    });
-    hv
-}
-
-#[test]
-fn batch_by_iso_never_stops_at_the_first_failure() {
-    let hv = batch_host();
-    let host = read_host(&hv).unwrap();
-    let m = IsoMatch::new(Path::new(ISO));
-    let vms: Vec<VmMedia> = host
-        .vms
-        .iter()
-        .filter(|v| v.drives.iter().any(|d| d.holds(&m)))
-        .cloned()
-        .collect();
-    assert_eq!(
-        vms.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
-        ["a-run", "b-off", "c-locked", "f-gone"]
-    );
-    let reports = eject_many(&hv, &vms, &Which::Holding(m, None), &opts(false));
-    let mut out = Vec::new();
-    let code = write_batch(&mut out, &reports, &[], Instant::now()).unwrap();
-    let out = String::from_utf8(out).unwrap();
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(code, exit::PARTIAL);
-    assert_eq!(lines.len(), 5, "{out}");
-    assert!(lines[0].starts_with(&format!(
-        "a-run: sda ejected {ISO} (live and config); unmounted /mnt"
-    )));
-    assert_eq!(lines[1], format!("b-off: sda ejected {ISO} (config)"));
-    assert!(lines[2].starts_with("c-locked: sda locked: the guest holds the tray locked"));
-    assert_eq!(lines[3], "f-gone: sda error: no VM named \"f-gone\" on this connection (`dismount_iso_qemu scan` lists them); not unmounted inside the guest: no guest agent answers (not installed or not running)");
-    assert!(
-        lines[4].starts_with("4 VMs: 2 ejected, 0 already empty, 1 locked, 1 failed ("),
-        "{}",
-        lines[4]
-    );
-    // d-other kept its disc.
-    assert!(updates(&hv).iter().all(|u| u.0 != "d-other"));
-}
 
 #[test]
 fn batches_run_in_parallel() {
@@ -770,248 +506,6 @@ fn batches_run_in_parallel() {
 
 // ---------------------------------------------------------------------------------- menu
 
-fn app(hv: FakeHypervisor) -> App {
-    let mut settings = resolve_with(&Overrides::default(), None, FileConfig::default()).unwrap();
-    settings.cache_path = None;
-    settings.probe_timeout = Duration::from_millis(500);
-    App::from_parts(settings, Arc::new(hv), false)
-}
-
-fn drive_flow(
-    app: &App,
-    input: &str,
-    f: fn(&App, &mut Prompter<'_>) -> Result<(), crate::Failure>,
-) -> String {
-    let mut inp = Cursor::new(input.as_bytes().to_vec());
-    let mut out = Vec::new();
-    f(app, &mut Prompter::new(&mut inp, &mut out)).unwrap();
-    String::from_utf8(out).unwrap()
-}
-
-#[test]
-fn menu_mounts_a_pool_volume_into_the_chosen_drive() {
-    let (_d, iso) = iso_file();
-    let hv = FakeHypervisor::new()
-        .with_domain(
-            FakeDomain::new("alpha", DomainState::ShutOff).with_xml(&xml("alpha", &[], &[])),
-        )
-        .with_domain(FakeDomain::new("beta", DomainState::Running).with_xml(&xml(
-            "beta",
-            &[("sda", "sata", None, 0), ("sdb", "sata", None, 1)],
-            &["sata"],
-        )))
-        .with_volume(StorageVolume {
-            pool: "isos".into(),
-            name: "x.iso".into(),
-            path: iso.to_string_lossy().into_owned(),
-            capacity_bytes: Some(5),
-        })
-        .with_volume(StorageVolume {
-            pool: "images".into(),
-            name: "disk.qcow2".into(),
-            path: "/img/disk.qcow2".into(),
-            capacity_bytes: None,
-        });
-    let a = app(hv.clone());
-    // VM 2 (beta), ISO 1 (the pool's), drive 2 (sdb), confirm with Enter.
-    let out = drive_flow(&a, "2\n1\n2\n\n", super::menu::mount_flow);
-    assert!(
-        out.contains("  1) alpha (shut off)\n  2) beta (running)\n"),
-        "{out}"
-    );
-    assert!(out
-        .contains("CD-ROM drives of beta (running):\n  sda (sata): empty\n  sdb (sata): empty\n"));
-    assert!(!out.contains("disk.qcow2"), "only ISO volumes are offered");
-    assert!(out.contains("  2) Type a path\n"));
-    assert!(
-        out.contains(&format!(
-            "beta sdb: mounted {} (live and config)",
-            iso.display()
-        )),
-        "{out}"
-    );
-    assert_eq!(updates(&hv).len(), 1);
-
-    // A typed path into a VM without a drive: a drive is added to its config.
-    let out = drive_flow(
-        &a,
-        &format!("1\n2\n{}\ny\n", iso.display()),
-        super::menu::mount_flow,
-    );
-    assert!(out.contains("alpha (shut off) has no CD-ROM drive."));
-    assert!(
-        out.contains("alpha sda: added a SATA CD-ROM drive holding"),
-        "{out}"
-    );
-
-    // Cancel at the confirmation: nothing changes.
-    hv.clear_calls();
-    let out = drive_flow(&a, "2\n1\n1\nn\n", super::menu::mount_flow);
-    assert!(out.contains("Nothing was changed."));
-    assert!(updates(&hv).is_empty());
-}
-
-#[test]
-fn menu_offers_to_eject_what_is_in_the_drive() {
-    let hv = FakeHypervisor::new().with_domain(
-        FakeDomain::new("vm", DomainState::Running).with_xml(&xml(
-            "vm",
-            &[("sda", "sata", Some(ISO), 0)],
-            &["sata"],
-        )),
-    );
-    locked_when_not_forced(&hv);
-    let a = app(hv.clone());
-    // VM 1, action 1 (eject) → locked → force? y
-    let out = drive_flow(&a, "1\n1\ny\n", super::menu::mount_flow);
-    assert!(out.contains(&format!("  sda (sata): {ISO}")));
-    assert!(
-        out.contains(&format!(
-            "  1) Eject {ISO} from sda\n  2) Mount another ISO\n"
-        )),
-        "{out}"
-    );
-    assert!(out.contains("vm: sda locked:"));
-    assert!(out.contains("Force the tray open anyway? The guest loses the disc under it. [y/N]"));
-    assert!(out.contains("tray forced open"), "{out}");
-    let u = updates(&hv);
-    assert_eq!(u.len(), 2);
-    assert!(!u[0].3 && u[1].3);
-}
-
-#[test]
-fn menu_dismount_offer_is_one_choice_away() {
-    let hv = batch_host();
-    let a = app(hv.clone());
-    let out = drive_flow(&a, "\n", super::menu::dismount_offer);
-    assert!(out.contains("Dismount an ISO? (empty to go back)"));
-    assert!(out.contains(&format!("  1) a-run sda: {ISO}\n")), "{out}");
-    assert!(
-        out.contains(&format!("{ISO} from all 4 VMs holding it")),
-        "{out}"
-    );
-    assert!(out.contains("Every ISO from every VM (5 drives)"));
-    assert!(updates(&hv).is_empty());
-
-    // Choose the ISO-everywhere entry; decline forcing the locked one.
-    let items: Vec<&str> = out.lines().filter(|l| l.contains(") ")).collect();
-    let n = items
-        .iter()
-        .position(|l| l.contains("from all 4 VMs"))
-        .unwrap()
-        + 1;
-    let out = drive_flow(&a, &format!("{n}\nn\n"), super::menu::dismount_offer);
-    assert!(out.contains("b-off: sda ejected"), "{out}");
-    assert!(out.contains("c-locked: sda locked"));
-    assert!(updates(&hv).iter().all(|u| u.0 != "d-other"));
-
-    let empty = FakeHypervisor::new().with_domain(
-        FakeDomain::new("x", DomainState::ShutOff).with_xml(&xml(
-            "x",
-            &[("sda", "sata", None, 0)],
-            &[],
-        )),
-    );
-    let out = drive_flow(&app(empty), "", super::menu::dismount_offer);
-    assert_eq!(out, "No VM holds an ISO.\n");
-}
-
-// ------------------------------------------------------------------------------ commands
-
-fn run_cmd(
-    f: impl FnOnce(&mut Vec<u8>) -> Result<u8, crate::Failure>,
-) -> (Result<u8, String>, String) {
-    let mut out = Vec::new();
-    let r = f(&mut out).map_err(|e| e.message);
-    (r, String::from_utf8(out).unwrap())
-}
-
-#[test]
-fn isos_lists_every_drive_and_filters_by_iso() {
-    let a = app(batch_host());
-    let args = |json, iso: Option<&str>| crate::cli::IsosArgs {
-        json,
-        iso: iso.map(PathBuf::from),
-    };
-    let (r, out) = run_cmd(|o| super::cmd::isos(&a, &args(false, None), o));
-    assert_eq!(r, Ok(exit::OK));
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(
-        lines[0],
-        "VM                   State         Drive   Bus    ISO"
-    );
-    assert_eq!(
-        lines[2],
-        format!("a-run                running       sda     sata   {ISO}")
-    );
-    assert!(out.contains("g-nodrive            shut off      -       -      (no CD-ROM drive)"));
-    assert!(out.contains("e-empty              shut off      sda     sata   -"));
-
-    let (_, out) = run_cmd(|o| super::cmd::isos(&a, &args(true, Some("/isos/other.iso")), o));
-    let doc: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(doc["vms"].as_array().unwrap().len(), 1);
-    assert_eq!(doc["vms"][0]["name"], "d-other");
-    assert_eq!(
-        doc["vms"][0]["drives"][0]["config"]["source"],
-        "/isos/other.iso"
-    );
-    assert_eq!(doc["vms"][0]["drives"][0]["live"], Value::Null);
-
-    let (r, out) = run_cmd(|o| super::cmd::isos(&a, &args(false, Some("/nowhere.iso")), o));
-    assert_eq!(r, Ok(exit::OK));
-    assert_eq!(out, "no VM holds /nowhere.iso\n");
-}
-
-#[test]
-fn eject_command_checks_its_input_and_batches_by_iso_and_drive() {
-    let a = app(batch_host());
-    let args = |vm: Option<&str>, drive: Option<&str>, iso: Option<&str>, all: bool| {
-        crate::cli::EjectArgs {
-            vm: vm.map(str::to_string),
-            drive: drive.map(str::to_string),
-            iso: iso.map(PathBuf::from),
-            all,
-            force: false,
-        }
-    };
-    for (a_, want) in [
-        (
-            args(Some("nope"), None, None, false),
-            "no VM named \"nope\" on this connection (`dismount_iso_qemu scan` lists them)",
-        ),
-        (
-            args(Some("g-nodrive"), None, None, false),
-            "VM g-nodrive has no CD-ROM drive",
-        ),
-        (
-            args(Some("b-off"), Some("hdc"), None, false),
-            "VM b-off has no CD-ROM drive \"hdc\" (its drives: sda)",
-        ),
-    ] {
-        let (r, out) = run_cmd(|o| super::cmd::eject(&a, &a_, o));
-        assert_eq!(r, Err(want.to_string()));
-        assert!(out.is_empty());
-    }
-    let (r, out) = run_cmd(|o| super::cmd::eject(&a, &args(Some("e-empty"), None, None, false), o));
-    assert_eq!(r, Ok(exit::OK));
-    assert_eq!(out, "e-empty: sda already empty\n");
-
-    // --iso with --drive: only that drive; no VM has an sdb holding it.
-    let (r, out) =
-        run_cmd(|o| super::cmd::eject(&a, &args(None, Some("sdb"), Some(ISO), false), o));
-    assert_eq!(r, Ok(exit::OK));
-    assert_eq!(out, format!("no VM holds {ISO}\n"));
-
-    // --all: every VM with a drive, one line each, then the summary; exit 1 (locked, error).
-    let (r, out) = run_cmd(|o| super::cmd::eject(&a, &args(None, None, None, true), o));
-    assert_eq!(r, Ok(exit::PARTIAL));
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 7, "{out}");
-    assert_eq!(lines[3], "d-other: sda ejected /isos/other.iso (config)");
-    assert_eq!(lines[4], "e-empty: sda already empty");
-    assert!(lines[6].starts_with("6 VMs: 3 ejected, 1 already empty, 1 locked, 1 failed"));
-}
-
 #[test]
 fn iso_paths_match_through_symlinks_and_remote_hosts_need_a_volume() {
     let (dir, iso) = iso_file();
@@ -1040,8 +534,8 @@ fn iso_paths_match_through_symlinks_and_remote_hosts_need_a_volume() {
         }
     );
     let e = resolve_iso_on(&hv, remote, Path::new("/local/only.iso")).unwrap_err();
-    assert_eq!(e.code, exit::USAGE);
-    assert_eq!(e.message, "no storage pool volume on qemu+ssh://root@host/system has the path \"/local/only.iso\": a remote host can only use ISOs in its storage pools (see `virsh vol-list POOL`)");
+    assert!(e.is_bad_input(), "{e}");
+    assert_eq!(e.to_string(), "no storage pool volume on qemu+ssh://root@host/system has the path \"/local/only.iso\": a remote host can only use ISOs in its storage pools (see `virsh vol-list POOL`)");
 }
 
 #[test]

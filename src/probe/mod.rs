@@ -12,7 +12,7 @@ pub mod os;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use crate::agent::Agent;
 use crate::domxml;
 use crate::hypervisor::{DomainInfo, HvError, HvResult, Hypervisor, XmlScope};
 use crate::snapshot::{AgentStatus, OsAnswer, OsSource, Snapshot, VmRow};
+use crate::term::progress::Progress;
 
 use cache::{now_unix, CacheEntry, OsCache};
 use os::OsinfoDb;
@@ -28,8 +29,8 @@ use os::OsinfoDb;
 /// Settings of the probe manager (from flags, environment, config file, defaults).
 #[derive(Debug, Clone)]
 pub struct ProbeSettings {
-    /// The whole scan's agent deadline.
-    pub timeout: Duration,
+    /// How long the whole scan waits for guest agents.
+    pub deadline: Duration,
     /// How long OS answers (and remembered timeouts) stay valid.
     pub cache_ttl: Duration,
     /// Size of the probe pool.
@@ -43,20 +44,13 @@ pub struct ProbeSettings {
 impl Default for ProbeSettings {
     fn default() -> Self {
         ProbeSettings {
-            timeout: Duration::from_secs(5),
+            deadline: Duration::from_secs(5),
             cache_ttl: Duration::from_secs(60),
             jobs: 32,
             no_cache: false,
             cache_path: None,
         }
     }
-}
-
-/// Progress of a running scan, for a spinner: probes finished / started.
-#[derive(Debug, Default)]
-pub struct Progress {
-    pub done: AtomicUsize,
-    pub total: AtomicUsize,
 }
 
 /// What one agent probe found.
@@ -226,7 +220,7 @@ impl ProbeManager {
     /// the rows (and in `Snapshot::errors`).
     pub fn scan_with_progress(&self, progress: &Progress) -> HvResult<Snapshot> {
         let started = Instant::now();
-        let deadline = started + self.settings.timeout;
+        let deadline = started + self.settings.deadline;
         let uri = self.hv.uri();
         let mut domains = self.hv.list_domains()?;
         domains.sort_by(|a, b| a.name.cmp(&b.name));
@@ -321,7 +315,7 @@ impl ProbeManager {
                             os: None,
                             reason: Some(format!(
                                 "agent timed out (no answer within {}s)",
-                                self.settings.timeout.as_secs_f64()
+                                self.settings.deadline.as_secs_f64()
                             )),
                         },
                         None,

@@ -17,7 +17,7 @@ fn osinfo(pretty: &'static str) -> impl Fn(&str, &Value) -> HvResult<Value> + Se
 
 fn settings(timeout_ms: u64) -> ProbeSettings {
     ProbeSettings {
-        timeout: Duration::from_millis(timeout_ms),
+        deadline: Duration::from_millis(timeout_ms),
         cache_ttl: Duration::from_secs(60),
         jobs: 4,
         no_cache: false,

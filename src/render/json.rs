@@ -2,10 +2,27 @@
 
 use std::io::{self, Write};
 
+use serde::Serialize;
+
 use crate::snapshot::Snapshot;
 
+/// The version of every JSON document the tool prints (`scan --json`, `isos --json`).
+/// It grows when a field is removed or changes meaning; new fields keep it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct Document<'a> {
+    schema_version: u32,
+    #[serde(flatten)]
+    snapshot: &'a Snapshot,
+}
+
 pub fn write_json(out: &mut impl Write, snap: &Snapshot) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, snap)?;
+    let doc = Document {
+        schema_version: SCHEMA_VERSION,
+        snapshot: snap,
+    };
+    serde_json::to_writer_pretty(&mut *out, &doc)?;
     writeln!(out)
 }
 
@@ -29,6 +46,7 @@ mod tests {
         let mut buf = Vec::new();
         write_json(&mut buf, &snap).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["schema_version"], SCHEMA_VERSION);
         let vm = &v["vms"][0];
         assert_eq!(vm["name"], "a\"b");
         assert_eq!(vm["memory_used_kib"], 1);

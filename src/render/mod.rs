@@ -1,7 +1,8 @@
-//! Views of a [`crate::snapshot::Snapshot`]: they only read plain data and write to
-//! `impl Write`, so each is tested against a `Vec<u8>`.
+//! Views of the plain data in [`crate::snapshot`]: they only read it and write to a
+//! writer, so each is tested against a `Vec<u8>`. Untrusted text is escaped here, at
+//! the output.
 
 pub mod json;
+pub mod media;
 pub mod table;
 pub mod text;
-pub mod units;

@@ -4,8 +4,8 @@
 use std::io::{self, Write};
 
 use super::text::{cell, sanitize, width};
-use super::units::{cpu_time, memory_kib};
 use crate::snapshot::{Snapshot, VmRow};
+use crate::units::{cpu_time, memory_kib};
 
 /// (header, widest value, cell width) of each fixed column; ISO is last and not cut.
 const VM: (&str, usize, usize) = ("VM", 20, 21);

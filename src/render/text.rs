@@ -25,6 +25,12 @@ pub fn sanitize(s: &str) -> String {
     out
 }
 
+/// Write one line and its newline to `out`, terminal-safe: the way commands print what
+/// they have to say (a line break inside `line` shows as `\x0a`).
+pub fn write_line(out: &mut dyn std::io::Write, line: &str) -> std::io::Result<()> {
+    writeln!(out, "{}", sanitize(line))
+}
+
 fn is_bidi_control(c: char) -> bool {
     matches!(c as u32, 0x200e | 0x200f | 0x061c | 0x202a..=0x202e | 0x2066..=0x2069)
 }
@@ -83,6 +89,13 @@ mod tests {
             "CentOS Stream 10 (Coughlan)"
         );
         assert_eq!(sanitize("東京-vm é"), "東京-vm é");
+    }
+
+    #[test]
+    fn lines_lose_their_controls() {
+        let mut out = Vec::new();
+        write_line(&mut out, "vm\u{202e}: ok").unwrap();
+        assert_eq!(out, b"vm\\u{202e}: ok\n");
     }
 
     #[test]

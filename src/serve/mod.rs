@@ -18,12 +18,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::cli::{Cli, LogFormat, ServeArgs};
-use crate::config::{self, Settings};
-use crate::hypervisor::{self, HvError, HvResult, Hypervisor};
-use crate::probe::ProbeManager;
+use crate::hypervisor::{HvError, HvResult, Hypervisor};
+use crate::probe::{ProbeManager, ProbeSettings};
+use crate::render::text::sanitize;
 use crate::snapshot::{AgentStatus, Snapshot};
-use crate::{App, Failure};
 
 use health::HealthInputs;
 use metrics::{Exposition, ScanStats};
@@ -119,33 +117,48 @@ impl Running {
     }
 }
 
-/// Start listening and scanning. Returns once the socket is bound.
+/// How the exporter scans and when it calls its data stale.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Time between the starts of two background scans.
+    pub interval: Duration,
+    /// No finished scan for this long: `/healthz` says stale (or stuck, while one runs).
+    pub stale_after: Duration,
+    /// The probe manager's settings for every scan.
+    pub probes: ProbeSettings,
+}
+
+impl ServeOptions {
+    /// The default staleness threshold: three intervals, or one interval plus two scan
+    /// deadlines when the scans are long for the interval.
+    pub fn default_stale_after(interval: Duration, scan_deadline: Duration) -> Duration {
+        health::stale_after(interval, scan_deadline)
+    }
+}
+
+/// Start listening and scanning. Returns once the socket is bound; the error is one line.
 pub fn start(
-    settings: Settings,
+    options: ServeOptions,
     opener: Opener,
     listen: SocketAddr,
-    interval: Duration,
     stop: Arc<AtomicBool>,
-) -> Result<Running, Failure> {
-    let server = tiny_http::Server::http(listen)
-        .map_err(|e| Failure::usage(format!("cannot listen on {listen}: {e}")))?;
+) -> Result<Running, String> {
+    let server =
+        tiny_http::Server::http(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = server
         .server_addr()
         .to_ip()
-        .ok_or_else(|| Failure::usage(format!("{listen} is not an IP address")))?;
+        .ok_or_else(|| format!("{listen} is not an IP address"))?;
     let server = Arc::new(server);
-    let shared = Arc::new(Shared::new(health::stale_after(
-        interval,
-        settings.probe_timeout,
-    )));
+    let shared = Arc::new(Shared::new(options.stale_after));
 
     let scanner = {
         let shared = Arc::clone(&shared);
         let stop = Arc::clone(&stop);
         thread::Builder::new()
             .name("scan".into())
-            .spawn(move || scan_loop(settings, opener, interval, &shared, &stop))
-            .map_err(|e| Failure::usage(format!("cannot start the scan thread: {e}")))?
+            .spawn(move || scan_loop(options, opener, &shared, &stop))
+            .map_err(|e| format!("cannot start the scan thread: {e}"))?
     };
     let mut workers = Vec::new();
     for i in 0..HTTP_WORKERS {
@@ -155,7 +168,7 @@ pub fn start(
         let h = thread::Builder::new()
             .name(format!("http-{i}"))
             .spawn(move || http::worker(&server, &shared, &stop))
-            .map_err(|e| Failure::usage(format!("cannot start an HTTP thread: {e}")))?;
+            .map_err(|e| format!("cannot start an HTTP thread: {e}"))?;
         workers.push(h);
     }
     Ok(Running {
@@ -167,80 +180,9 @@ pub fn start(
     })
 }
 
-/// `serve`: log setup, signals, then run until SIGTERM/SIGINT.
-pub fn run(cli: &Cli, args: &ServeArgs) -> Result<u8, Failure> {
-    init_logging(args.log_format);
-    if args.interval == 0 {
-        return Err(Failure::usage("--interval must be at least 1 second"));
-    }
-    let settings = config::resolve(&cli.global.overrides()).map_err(Failure::usage)?;
-    let listen = parse_listen(&args.listen).map_err(Failure::usage)?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        // A second signal while shutting down exits at once.
-        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))
-            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
-            .map_err(|e| Failure::usage(format!("cannot install signal handlers: {e}")))?;
-    }
-
-    let backend = settings.backend;
-    let uri = settings.uri.clone();
-    let opener: Opener = Arc::new(move || {
-        hypervisor::open(backend, uri.as_deref()).map(Arc::<dyn Hypervisor>::from)
-    });
-    let running = start(
-        settings.clone(),
-        opener,
-        listen,
-        Duration::from_secs(args.interval),
-        stop,
-    )?;
-    let uri = settings.uri.as_deref().unwrap_or("libvirt's default URI");
-    if running.addr.ip().is_loopback() {
-        tracing::info!(
-            addr = %running.addr,
-            interval_s = args.interval,
-            "listening on http://{}/metrics (scanning {uri})",
-            running.addr
-        );
-    } else {
-        tracing::warn!(
-            addr = %running.addr,
-            interval_s = args.interval,
-            "listening on http://{}/metrics beyond loopback: anyone who reaches this address sees VM names and guest OSes (scanning {uri})",
-            running.addr
-        );
-    }
-    running.wait();
-    tracing::info!("stopped");
-    Ok(crate::exit::OK)
-}
-
-fn init_logging(format: LogFormat) {
-    let level = std::env::var("DISMOUNT_ISO_QEMU_LOG")
-        .ok()
-        .and_then(|v| v.parse::<tracing_subscriber::filter::LevelFilter>().ok())
-        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(level)
-        .with_target(false);
-    // A second init (tests) keeps the first subscriber.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
-
 /// The background loop: scan, render, publish, wait; reconnect after a failure.
-fn scan_loop(
-    settings: Settings,
-    opener: Opener,
-    interval: Duration,
-    shared: &Shared,
-    stop: &AtomicBool,
-) {
+fn scan_loop(options: ServeOptions, opener: Opener, shared: &Shared, stop: &AtomicBool) {
+    let interval = options.interval;
     let mut probes: Option<Arc<ProbeManager>> = None;
     let mut stats = ScanStats::default();
     let mut agents = AgentWatch::default();
@@ -253,7 +195,7 @@ fn scan_loop(
         let result = catch_unwind(AssertUnwindSafe(|| match &probes {
             Some(p) => p.scan(),
             None => opener().and_then(|hv| {
-                let p = App::from_parts(settings.clone(), hv, false).probes;
+                let p = Arc::new(ProbeManager::new(hv, options.probes.clone()));
                 probes = Some(Arc::clone(&p));
                 p.scan()
             }),
@@ -295,10 +237,10 @@ fn scan_loop(
                     tracing::warn!(
                         duration_ms = elapsed.as_millis() as u64,
                         "scan failed, retrying every interval: {}",
-                        crate::render::text::sanitize(&reason)
+                        sanitize(&reason)
                     );
                 } else {
-                    tracing::debug!("scan failed again: {reason}");
+                    tracing::debug!("scan failed again: {}", sanitize(&reason));
                 }
                 (None, Some(reason))
             }
@@ -338,14 +280,14 @@ impl AgentWatch {
         for vm in &snap.vms {
             let before = self.last.get(&vm.uuid).copied();
             if before != Some(vm.agent) {
-                let name = crate::render::text::sanitize(&vm.name);
+                let name = sanitize(&vm.name);
                 let status = vm.agent.as_str();
                 match (before, vm.agent) {
                     (_, AgentStatus::Timeout | AgentStatus::Error) => tracing::warn!(
                         domain = %name,
                         agent = status,
                         "guest agent of {name} is {status}: {}",
-                        crate::render::text::sanitize(vm.os.reason.as_deref().unwrap_or(""))
+                        sanitize(vm.os.reason.as_deref().unwrap_or(""))
                     ),
                     // First sight of a quiet, healthy or stopped guest: nothing to say.
                     (None, _) => {}

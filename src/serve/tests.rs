@@ -7,20 +7,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::config::resolve_with;
 use crate::hypervisor::fake::{FakeDomain, FakeHypervisor};
 use crate::hypervisor::{DomainState, HvError};
 
-fn settings(probe_timeout: Duration) -> Settings {
-    let mut s = resolve_with(
-        &crate::config::Overrides::default(),
-        None,
-        crate::config::FileConfig::default(),
-    )
-    .unwrap();
-    s.cache_path = None;
-    s.probe_timeout = probe_timeout;
-    s
+/// Scans every `interval` with a deadline of `scan_deadline`, no OS cache file.
+fn options(scan_deadline: Duration, interval: Duration) -> ServeOptions {
+    ServeOptions {
+        interval,
+        stale_after: ServeOptions::default_stale_after(interval, scan_deadline),
+        probes: ProbeSettings {
+            deadline: scan_deadline,
+            ..ProbeSettings::default()
+        },
+    }
 }
 
 fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> (u16, String, String) {
@@ -82,10 +81,9 @@ fn start_fake(fake: &FakeHypervisor, interval: Duration, probe_timeout: Duration
     let hv = fake.clone();
     let opener: Opener = Arc::new(move || Ok(Arc::new(hv.clone()) as Arc<dyn Hypervisor>));
     start(
-        settings(probe_timeout),
+        options(probe_timeout, interval),
         opener,
         "127.0.0.1:0".parse().unwrap(),
-        interval,
         Arc::new(AtomicBool::new(false)),
     )
     .unwrap()
@@ -222,10 +220,9 @@ fn libvirt_going_away_turns_health_red_and_back() {
         }) as Arc<dyn Hypervisor>)
     });
     let r = start(
-        settings(Duration::from_secs(1)),
+        options(Duration::from_secs(1), Duration::from_millis(100)),
         opener,
         "127.0.0.1:0".parse().unwrap(),
-        Duration::from_millis(100),
         Arc::new(AtomicBool::new(false)),
     )
     .unwrap();
@@ -274,10 +271,9 @@ fn reconnects_through_the_opener_after_a_failure() {
         }
     });
     let r = start(
-        settings(Duration::from_secs(1)),
+        options(Duration::from_secs(1), Duration::from_millis(100)),
         opener,
         "127.0.0.1:0".parse().unwrap(),
-        Duration::from_millis(100),
         Arc::new(AtomicBool::new(false)),
     )
     .unwrap();
@@ -365,10 +361,9 @@ fn a_panicking_adapter_costs_one_scan_not_the_exporter() {
         Ok(Arc::new(hv.clone()) as Arc<dyn Hypervisor>)
     });
     let r = start(
-        settings(Duration::from_secs(1)),
+        options(Duration::from_secs(1), Duration::from_millis(100)),
         opener,
         "127.0.0.1:0".parse().unwrap(),
-        Duration::from_millis(100),
         Arc::new(AtomicBool::new(false)),
     )
     .unwrap();

@@ -1,5 +1,6 @@
 use super::testfs::{fake, lock, GuestFs, VM};
 use super::*;
+use crate::config::DEFAULT_MAX_SIZE;
 
 fn agent(hv: &dyn Hypervisor) -> Agent<'_> {
     Agent::new(hv, VM, Duration::from_secs(1))
@@ -38,7 +39,16 @@ fn chunk_boundaries_round_trip_byte_exact() {
             backup: &backup,
             summary: Summary::of_bytes(b"old\r\n"),
         };
-        let sum = replace_verified(&a, "/etc/f", &local, before, DEFAULT_MAX_SIZE, true).unwrap();
+        let sum = replace_verified(
+            &a,
+            "/etc/f",
+            &local,
+            before,
+            DEFAULT_MAX_SIZE,
+            true,
+            &ProgressSink::none(),
+        )
+        .unwrap();
         assert_eq!(sum, Summary::of_bytes(&data));
         assert_eq!(lock(&fs).files["/etc/f"], data, "{n} bytes");
         assert_eq!(count(&hv, "guest-file-write"), writes, "{n} bytes");
@@ -46,7 +56,16 @@ fn chunk_boundaries_round_trip_byte_exact() {
         hv.clear_calls();
         let writes_before = lock(&fs).writes();
         let mut out = Vec::new();
-        let got = download(&a, "/etc/f", "r", &mut out, DEFAULT_MAX_SIZE, "x").unwrap();
+        let got = download(
+            &a,
+            "/etc/f",
+            "r",
+            &mut out,
+            DEFAULT_MAX_SIZE,
+            "x",
+            &ProgressSink::none(),
+        )
+        .unwrap();
         assert_eq!(out, data);
         assert_eq!(got, sum);
         assert_eq!(
@@ -69,6 +88,7 @@ fn size_limit_is_checked_before_reading() {
         &mut Vec::new(),
         2 * CHUNK as u64,
         "x",
+        &ProgressSink::none(),
     )
     .unwrap_err();
     assert_eq!(
@@ -91,6 +111,7 @@ fn size_limit_holds_without_seek() {
         &mut Vec::new(),
         2 * CHUNK as u64,
         "x",
+        &ProgressSink::none(),
     )
     .unwrap_err();
     assert!(matches!(err, FileError::TooLarge { .. }), "{err}");
@@ -102,13 +123,49 @@ fn directories_missing_files_and_denied_writes_are_named() {
     g.readonly.insert("/sys/notes".into());
     let (fs, hv) = fake(g);
     let a = agent(&hv);
-    let e = download(&a, "/etc", "r", &mut Vec::new(), 10, "x").unwrap_err();
+    let e = download(
+        &a,
+        "/etc",
+        "r",
+        &mut Vec::new(),
+        10,
+        "x",
+        &ProgressSink::none(),
+    )
+    .unwrap_err();
     assert_eq!(e.to_string(), "/etc is a directory in \"vm\", not a file");
-    let e = download(&a, "/etc", "r+", &mut Vec::new(), 10, "x").unwrap_err();
+    let e = download(
+        &a,
+        "/etc",
+        "r+",
+        &mut Vec::new(),
+        10,
+        "x",
+        &ProgressSink::none(),
+    )
+    .unwrap_err();
     assert_eq!(e.to_string(), "/etc is a directory in \"vm\", not a file");
-    let e = download(&a, "/nope", "r", &mut Vec::new(), 10, "x").unwrap_err();
+    let e = download(
+        &a,
+        "/nope",
+        "r",
+        &mut Vec::new(),
+        10,
+        "x",
+        &ProgressSink::none(),
+    )
+    .unwrap_err();
     assert_eq!(e.to_string(), "/nope does not exist in \"vm\"");
-    let e = download(&a, "/sys/notes", "r+", &mut Vec::new(), 10, "x").unwrap_err();
+    let e = download(
+        &a,
+        "/sys/notes",
+        "r+",
+        &mut Vec::new(),
+        10,
+        "x",
+        &ProgressSink::none(),
+    )
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
         "permission denied inside \"vm\": cannot write /sys/notes"
@@ -129,8 +186,16 @@ fn failure_mid_write_rolls_back_the_original() {
         backup: &backup,
         summary: Summary::of_bytes(&original),
     };
-    let f =
-        replace_verified(&agent(&hv), "/etc/f", &new, before, DEFAULT_MAX_SIZE, true).unwrap_err();
+    let f = replace_verified(
+        &agent(&hv),
+        "/etc/f",
+        &new,
+        before,
+        DEFAULT_MAX_SIZE,
+        true,
+        &ProgressSink::none(),
+    )
+    .unwrap_err();
     assert!(
         f.cause.to_string().contains("No space left on device"),
         "{}",
@@ -153,8 +218,16 @@ fn a_lying_write_is_caught_by_read_back_and_rolled_back() {
         backup: &backup,
         summary: Summary::of_bytes(b"a=1\n"),
     };
-    let f =
-        replace_verified(&agent(&hv), "/etc/f", &new, before, DEFAULT_MAX_SIZE, true).unwrap_err();
+    let f = replace_verified(
+        &agent(&hv),
+        "/etc/f",
+        &new,
+        before,
+        DEFAULT_MAX_SIZE,
+        true,
+        &ProgressSink::none(),
+    )
+    .unwrap_err();
     assert!(
         matches!(f.cause, FileError::VerifyMismatch { .. }),
         "{}",
@@ -180,8 +253,16 @@ fn a_rollback_that_fails_says_so() {
         backup: &dir.path().join("missing"),
         summary: Summary::of_bytes(b"a=1\n"),
     };
-    let f =
-        replace_verified(&agent(&hv), "/etc/f", &new, before, DEFAULT_MAX_SIZE, true).unwrap_err();
+    let f = replace_verified(
+        &agent(&hv),
+        "/etc/f",
+        &new,
+        before,
+        DEFAULT_MAX_SIZE,
+        true,
+        &ProgressSink::none(),
+    )
+    .unwrap_err();
     assert!(matches!(f.rollback, Rollback::Failed(_)));
     assert!(f
         .rollback
@@ -218,7 +299,16 @@ fn a_failed_new_file_is_removed_again() {
     let dir = tempfile::tempdir().unwrap();
     let new = dir.path().join("new");
     std::fs::write(&new, b"x").unwrap();
-    let f = replace_verified(&a, "/etc/new", &new, Before::Missing, 100, true).unwrap_err();
+    let f = replace_verified(
+        &a,
+        "/etc/new",
+        &new,
+        Before::Missing,
+        100,
+        true,
+        &ProgressSink::none(),
+    )
+    .unwrap_err();
     assert_eq!(f.rollback, Rollback::Removed);
     assert!(!lock(&fs).files.contains_key("/etc/new"));
 }
@@ -244,14 +334,7 @@ fn capability_check_names_disabled_commands() {
 }
 
 #[test]
-fn sizes_parse_and_print() {
-    assert_eq!(parse_size("64M").unwrap(), 64 << 20);
-    assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
-    assert_eq!(parse_size("4096").unwrap(), 4096);
-    assert!(parse_size("0").is_err());
-    assert!(parse_size("lots").is_err());
-    assert_eq!(human_bytes(812), "812 B");
-    assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+fn windows_paths_are_recognised() {
     assert!(is_windows_path(r"C:\nps.xml"));
     assert!(!is_windows_path("/etc/hosts"));
 }

@@ -1,6 +1,7 @@
 //! The `virsh` subprocess adapter: for hosts or builds without the native libvirt
-//! library. It is `run()` (one child, see [`process`]) plus pure `parse_*` functions
-//! (see [`parse`]); everything it knows about virsh's text is pinned by fixtures.
+//! library. It is `run()` (one child, see [`process`]) plus pure functions: `parse_*`
+//! for virsh's text ([`parse`]), batch framing ([`framing`]) and error text
+//! ([`errors`]); everything it knows about virsh's text is pinned by fixtures.
 //!
 //! Processes are the cost here, so bulk questions go to one virsh that runs many
 //! commands: virsh accepts `cmd1 ; cmd2 ; ...` as one argument and keeps going after a
@@ -11,6 +12,8 @@
 //! an argument cannot go: agent commands above [`ARGV_AGENT_LIMIT`] (Linux refuses a
 //! single argument over 128 KiB).
 
+pub mod errors;
+pub mod framing;
 pub mod parse;
 pub mod process;
 
@@ -23,11 +26,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use self::errors::{classify_connect_error, classify_domain_error, one_line_error};
+use self::framing::{
+    fits_one_stdin_line, quote_for_virsh_shell, split_by_markers, stdin_command_output,
+};
 use self::parse::{
-    classify_connect_error, classify_domain_error, device_target_dev, fits_one_stdin_line,
-    one_line_error, parse_agent_reply, parse_dominfo, parse_domstats, parse_lines,
-    parse_list_uuid_name, parse_vol_list, parse_volume_xml, quote_for_virsh_shell,
-    split_by_markers, stdin_command_output, tray_locked_drive,
+    parse_dominfo, parse_domstats, parse_lines, parse_list_uuid_name, parse_vol_list,
+    parse_volume_xml,
 };
 use self::process::{Finished, Invocation, RunError};
 use super::{
@@ -361,14 +366,8 @@ impl VirshHypervisor {
         if f.status.success() {
             return Ok(());
         }
-        if let Some(from_message) = tray_locked_drive(&f.stderr) {
-            let drive = device_target_dev(device_xml)
-                .or(Some(from_message).filter(|d| !d.is_empty()))
-                .unwrap_or_else(|| "the CD-ROM drive".to_string());
-            return Err(HvError::TrayLocked {
-                domain: domain.to_string(),
-                drive,
-            });
+        if let Some(locked) = super::tray_locked(domain, device_xml, &f.stderr) {
+            return Err(locked);
         }
         Err(classify_domain_error(
             operation, &self.uri, domain, &f.stderr,
@@ -599,11 +598,7 @@ impl Hypervisor for VirshHypervisor {
             };
             return Err(classify_agent_message(domain, &name, &message));
         }
-        parse_agent_reply(&f.stdout).map_err(|message| HvError::AgentCommandFailed {
-            domain: domain.to_string(),
-            command: name,
-            message,
-        })
+        super::agent_reply(domain, &name, &f.stdout)
     }
 
     fn update_device(

@@ -1,42 +1,14 @@
-//! Pure functions that turn `virsh` text into the port's types, build the command text
-//! virsh's own shell grammar reads, and classify virsh's error text.
+//! Pure functions that turn `virsh`'s text (dominfo, domstats, list, vol-list, volume
+//! XML) into the port's types.
 //!
-//! Nothing here starts a process, so every failure mode can be pinned by a fixture file
+//! Nothing here starts a process, so every shape of output is pinned by a fixture file
 //! under `tests/fixtures/virsh/` and tested without libvirt.
 
 use std::collections::BTreeMap;
 
 use unicode_width::UnicodeWidthChar;
 
-use crate::hypervisor::{DomainInfo, DomainState, HvError};
-
-/// Quote one token for virsh's command grammar (the one it applies to the commands of
-/// `virsh "cmd1; cmd2"` and to lines read on stdin).
-///
-/// Single quotes make everything literal up to the next single quote (backslash
-/// included), exactly as in a POSIX shell, so the only character needing care is the
-/// single quote itself: close, add it escaped, reopen. The result is always one token,
-/// also for the empty string. A raw newline survives inside quotes when the commands are
-/// one argument, but ends the line when they are read on stdin: callers that use stdin
-/// must refuse tokens with newlines (see [`fits_one_stdin_line`]).
-pub fn quote_for_virsh_shell(token: &str) -> String {
-    let mut out = String::with_capacity(token.len() + 2);
-    out.push('\'');
-    for c in token.chars() {
-        if c == '\'' {
-            out.push_str("'\\''");
-        } else {
-            out.push(c);
-        }
-    }
-    out.push('\'');
-    out
-}
-
-/// Whether a token can travel on one line of virsh's stdin.
-pub fn fits_one_stdin_line(token: &str) -> bool {
-    !token.contains('\n') && !token.contains('\r')
-}
+use crate::hypervisor::{DomainInfo, DomainState};
 
 /// Parse a decimal like `6.1`, `6,1` (translated) or `1795627652` seconds into
 /// nanoseconds without going through a float.
@@ -366,283 +338,14 @@ pub fn parse_volume_xml(xml: &str) -> Result<(String, Option<String>, Option<u64
     Ok((name, path, capacity))
 }
 
-/// The `return` member of the reply `virsh qemu-agent-command` printed. A reply with an
-/// `error` member (libvirt normally turns those into errors itself) gives its `desc`.
-pub fn parse_agent_reply(text: &str) -> Result<serde_json::Value, String> {
-    let trimmed = text.trim();
-    let mut reply: serde_json::Value = serde_json::from_str(trimmed).map_err(|e| {
-        let shown: String = trimmed.chars().take(120).collect();
-        format!("the agent reply is not JSON ({e}): {shown:?}")
-    })?;
-    if let Some(ret) = reply.get_mut("return") {
-        return Ok(ret.take());
-    }
-    if let Some(err) = reply.get("error") {
-        let desc = err
-            .get("desc")
-            .and_then(|d| d.as_str())
-            .or_else(|| err.get("class").and_then(|c| c.as_str()))
-            .unwrap_or("unknown error");
-        return Err(desc.to_string());
-    }
-    Err("the agent reply has no `return` member".to_string())
-}
-
-/// Text between each pair of consecutive markers. `markers` are the exact strings the
-/// `echo` commands printed; `None` when one is missing (virsh stopped early, or the
-/// output is not what we asked for).
-pub fn split_by_markers<'a>(text: &'a str, markers: &[String]) -> Option<Vec<&'a str>> {
-    let mut positions = Vec::with_capacity(markers.len());
-    let mut from = 0;
-    for m in markers {
-        let at = from + text[from..].find(m.as_str())?;
-        positions.push((at, at + m.len()));
-        from = at + m.len();
-    }
-    Some(
-        positions
-            .windows(2)
-            .map(|w| text[w[0].1..w[1].0].trim_matches(['\n', '\r']))
-            .collect(),
-    )
-}
-
-/// The output of the one command between two markers when virsh read its commands on
-/// stdin. In that mode readline echoes every prompt and input line to stdout
-/// (`virsh # <command>`), long input lines get carriage returns, and the command's own
-/// output loses its final newline so the next prompt follows on the same line. So: take
-/// the text between the two marker outputs, drop everything from the last prompt on
-/// (the prompt of the closing `echo`; a prompt string inside the reply can only come
-/// before it), and keep the last line of what is left — the reply is one line of JSON.
-pub fn stdin_command_output<'a>(stdout: &'a str, begin: &str, end: &str) -> Option<&'a str> {
-    let start = stdout.find(begin)? + begin.len();
-    let stop = start + stdout[start..].find(end)?;
-    let segment = &stdout[start..stop];
-    let cut = ["virsh # ", "virsh > "]
-        .iter()
-        .filter_map(|p| segment.rfind(p))
-        .max()
-        .unwrap_or(segment.len());
-    let body = segment[..cut].trim_end_matches(['\n', '\r']);
-    let last = body.rsplit('\n').next().unwrap_or("");
-    if last.starts_with("virsh # ") || last.starts_with("virsh > ") {
-        // Only the echoed command line is left: the command printed nothing.
-        return Some("");
-    }
-    Some(last.trim_end_matches('\r'))
-}
-
-/// virsh's error text as one line: `error: ` prefixes stripped, the generic
-/// "failed to connect to the hypervisor" dropped when a specific reason follows, lines
-/// without the prefix (libxml2 warnings) kept only when no `error:` line exists.
-pub fn one_line_error(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let errors: Vec<&str> = lines
-        .iter()
-        .filter_map(|l| {
-            l.strip_prefix("error: ")
-                .or_else(|| l.strip_prefix("error:"))
-        })
-        .map(str::trim)
-        .collect();
-    let mut chosen: Vec<&str> = if errors.is_empty() { lines } else { errors };
-    if chosen.len() > 1 {
-        chosen.retain(|l| !l.eq_ignore_ascii_case("failed to connect to the hypervisor"));
-    }
-    chosen.join(": ")
-}
-
-/// Whether virsh's stderr says it could not connect at all.
-fn is_connect_failure(lower: &str) -> bool {
-    [
-        "failed to connect to the hypervisor",
-        "failed to connect socket",
-        "no connection driver available",
-        "cannot recv data",
-        "unable to connect to server",
-        "unable to get system bus connection",
-        "connection refused",
-        "end of file while reading data",
-        "authentication failed",
-    ]
-    .iter()
-    .any(|p| lower.contains(p))
-}
-
-/// Classify a failure to connect. `None` when the text is not about the connection.
-pub fn classify_connect_error(uri: &str, stderr: &str) -> Option<HvError> {
-    let lower = stderr.to_lowercase();
-    if !is_connect_failure(&lower) {
-        return None;
-    }
-    let detail = one_line_error(stderr);
-    let uri = uri.to_string();
-    Some(
-        if lower.contains("permission denied")
-            || lower.contains("authentication failed")
-            || lower.contains("access denied")
-            || lower.contains("not authorized")
-        {
-            HvError::PermissionDenied { uri, detail }
-        } else if lower.contains("no connection driver available")
-            || lower.contains("invalid uri")
-            || lower.contains("unable to parse uri")
-            || lower.contains("does not include a driver name")
-            || lower.contains("unsupported")
-            || lower.contains("xml error")
-            || lower.contains("unexpected qemu uri path")
-            || lower.contains("transport in uri")
-        {
-            HvError::BadUri { uri, detail }
-        } else {
-            HvError::Unreachable { uri, detail }
-        },
-    )
-}
-
-/// Classify the failure of a per-domain command (dumpxml, update-device, ...).
-pub fn classify_domain_error(
-    operation: &'static str,
-    uri: &str,
-    domain: &str,
-    stderr: &str,
-) -> HvError {
-    if let Some(e) = classify_connect_error(uri, stderr) {
-        return e;
-    }
-    let lower = stderr.to_lowercase();
-    if lower.contains("failed to get domain")
-        || lower.contains("domain not found")
-        || lower.contains("no domain with matching")
-    {
-        HvError::NoSuchDomain(domain.to_string())
-    } else if lower.contains("domain is not running") {
-        HvError::DomainNotRunning(domain.to_string())
-    } else {
-        HvError::Failed {
-            operation,
-            detail: one_line_error(stderr),
-        }
-    }
-}
-
-/// The drive named in a "tray is locked" failure, if this is one. libvirt says
-/// "timed out waiting to open tray of 'sda'"; QEMU says "Device '...' is locked and force
-/// was not specified, wait for tray to open and try again". `Some("")` when the text is a
-/// tray lock but names no drive we can use.
-pub fn tray_locked_drive(stderr: &str) -> Option<String> {
-    let lower = stderr.to_lowercase();
-    let locked = lower.contains("waiting to open tray")
-        || (lower.contains("is locked") && lower.contains("tray"))
-        || lower.contains("tray is locked");
-    if !locked {
-        return None;
-    }
-    let drive = stderr
-        .find("tray of '")
-        .map(|i| &stderr[i + "tray of '".len()..])
-        .and_then(|rest| rest.split_once('\'').map(|(d, _)| d.to_string()))
-        .unwrap_or_default();
-    Some(drive)
-}
-
-/// The `<target dev='…'/>` of a `<disk>` device XML (the drive a media change is about).
-pub fn device_target_dev(device_xml: &str) -> Option<String> {
-    let doc = roxmltree::Document::parse(device_xml).ok()?;
-    doc.root_element()
-        .children()
-        .find(|n| n.has_tag_name("target"))
-        .and_then(|n| n.attribute("dev"))
-        .map(str::to_string)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hypervisor::HvError;
 
     fn fixture(name: &str) -> String {
         let path = format!("{}/tests/fixtures/virsh/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
-
-    #[test]
-    fn quoting_is_one_literal_token() {
-        assert_eq!(quote_for_virsh_shell("plain"), "'plain'");
-        assert_eq!(quote_for_virsh_shell(""), "''");
-        assert_eq!(quote_for_virsh_shell("it's"), r"'it'\''s'");
-        assert_eq!(quote_for_virsh_shell("a b;c"), "'a b;c'");
-        assert_eq!(quote_for_virsh_shell(r#"x\"y"#), r#"'x\"y'"#);
-        assert_eq!(quote_for_virsh_shell("grüße #1"), "'grüße #1'");
-        assert!(fits_one_stdin_line("{\"a\":\"b\\nc\"}"));
-        assert!(!fits_one_stdin_line("a\nb"));
-    }
-
-    /// Model of virsh's tokenizer (vshCommandStringGetArg) for the round-trip test.
-    fn virsh_tokens(line: &str) -> Vec<String> {
-        let mut tokens = Vec::new();
-        let mut chars = line.chars().peekable();
-        loop {
-            while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
-                chars.next();
-            }
-            if chars.peek().is_none() {
-                return tokens;
-            }
-            let (mut sq, mut dq) = (false, false);
-            let mut tok = String::new();
-            while let Some(&c) = chars.peek() {
-                if !sq && !dq && (c == ' ' || c == '\t' || c == ';' || c == '\n') {
-                    break;
-                }
-                chars.next();
-                if !dq && c == '\'' {
-                    sq = !sq;
-                } else if !sq && c == '\\' {
-                    tok.push(chars.next().expect("dangling backslash"));
-                } else if !sq && c == '"' {
-                    dq = !dq;
-                } else {
-                    tok.push(c);
-                }
-            }
-            tokens.push(tok);
-        }
-    }
-
-    #[test]
-    fn quoting_round_trips_through_virsh_grammar() {
-        for s in [
-            "vm",
-            "",
-            "with space",
-            "it's",
-            "''",
-            "\"dq\"",
-            "back\\slash",
-            "semi;colon",
-            "#hash",
-            "--looks-like-option",
-            "ünïcødé 名前",
-            "{\"execute\":\"guest-ping\",\"arguments\":{\"x\":\"a'b\"}}",
-        ] {
-            let line = format!("cmd {}", quote_for_virsh_shell(s));
-            assert_eq!(virsh_tokens(&line), vec!["cmd".to_string(), s.to_string()]);
-        }
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn quoting_round_trips_any_text(s in "[^\n\r]{0,40}") {
-            let line = format!("cmd {} tail", quote_for_virsh_shell(&s));
-            proptest::prop_assert_eq!(
-                virsh_tokens(&line),
-                vec!["cmd".to_string(), s.clone(), "tail".to_string()]
-            );
-        }
     }
 
     #[test]
@@ -816,158 +519,24 @@ mod tests {
     }
 
     #[test]
-    fn agent_replies() {
-        assert_eq!(
-            parse_agent_reply(&fixture("agent_reply_osinfo.json")).unwrap()["id"],
-            "ubuntu"
+    fn agent_replies_as_virsh_prints_them() {
+        use crate::hypervisor::agent_reply;
+        let reply = agent_reply(
+            "vm",
+            "guest-get-osinfo",
+            &fixture("agent_reply_osinfo.json"),
         );
+        assert_eq!(reply.unwrap()["id"], "ubuntu");
         assert_eq!(
-            parse_agent_reply("{\"return\":{}}\n").unwrap(),
+            agent_reply("vm", "guest-ping", "{\"return\":{}}\n").unwrap(),
             serde_json::json!({})
         );
-        assert_eq!(
-            parse_agent_reply("{\"error\":{\"class\":\"GenericError\",\"desc\":\"boom\"}}")
-                .unwrap_err(),
-            "boom"
-        );
-        assert!(parse_agent_reply("").is_err());
-        assert!(parse_agent_reply("{\"id\":1}").is_err());
-    }
-
-    #[test]
-    fn markers_split_batch_output() {
-        let text = fixture("batch_dumpxml_stdout.txt");
-        let markers: Vec<String> = (0..3).map(|i| format!("@@DIQ:abc:{i}@@")).collect();
-        let parts = split_by_markers(&text, &markers).unwrap();
-        assert_eq!(parts.len(), 2);
-        assert!(parts[0].starts_with("<domain type='test'"));
-        assert!(parts[0].ends_with("</domain>"));
-        assert_eq!(parts[1], "");
-        let missing: Vec<String> = vec!["@@DIQ:abc:0@@".into(), "@@nope@@".into()];
-        assert!(split_by_markers(&text, &missing).is_none());
-        let err = fixture("batch_dumpxml_stderr.txt");
-        let err_markers: Vec<String> = markers.iter().map(|m| format!("error: {m}")).collect();
-        let parts = split_by_markers(&err, &err_markers).unwrap();
-        assert_eq!(parts[0], "");
-        assert_eq!(parts[1], "error: failed to get domain 'nope'");
-    }
-
-    #[test]
-    fn stdin_mode_reply_is_found_between_prompts() {
-        let out = fixture("stdin_agent_stdout.txt");
-        let reply = stdin_command_output(&out, "@@DIQ-B-x@@", "@@DIQ-E-x@@").unwrap();
-        assert_eq!(reply, "{\"return\":{\"count\":3,\"eof\":false}}");
-        let none = stdin_command_output(&out, "@@DIQ-B-x@@", "@@nope@@");
-        assert!(none.is_none());
-        let failed = fixture("stdin_agent_stdout_failed.txt");
-        assert_eq!(
-            stdin_command_output(&failed, "@@DIQ-B-x@@", "@@DIQ-E-x@@"),
-            Some("")
-        );
-    }
-
-    #[test]
-    fn errors_become_one_line() {
-        assert_eq!(
-            one_line_error(&fixture("err_socket_missing.txt")),
-            "Failed to connect socket to '/nonexistent/sock': No such file or directory"
-        );
-        assert_eq!(
-            one_line_error("error: failed to get domain 'x'\n"),
-            "failed to get domain 'x'"
-        );
-        assert_eq!(one_line_error("  plain text \n"), "plain text");
-    }
-
-    #[test]
-    fn connection_errors_are_classified() {
-        let u = "qemu:///system";
+        let boom = "{\"error\":{\"class\":\"GenericError\",\"desc\":\"boom\"}}";
         assert!(matches!(
-            classify_connect_error(u, &fixture("err_socket_missing.txt")),
-            Some(HvError::Unreachable { .. })
+            agent_reply("vm", "c", boom),
+            Err(HvError::AgentCommandFailed { message, .. }) if message == "boom"
         ));
-        assert!(matches!(
-            classify_connect_error(u, &fixture("err_connection_refused.txt")),
-            Some(HvError::Unreachable { .. })
-        ));
-        assert!(matches!(
-            classify_connect_error(u, &fixture("err_permission_denied.txt")),
-            Some(HvError::PermissionDenied { .. })
-        ));
-        assert!(matches!(
-            classify_connect_error(u, &fixture("err_no_driver.txt")),
-            Some(HvError::BadUri { .. })
-        ));
-        assert!(matches!(
-            classify_connect_error(u, &fixture("err_no_driver_name.txt")),
-            Some(HvError::BadUri { .. })
-        ));
-        assert!(matches!(
-            classify_connect_error(u, &fixture("err_test_xml_missing.txt")),
-            Some(HvError::BadUri { .. })
-        ));
-        assert!(matches!(
-            classify_connect_error(u, &fixture("err_ssh_unresolved.txt")),
-            Some(HvError::Unreachable { .. })
-        ));
-        assert!(matches!(
-            classify_connect_error(u, &fixture("err_no_system_bus.txt")),
-            Some(HvError::Unreachable { .. })
-        ));
-        assert_eq!(
-            classify_connect_error(u, "error: failed to get domain 'x'\n"),
-            None
-        );
-    }
-
-    #[test]
-    fn domain_errors_are_classified() {
-        let u = "test:///default";
-        assert_eq!(
-            classify_domain_error("dumpxml", u, "nope", "error: failed to get domain 'nope'\n"),
-            HvError::NoSuchDomain("nope".into())
-        );
-        assert_eq!(
-            classify_domain_error(
-                "update-device",
-                u,
-                "vm",
-                "error: Failed to update device from /tmp/x\nerror: Requested operation is not valid: domain is not running\n"
-            ),
-            HvError::DomainNotRunning("vm".into())
-        );
-        assert_eq!(
-            classify_domain_error("dumpxml", u, "vm", "error: something odd\n"),
-            HvError::Failed {
-                operation: "dumpxml",
-                detail: "something odd".into()
-            }
-        );
-    }
-
-    #[test]
-    fn tray_lock_texts() {
-        assert_eq!(
-            tray_locked_drive(&fixture("err_tray_timed_out.txt")).as_deref(),
-            Some("sda")
-        );
-        assert_eq!(
-            tray_locked_drive(&fixture("err_tray_qemu_locked.txt")).as_deref(),
-            Some("")
-        );
-        assert_eq!(tray_locked_drive("error: some other failure"), None);
-    }
-
-    #[test]
-    fn target_dev_of_device_xml() {
-        assert_eq!(
-            device_target_dev(
-                "<disk type='file' device='cdrom'><driver name='qemu'/><target dev='sdb' bus='sata'/><readonly/></disk>"
-            )
-            .as_deref(),
-            Some("sdb")
-        );
-        assert_eq!(device_target_dev("<disk/>"), None);
-        assert_eq!(device_target_dev("not xml"), None);
+        assert!(agent_reply("vm", "c", "").is_err());
+        assert!(agent_reply("vm", "c", "{\"id\":1}").is_err());
     }
 }

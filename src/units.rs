@@ -1,4 +1,5 @@
-//! Human units: memory in binary units with one decimal, CPU time as `1d 23h 18m 39s`.
+//! Human units, the one place for them: memory in binary units with one decimal, CPU
+//! time as `1d 23h 18m 39s`, byte counts as `3.0 MiB`, and size limits parsed from `64M`.
 
 /// KiB → `512.0 KiB`, `256.0 MiB`, `8.0 GiB` (binary units, one decimal).
 pub fn memory_kib(kib: u64) -> String {
@@ -30,6 +31,46 @@ pub fn cpu_time(total_seconds: u64) -> String {
     }
 }
 
+/// Bytes for people: "812 B", "3.0 MiB".
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// Parse a size limit: plain bytes or with a K/M/G suffix (powers of 1024; "MiB" and
+/// "MB" alike).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (try 64M, 1G or a number of bytes)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a size (try 64M, 1G or a number of bytes)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("{s:?} is not a usable size limit"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,6 +90,20 @@ mod tests {
         assert_eq!(cpu_time(60), "1m 0s");
         assert_eq!(cpu_time(3_600), "1h 0m 0s");
         assert_eq!(cpu_time(86_400), "1d 0h 0m 0s");
+    }
+
+    #[test]
+    fn sizes_parse_and_print() {
+        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size(" 2 kb ").unwrap(), 2048);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+        assert_eq!(bytes(812), "812 B");
+        assert_eq!(bytes(3 << 20), "3.0 MiB");
+        assert_eq!(bytes(1536), "1.5 KiB");
     }
 
     fn parse_cpu(s: &str) -> u64 {

@@ -1,9 +1,5 @@
-//! Command-line definitions (clap) and the interactive front-ends (menu, prompts,
-//! progress). Commands are dispatched by [`crate::run`].
-
-pub mod menu;
-pub mod prompt;
-pub mod spinner;
+//! Command-line definitions (clap): what the user can type. The commands in
+//! [`crate::commands`] act on them; [`crate::run`] dispatches.
 
 use std::path::PathBuf;
 
@@ -17,8 +13,9 @@ Without a command, the interactive menu starts.
 
 Configuration: flags beat environment (LIBVIRT_URI, then LIBVIRT_DEFAULT_URI) beat the
 config file ($XDG_CONFIG_HOME/dismount_iso_qemu/config.toml: uri, backend, probe_timeout,
-cache_ttl, jobs, max_size) beat defaults. OS answers are cached in
-$XDG_CACHE_HOME/dismount_iso_qemu/os-cache.json.
+agent_timeout, cache_ttl, jobs, max_size) beat defaults. OS answers are cached in
+$XDG_CACHE_HOME/dismount_iso_qemu/os-cache.json. The editor is $VISUAL, else $EDITOR,
+else nano (vi when nano is missing).
 
 Exit codes: 0 ok; 1 the command ran but some targets failed; 2 usage or connection error.";
 
@@ -60,6 +57,16 @@ pub struct GlobalArgs {
     )]
     pub probe_timeout: Option<f64>,
 
+    /// Seconds libvirt may wait for one guest agent call of mount, eject, edit, cat, pull
+    /// or push before anything is changed, so a frozen agent fails fast [default: 5]
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "DISMOUNT_ISO_QEMU_AGENT_TIMEOUT",
+        global = true
+    )]
+    pub agent_timeout: Option<f64>,
+
     /// Seconds a guest's OS answer (or its agent's silence) is remembered [default: 60]
     #[arg(
         long,
@@ -89,6 +96,7 @@ impl GlobalArgs {
             uri: self.connect.clone().filter(|u| !u.trim().is_empty()),
             backend: self.backend,
             probe_timeout: self.probe_timeout,
+            agent_timeout: self.agent_timeout,
             cache_ttl: self.cache_ttl,
             jobs: self.jobs,
             config_file: self.config.clone(),
@@ -253,9 +261,14 @@ pub struct ServeArgs {
     /// Address to listen on; anything beyond loopback must be asked for here
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9177")]
     pub listen: String,
-    /// Seconds between background scans
+    /// Seconds between background scans (1 to 86400)
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub interval: u64,
+    /// Seconds without a finished scan after which /healthz says the data is stale or
+    /// the scan stuck [default: the larger of 3 intervals and one interval plus two
+    /// probe timeouts]
+    #[arg(long, value_name = "SECS")]
+    pub stale_after: Option<u64>,
     /// Log format on stderr
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

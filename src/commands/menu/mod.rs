@@ -1,17 +1,24 @@
 //! The interactive menu. Its text is the seed's, exactly. The session keeps the latest
 //! snapshot and refreshes it in a background thread that never prints: everything the
-//! user sees is written by the menu loop itself, between prompts.
+//! user sees is written by the menu loop itself, between prompts. The menu is not only a
+//! view of that snapshot: options 1 and 3 and the dismount offer read and change VMs
+//! directly, as the commands do.
 
-use std::io::{self, BufRead, Write};
+pub(crate) mod media;
+
+use std::io::{BufRead, Write};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::prompt::Prompter;
-use crate::probe::{ProbeManager, Progress};
+use crate::app::App;
+use crate::edit::{self, EditOptions, ExternalEditor};
+use crate::exit::{self, Failure};
+use crate::probe::ProbeManager;
 use crate::render;
 use crate::snapshot::Snapshot;
-use crate::{exit, App, Failure};
+use crate::term::progress::{Progress, ProgressSink};
+use crate::term::prompt::Prompter;
 
 pub const MENU: &str =
     "--- MENU ---\n1) Mount ISO\n2) Scan mounted ISOs\n3) Modify file in VM\n4) Exit\n";
@@ -114,16 +121,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The menu on the process's stdin/stdout.
-pub fn run_stdio(app: &App) -> Result<u8, Failure> {
-    let stdin = io::stdin();
-    let mut input = stdin.lock();
-    let mut output = io::stdout().lock();
-    run(app, &mut input, &mut output)
-}
-
-/// The menu loop over any input/output. Option 4 or end of input exits 0.
-pub fn run(app: &App, input: &mut dyn BufRead, output: &mut dyn Write) -> Result<u8, Failure> {
+/// The menu loop over any input/output; loud warnings also go to `warnings` (stderr).
+/// Option 4 or end of input exits 0.
+pub fn run(
+    app: &App,
+    input: &mut dyn BufRead,
+    output: &mut dyn Write,
+    warnings: &mut dyn Write,
+    progress: &ProgressSink,
+) -> Result<u8, Failure> {
     let refresher = Refresher::start(Arc::clone(&app.probes));
     let mut p = Prompter::new(input, output);
     loop {
@@ -133,65 +139,59 @@ pub fn run(app: &App, input: &mut dyn BufRead, output: &mut dyn Write) -> Result
         };
         match choice.trim() {
             "1" => {
-                crate::media::menu::mount_flow(app, &mut p)?;
+                media::mount_flow(app, &mut p)?;
                 refresher.refresh();
             }
             "2" => {
-                show_scan(&refresher, p.out())?;
-                crate::media::menu::dismount_offer(app, &mut p)?;
+                show_scan(&refresher, &mut p)?;
+                media::dismount_offer(app, &mut p)?;
                 refresher.refresh();
             }
-            "3" => modify_file(app, &mut p)?,
+            "3" => modify_file(app, &mut p, warnings, progress)?,
             "4" => return Ok(exit::OK),
-            other => writeln!(
-                p.out(),
-                "{:?} is not an option: type 1, 2, 3 or 4.",
-                render::text::sanitize(other)
-            )?,
+            other => p.say(&format!("{other:?} is not an option: type 1, 2, 3 or 4."))?,
         }
     }
 }
 
 /// Option 3: the seed's prompts (VM, remote path, local path), then the edit flow. A
 /// failure is one line and the menu comes back.
-fn modify_file(app: &App, p: &mut Prompter) -> Result<(), Failure> {
+fn modify_file(
+    app: &App,
+    p: &mut Prompter,
+    warnings: &mut dyn Write,
+    progress: &ProgressSink,
+) -> Result<(), Failure> {
     let domains = match app.hv.list_domains() {
         Ok(d) => d,
         Err(e) => {
-            writeln!(
-                p.out(),
-                "cannot list VMs: {}",
-                render::text::sanitize(&e.to_string())
-            )?;
+            p.say(&format!("cannot list VMs: {e}"))?;
             return Ok(());
         }
     };
     let mut names: Vec<String> = domains.into_iter().map(|d| d.name).collect();
     names.sort();
     if names.is_empty() {
-        writeln!(
-            p.out(),
-            "no VMs on {}",
-            render::text::sanitize(&app.hv.uri())
-        )?;
+        p.say(&format!("no VMs on {}", app.hv.uri()))?;
         return Ok(());
     }
+    const CANCELLED: &str = "Cancelled; nothing was changed.";
     let Some(i) = p.choose("VMs:", &names)? else {
-        writeln!(p.out(), "Cancelled; nothing was changed.")?;
+        p.say(CANCELLED)?;
         return Ok(());
     };
     let remote = match p.ask("Path of the file inside the VM: ")? {
         Some(r) if !r.trim().is_empty() => r.trim().to_string(),
         _ => {
-            writeln!(p.out(), "Cancelled; nothing was changed.")?;
+            p.say(CANCELLED)?;
             return Ok(());
         }
     };
     let Some(local) = p.ask("Local copy (empty for a private temporary file): ")? else {
-        writeln!(p.out(), "Cancelled; nothing was changed.")?;
+        p.say(CANCELLED)?;
         return Ok(());
     };
-    let opts = crate::edit::EditOptions {
+    let opts = EditOptions {
         vm: names[i].clone(),
         remote_path: remote,
         local: Some(local.trim())
@@ -199,31 +199,39 @@ fn modify_file(app: &App, p: &mut Prompter) -> Result<(), Failure> {
             .map(std::path::PathBuf::from),
         yes: false,
         force: false,
-        mode: crate::edit::DEFAULT_NEW_MODE,
+        mode: edit::DEFAULT_NEW_MODE,
         max_size: app.settings.max_size,
         interactive: true,
-        first_call_timeout: app.settings.probe_timeout,
+        agent_timeout: app.settings.agent_timeout,
     };
-    let result = crate::edit::ExternalEditor::from_env()
-        .map_err(Failure::partial)
-        .and_then(|mut editor| crate::edit::edit(app.hv.as_ref(), &opts, &mut editor, p));
-    if let Err(f) = result {
-        writeln!(p.out(), "error: {}", f.message)?;
+    let result = match ExternalEditor::from_env() {
+        Ok(mut editor) => {
+            edit::edit(app.hv.as_ref(), &opts, &mut editor, p, progress).map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(done) => {
+            if let Some(w) = done.warning {
+                render::text::write_line(warnings, &w)?;
+            }
+        }
+        Err(e) => p.say(&format!("error: {e}"))?,
     }
     Ok(())
 }
 
-fn show_scan(refresher: &Refresher, out: &mut dyn Write) -> Result<(), Failure> {
+fn show_scan(refresher: &Refresher, p: &mut Prompter) -> Result<(), Failure> {
     match refresher.get(FRESH_ENOUGH) {
         Ok(snap) => {
             let mut buf = Vec::new();
             render::table::write_table(&mut buf, &snap)?;
-            out.write_all(&buf)?;
+            p.out().write_all(&buf)?;
             for e in &snap.errors {
-                writeln!(out, "warning: {}", render::text::sanitize(e))?;
+                p.say(&format!("warning: {e}"))?;
             }
         }
-        Err(e) => writeln!(out, "scan failed: {e}")?,
+        Err(e) => p.say(&format!("scan failed: {e}"))?,
     }
     // Keep the next view fresh without making the user wait for it.
     refresher.refresh();
@@ -241,14 +249,21 @@ mod tests {
         let mut settings =
             resolve_with(&Overrides::default(), None, FileConfig::default()).unwrap();
         settings.cache_path = None;
-        settings.probe_timeout = Duration::from_millis(500);
+        settings.scan_deadline = Duration::from_millis(500);
         App::from_parts(settings, Arc::new(hv), false)
     }
 
     fn drive(app: &App, input: &str) -> (u8, String) {
-        let mut inp = io::Cursor::new(input.as_bytes().to_vec());
+        let mut inp = std::io::Cursor::new(input.as_bytes().to_vec());
         let mut out = Vec::new();
-        let code = run(app, &mut inp, &mut out).unwrap();
+        let code = run(
+            app,
+            &mut inp,
+            &mut out,
+            &mut Vec::new(),
+            &ProgressSink::none(),
+        )
+        .unwrap();
         (code, String::from_utf8(out).unwrap())
     }
 

@@ -1,51 +1,20 @@
-//! The scriptable media commands: `isos`, `mount`, `eject`. They format what
-//! [`crate::media`] decides; results go to `out`, one line per VM, and the exit code says
-//! whether every target worked.
+//! The scriptable media commands: `isos`, `mount`, `eject`. They show what
+//! [`crate::media`] decides: one line per VM, and an exit code that says whether every
+//! target worked.
 
 use std::io::Write;
 use std::time::Instant;
 
-use serde::Serialize;
-
-use super::{
-    eject_many, eject_vm, find_domain, read_host, read_vm, DriveOutcome, EjectOptions, IsoMatch,
-    MediaSlot, MountRequest, ScopeChoice, VmMedia, VmReport, Which,
-};
+use crate::app::App;
 use crate::cli::{EjectArgs, IsosArgs, MountArgs};
-use crate::render::text::{cell, sanitize};
-use crate::{exit, App, Failure};
-
-/// The ISO column's text for one drive: the disc the VM sees now, then where the running
-/// and saved definitions disagree.
-pub fn slot_text(d: &MediaSlot) -> String {
-    let now = d.current().map(sanitize).unwrap_or_else(|| "-".to_string());
-    if !d.differs {
-        return now;
-    }
-    let note = match (&d.live, &d.config) {
-        (Some(_), Some(c)) => match &c.source {
-            Some(s) => format!("saved config: {}", sanitize(s)),
-            None => "saved config: empty".to_string(),
-        },
-        (Some(_), None) => "running VM only, gone after a restart".to_string(),
-        (None, Some(_)) => "saved config only, from next boot".to_string(),
-        (None, None) => String::new(),
-    };
-    format!("{now} ({note})")
-}
-
-#[derive(Serialize)]
-struct IsosJson<'a> {
-    uri: &'a str,
-    vms: Vec<&'a VmMedia>,
-    errors: Vec<VmError<'a>>,
-}
-
-#[derive(Serialize)]
-struct VmError<'a> {
-    vm: &'a str,
-    error: &'a str,
-}
+use crate::exit::{self, Failure};
+use crate::hypervisor::find_domain;
+use crate::media::eject::{eject_many, eject_vm, EjectOptions, Which};
+use crate::media::mount::{mount, MountRequest, ScopeChoice};
+use crate::media::{read_host, read_vm, MediaError};
+use crate::render::media::{eject_line, write_isos_json, write_isos_table};
+use crate::render::text::write_line;
+use crate::snapshot::media::{DriveOutcome, IsoMatch, VmMedia, VmReport};
 
 /// `isos [--json] [--iso PATH]`.
 pub fn isos(app: &App, args: &IsosArgs, out: &mut impl Write) -> Result<u8, Failure> {
@@ -60,24 +29,13 @@ pub fn isos(app: &App, args: &IsosArgs, out: &mut impl Write) -> Result<u8, Fail
         })
         .collect();
     if args.json {
-        let doc = IsosJson {
-            uri: &host.uri,
-            vms,
-            errors: host
-                .errors
-                .iter()
-                .map(|(vm, error)| VmError { vm, error })
-                .collect(),
-        };
-        let text =
-            serde_json::to_string_pretty(&doc).map_err(|e| Failure::partial(e.to_string()))?;
-        writeln!(out, "{text}")?;
+        write_isos_json(out, &host, &vms)?;
     } else {
         if vms.is_empty() {
             match &wanted {
-                Some(iso) => writeln!(out, "no VM holds {}", iso.shown())?,
+                Some(iso) => write_line(out, &format!("no VM holds {}", iso.shown()))?,
                 None if host.errors.is_empty() => {
-                    writeln!(out, "no VMs on {}", sanitize(&host.uri))?
+                    write_line(out, &format!("no VMs on {}", host.uri))?
                 }
                 None => {}
             }
@@ -85,7 +43,7 @@ pub fn isos(app: &App, args: &IsosArgs, out: &mut impl Write) -> Result<u8, Fail
             write_isos_table(out, &vms)?;
         }
         for (vm, e) in &host.errors {
-            writeln!(out, "{}: error: {}", sanitize(vm), sanitize(e))?;
+            write_line(out, &format!("{vm}: error: {e}"))?;
         }
     }
     out.flush()?;
@@ -96,50 +54,8 @@ pub fn isos(app: &App, args: &IsosArgs, out: &mut impl Write) -> Result<u8, Fail
     })
 }
 
-/// The `isos` table: one row per VM and drive.
-pub fn write_isos_table(out: &mut dyn Write, vms: &[&VmMedia]) -> std::io::Result<()> {
-    let row = |vm: &str, state: &str, drive: &str, bus: &str, iso: &str| {
-        format!(
-            "{}{}{}{}{}",
-            cell(vm, 20, 21),
-            cell(state, 13, 14),
-            cell(drive, 7, 8),
-            cell(bus, 6, 7),
-            iso
-        )
-        .trim_end()
-        .to_string()
-    };
-    writeln!(out, "{}", row("VM", "State", "Drive", "Bus", "ISO"))?;
-    writeln!(out, "{}", "-".repeat(80))?;
-    for vm in vms {
-        let name = sanitize(&vm.name);
-        if vm.drives.is_empty() {
-            writeln!(
-                out,
-                "{}",
-                row(&name, vm.state.as_str(), "-", "-", "(no CD-ROM drive)")
-            )?;
-        }
-        for d in &vm.drives {
-            writeln!(
-                out,
-                "{}",
-                row(
-                    &name,
-                    vm.state.as_str(),
-                    &sanitize(&d.target),
-                    &sanitize(d.bus.as_deref().unwrap_or("-")),
-                    &slot_text(d)
-                )
-            )?;
-        }
-    }
-    Ok(())
-}
-
 /// `mount VM ISO [--drive T] [--live-only | --config-only]`.
-pub fn mount(app: &App, args: &MountArgs, out: &mut impl Write) -> Result<u8, Failure> {
+pub fn mount_cmd(app: &App, args: &MountArgs, out: &mut impl Write) -> Result<u8, Failure> {
     let scope = if args.live_only {
         ScopeChoice::LiveOnly
     } else if args.config_only {
@@ -147,7 +63,7 @@ pub fn mount(app: &App, args: &MountArgs, out: &mut impl Write) -> Result<u8, Fa
     } else {
         ScopeChoice::Both
     };
-    let line = super::mount(
+    let line = mount(
         app.hv.as_ref(),
         &MountRequest {
             vm: &args.vm,
@@ -156,13 +72,14 @@ pub fn mount(app: &App, args: &MountArgs, out: &mut impl Write) -> Result<u8, Fa
             scope,
         },
     )?;
-    writeln!(out, "{line}")?;
+    write_line(out, &line)?;
     out.flush()?;
     Ok(exit::OK)
 }
 
+/// The knobs of a dismount from the settings.
 pub fn eject_options(app: &App, force: bool) -> EjectOptions {
-    EjectOptions::new(force, app.settings.probe_timeout, app.settings.jobs)
+    EjectOptions::new(force, app.settings.agent_timeout, app.settings.jobs)
 }
 
 /// `eject VM [--drive T]`, `eject --iso PATH`, `eject --all` (each with `--force`).
@@ -173,25 +90,22 @@ pub fn eject(app: &App, args: &EjectArgs, out: &mut impl Write) -> Result<u8, Fa
         let info = find_domain(hv, name)?;
         let vm = read_vm(hv, &info)?;
         if vm.drives.is_empty() {
-            return Err(Failure::usage(format!(
-                "VM {} has no CD-ROM drive",
-                sanitize(&vm.name)
-            )));
+            return Err(MediaError::NoDrive(vm.name).into());
         }
         let which = match &args.drive {
             Some(t) if vm.drive(t).is_none() => {
-                return Err(Failure::usage(format!(
-                    "VM {} has no CD-ROM drive {:?} (its drives: {})",
-                    sanitize(&vm.name),
-                    sanitize(t),
-                    sanitize(&vm.target_list())
-                )))
+                return Err(MediaError::NoSuchDrive {
+                    drives: vm.target_list(),
+                    vm: vm.name,
+                    drive: t.clone(),
+                }
+                .into())
             }
             Some(t) => Which::Drive(t.clone()),
             None => Which::All,
         };
         let report = eject_vm(hv, &vm, &which, &opts);
-        writeln!(out, "{}", report.line())?;
+        write_line(out, &eject_line(&report))?;
         out.flush()?;
         return Ok(if report.failed() {
             exit::PARTIAL
@@ -233,8 +147,8 @@ pub fn eject(app: &App, args: &EjectArgs, out: &mut impl Write) -> Result<u8, Fa
     };
     if vms.is_empty() && host.errors.is_empty() {
         match &which {
-            Which::Holding(m, _) => writeln!(out, "no VM holds {}", m.shown())?,
-            _ => writeln!(out, "no VM has a CD-ROM drive")?,
+            Which::Holding(m, _) => write_line(out, &format!("no VM holds {}", m.shown()))?,
+            _ => write_line(out, "no VM has a CD-ROM drive")?,
         }
         return Ok(exit::OK);
     }
@@ -251,7 +165,7 @@ pub fn write_batch(
 ) -> Result<u8, Failure> {
     let (mut ejected, mut empty, mut locked, mut failed) = (0, 0, 0, errors.len());
     for r in reports {
-        writeln!(out, "{}", r.line())?;
+        write_line(out, &eject_line(r))?;
         let outcomes: Vec<&DriveOutcome> = r.drives.iter().map(|d| &d.outcome).collect();
         if r.error.is_some() || outcomes.iter().any(|o| matches!(o, DriveOutcome::Error(_))) {
             failed += 1;
@@ -267,7 +181,7 @@ pub fn write_batch(
         }
     }
     for (vm, e) in errors {
-        writeln!(out, "{}: error: {}", sanitize(vm), sanitize(e))?;
+        write_line(out, &format!("{vm}: error: {e}"))?;
     }
     writeln!(
         out,

@@ -333,34 +333,6 @@ fn classify_agent(uri: &str, domain: &str, command: &str, code: u32, message: &s
     }
 }
 
-/// libvirt's whole-seconds agent timeout: rounded up, at least 1 (0 would mean "don't
-/// wait at all"), and capped at what a C int holds.
-/// The `return` member of a QGA reply (libvirt turns `error` replies into errors itself,
-/// but a reply that slips through is reported, not mistaken for success).
-fn parse_agent_reply(domain: &str, command: &str, reply: &str) -> HvResult<serde_json::Value> {
-    let failed = |message: String| HvError::AgentCommandFailed {
-        domain: domain.to_string(),
-        command: command.to_string(),
-        message,
-    };
-    let mut value: serde_json::Value = serde_json::from_str(reply)
-        .map_err(|e| failed(format!("the agent's reply is not JSON ({e})")))?;
-    if let Some(ret) = value.get_mut("return") {
-        return Ok(ret.take());
-    }
-    if let Some(err) = value.get("error") {
-        let desc = err
-            .get("desc")
-            .and_then(|d| d.as_str())
-            .map(str::to_string)
-            .unwrap_or_else(|| err.to_string());
-        return Err(classify_agent_message(domain, command, &desc));
-    }
-    Err(failed(format!(
-        "the agent's reply has no \"return\" member: {reply}"
-    )))
-}
-
 /// `virDomainModificationImpact` (plus force) for a device change.
 fn device_flags(scope: ChangeScope, force: bool) -> u32 {
     let mut flags = 0;
@@ -374,26 +346,6 @@ fn device_flags(scope: ChangeScope, force: bool) -> u32 {
         flags |= sys::VIR_DOMAIN_DEVICE_MODIFY_FORCE;
     }
     flags
-}
-
-/// The target device (`sda`, `hdc`) a disk XML names, for messages about that drive.
-fn target_dev(device_xml: &str) -> String {
-    roxmltree::Document::parse(device_xml)
-        .ok()
-        .and_then(|doc| {
-            doc.descendants()
-                .find(|n| n.has_tag_name("target"))
-                .and_then(|n| n.attribute("dev"))
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "the drive".to_string())
-}
-
-/// The guest holds the tray closed: QEMU refuses to open it and libvirt gives up waiting.
-fn is_tray_locked(message: &str) -> bool {
-    let lower = message.to_ascii_lowercase();
-    (lower.contains("tray") && (lower.contains("timed out") || lower.contains("locked")))
-        || (lower.contains("is locked") && lower.contains("force"))
 }
 
 fn scope_missing() -> HvError {
@@ -496,7 +448,7 @@ impl Hypervisor for NativeHypervisor {
         let reply = dom
             .qemu_agent_command(&request, super::agent_timeout_secs(timeout) as i32, 0)
             .map_err(|e| classify_agent(&self.uri, domain, &name, code(&e), &one_line(&e)))?;
-        parse_agent_reply(domain, &name, &reply)
+        super::agent_reply(domain, &name, &reply)
     }
 
     fn update_device(
@@ -512,14 +464,8 @@ impl Hypervisor for NativeHypervisor {
         let dom = self.lookup(domain, "changing a device")?;
         dom.update_device_flags(device_xml, device_flags(scope, force))
             .map_err(|e| {
-                if is_tray_locked(e.message()) {
-                    HvError::TrayLocked {
-                        domain: domain.to_string(),
-                        drive: target_dev(device_xml),
-                    }
-                } else {
-                    self.classify("changing a device", domain, &e)
-                }
+                super::tray_locked(domain, device_xml, e.message())
+                    .unwrap_or_else(|| self.classify("changing a device", domain, &e))
             })
     }
 
@@ -722,42 +668,6 @@ mod tests {
             crate::hypervisor::agent_timeout_secs(Duration::from_secs(u64::MAX)),
             i32::MAX as u32
         );
-    }
-
-    #[test]
-    fn replies_yield_their_return_member() {
-        assert_eq!(
-            parse_agent_reply("vm", "guest-ping", r#"{"return":{}}"#).unwrap(),
-            serde_json::json!({})
-        );
-        assert!(matches!(
-            parse_agent_reply("vm", "guest-ping", "not json"),
-            Err(HvError::AgentCommandFailed { .. })
-        ));
-        assert!(matches!(
-            parse_agent_reply(
-                "vm",
-                "guest-exec",
-                r#"{"error":{"class":"CommandNotFound","desc":"The command guest-exec has been disabled for this instance"}}"#
-            ),
-            Err(HvError::AgentCommandDisabled { .. })
-        ));
-    }
-
-    #[test]
-    fn tray_lock_texts_and_drive() {
-        assert!(is_tray_locked(
-            "internal error: timed out waiting to open tray of 'ua-sda'"
-        ));
-        assert!(is_tray_locked(
-            "internal error: unable to execute QEMU command 'blockdev-open-tray': Device 'ua-sda' is locked and force was not specified, wait for tray to open and try again"
-        ));
-        assert!(!is_tray_locked("Domain not found"));
-        assert_eq!(
-            target_dev("<disk type='file' device='cdrom'><target dev='sda' bus='sata'/></disk>"),
-            "sda"
-        );
-        assert_eq!(target_dev("not xml"), "the drive");
     }
 
     #[test]

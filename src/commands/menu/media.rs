@@ -4,38 +4,38 @@
 
 use std::path::PathBuf;
 
-use super::cmd::{eject_options, slot_text};
-use super::{
-    eject_many, eject_vm, mount, read_host, DriveOutcome, IsoMatch, MountRequest, ScopeChoice,
-    VmMedia, VmReport, Which,
-};
-use crate::cli::prompt::Prompter;
-use crate::render::text::sanitize;
-use crate::{App, Failure};
+use crate::app::App;
+use crate::commands::media::eject_options;
+use crate::exit::Failure;
+use crate::media::eject::{eject_many, eject_vm, Which};
+use crate::media::mount::{mount, MountRequest, ScopeChoice};
+use crate::media::read_host;
+use crate::render::media::{eject_line, slot_text};
+use crate::snapshot::media::{DriveOutcome, IsoMatch, MediaSlot, VmMedia, VmReport};
+use crate::term::prompt::Prompter;
 
 const TYPE_A_PATH: &str = "Type a path";
 const MOUNT_ANOTHER: &str = "Mount another ISO";
 
 /// Show a VM's drives.
 fn show_drives(p: &mut Prompter<'_>, vm: &VmMedia) -> Result<(), Failure> {
-    let name = sanitize(&vm.name);
+    let name = &vm.name;
     if vm.drives.is_empty() {
-        writeln!(p.out(), "{name} ({}) has no CD-ROM drive.", vm.state)?;
+        p.say(&format!("{name} ({}) has no CD-ROM drive.", vm.state))?;
         return Ok(());
     }
-    writeln!(p.out(), "CD-ROM drives of {name} ({}):", vm.state)?;
+    p.say(&format!("CD-ROM drives of {name} ({}):", vm.state))?;
     for d in &vm.drives {
         let what = if d.is_empty() && !d.differs {
             "empty".to_string()
         } else {
             slot_text(d)
         };
-        writeln!(
-            p.out(),
+        p.say(&format!(
             "  {} ({}): {what}",
-            sanitize(&d.target),
-            sanitize(d.bus.as_deref().unwrap_or("?"))
-        )?;
+            d.target,
+            d.bus.as_deref().unwrap_or("?")
+        ))?;
     }
     Ok(())
 }
@@ -49,7 +49,7 @@ fn report_and_offer_force(
     reports: Vec<VmReport>,
 ) -> Result<(), Failure> {
     for r in &reports {
-        writeln!(p.out(), "{}", r.line())?;
+        p.say(&eject_line(r))?;
     }
     let locked: Vec<VmMedia> = reports
         .iter()
@@ -70,7 +70,7 @@ fn report_and_offer_force(
     if again == Some(true) {
         let opts = eject_options(app, true);
         for r in eject_many(app.hv.as_ref(), &locked, which, &opts) {
-            writeln!(p.out(), "{}", r.line())?;
+            p.say(&eject_line(&r))?;
         }
     }
     Ok(())
@@ -81,7 +81,7 @@ pub fn mount_flow(app: &App, p: &mut Prompter<'_>) -> Result<(), Failure> {
     let hv = app.hv.as_ref();
     let host = read_host(hv)?;
     if host.vms.is_empty() {
-        writeln!(p.out(), "no VMs on {}", sanitize(&host.uri))?;
+        p.say(&format!("no VMs on {}", host.uri))?;
         return Ok(());
     }
     let items: Vec<String> = host
@@ -95,7 +95,7 @@ pub fn mount_flow(app: &App, p: &mut Prompter<'_>) -> Result<(), Failure> {
     let vm = &host.vms[i];
     show_drives(p, vm)?;
 
-    let held: Vec<&super::MediaSlot> = vm.drives.iter().filter(|d| !d.is_empty()).collect();
+    let held: Vec<&MediaSlot> = vm.drives.iter().filter(|d| !d.is_empty()).collect();
     if !held.is_empty() {
         let mut actions: Vec<String> = held
             .iter()
@@ -136,12 +136,12 @@ pub fn mount_flow(app: &App, p: &mut Prompter<'_>) -> Result<(), Failure> {
         vm.drives.first().map(|d| d.target.clone())
     };
     let into = match &drive {
-        Some(t) => format!("{} {}", sanitize(&vm.name), sanitize(t)),
-        None => format!("{} (a new CD-ROM drive)", sanitize(&vm.name)),
+        Some(t) => format!("{} {t}", vm.name),
+        None => format!("{} (a new CD-ROM drive)", vm.name),
     };
-    let question = format!("Mount {} into {into}?", sanitize(&iso.to_string_lossy()));
+    let question = format!("Mount {} into {into}?", iso.to_string_lossy());
     if p.confirm(&question, true)? != Some(true) {
-        writeln!(p.out(), "Nothing was changed.")?;
+        p.say("Nothing was changed.")?;
         return Ok(());
     }
     let req = MountRequest {
@@ -151,8 +151,8 @@ pub fn mount_flow(app: &App, p: &mut Prompter<'_>) -> Result<(), Failure> {
         scope: ScopeChoice::Both,
     };
     match mount(hv, &req) {
-        Ok(line) => writeln!(p.out(), "{line}")?,
-        Err(f) => writeln!(p.out(), "error: {}", f.message)?,
+        Ok(line) => p.say(&line)?,
+        Err(e) => p.say(&format!("error: {e}"))?,
     }
     Ok(())
 }
@@ -162,7 +162,7 @@ fn pick_iso(app: &App, p: &mut Prompter<'_>) -> Result<Option<PathBuf>, Failure>
     let mut volumes = match app.hv.list_volumes() {
         Ok(v) => v,
         Err(e) => {
-            writeln!(p.out(), "(cannot list storage pools: {e})")?;
+            p.say(&format!("(cannot list storage pools: {e})"))?;
             Vec::new()
         }
     };
@@ -195,18 +195,18 @@ pub fn dismount_offer(app: &App, p: &mut Prompter<'_>) -> Result<(), Failure> {
     let host = match read_host(hv) {
         Ok(h) => h,
         Err(e) => {
-            writeln!(p.out(), "cannot read the drives: {e}")?;
+            p.say(&format!("cannot read the drives: {e}"))?;
             return Ok(());
         }
     };
-    let held: Vec<(&VmMedia, &super::MediaSlot)> = host
+    let held: Vec<(&VmMedia, &MediaSlot)> = host
         .vms
         .iter()
         .flat_map(|vm| vm.drives.iter().map(move |d| (vm, d)))
         .filter(|(_, d)| !d.is_empty())
         .collect();
     if held.is_empty() {
-        writeln!(p.out(), "No VM holds an ISO.")?;
+        p.say("No VM holds an ISO.")?;
         return Ok(());
     }
     enum Action {

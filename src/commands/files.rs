@@ -2,52 +2,71 @@
 //! agent capabilities), same chunking and size limit, same verify-and-roll-back upload.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{
-    check_capabilities, check_vm, create_with_mode, download, human_bytes, replace_verified,
-    world_writable_warning, Before, FileError, READ_COMMANDS, WRITE_COMMANDS,
-};
 use crate::agent::Agent;
+use crate::app::App;
 use crate::cli::{CatArgs, PullArgs, PushArgs};
-use crate::edit::{parse_mode, DEFAULT_NEW_MODE};
-use crate::render::text::sanitize;
-use crate::{exit, App, Failure};
+use crate::edit::{local_name, parse_mode, DEFAULT_NEW_MODE};
+use crate::exit::{self, Failure};
+use crate::render::text::write_line;
+use crate::term::progress::ProgressSink;
+use crate::transfer::{
+    check_capabilities, check_vm, create_with_mode, download, replace_verified,
+    world_writable_warning, Before, FileError, IO_TIMEOUT, READ_COMMANDS, WRITE_COMMANDS,
+};
+use crate::units;
 
 /// `--max-size` (or its environment variable), else the config file's, else the default.
 pub fn max_size(app: &App, arg: Option<&str>) -> Result<u64, Failure> {
     match arg {
-        Some(s) => super::parse_size(s).map_err(Failure::usage),
+        Some(s) => units::parse_size(s).map_err(Failure::usage),
         None => Ok(app.settings.max_size),
     }
 }
 
 fn shown(p: &Path) -> String {
-    sanitize(&p.display().to_string())
+    p.display().to_string()
 }
 
-/// `cat VM PATH`: the guest file's bytes on stdout, unchanged.
-pub fn cat(app: &App, args: &CatArgs) -> Result<u8, Failure> {
+/// `cat VM PATH`: the guest file's bytes to `out` (stdout), unchanged.
+pub fn cat(
+    app: &App,
+    args: &CatArgs,
+    out: &mut impl Write,
+    progress: &ProgressSink,
+) -> Result<u8, Failure> {
     let limit = max_size(app, args.max_size.as_deref())?;
     let hv = app.hv.as_ref();
     check_vm(hv, &args.vm)?;
-    check_capabilities(hv, &args.vm, app.settings.probe_timeout, READ_COMMANDS)?;
-    let agent = Agent::new(hv, &args.vm, super::IO_TIMEOUT);
-    let mut out = io::stdout().lock();
-    download(&agent, &args.remote_path, "r", &mut out, limit, "reading")?;
+    check_capabilities(hv, &args.vm, app.settings.agent_timeout, READ_COMMANDS)?;
+    let agent = Agent::new(hv, &args.vm, IO_TIMEOUT);
+    download(
+        &agent,
+        &args.remote_path,
+        "r",
+        out,
+        limit,
+        "reading",
+        progress,
+    )?;
     out.flush()?;
     Ok(exit::OK)
 }
 
 /// `pull VM PATH LOCAL`: into a temporary file beside LOCAL, renamed into place when
 /// complete, so LOCAL is never half written. An existing LOCAL needs `--force`.
-pub fn pull(app: &App, args: &PullArgs) -> Result<u8, Failure> {
+pub fn pull(
+    app: &App,
+    args: &PullArgs,
+    out: &mut impl Write,
+    progress: &ProgressSink,
+) -> Result<u8, Failure> {
     let limit = max_size(app, args.max_size.as_deref())?;
     let target: PathBuf = if args.local_path.is_dir() {
-        args.local_path
-            .join(crate::edit::local_name(&args.remote_path))
+        args.local_path.join(local_name(&args.remote_path))
     } else {
         args.local_path.clone()
     };
@@ -59,8 +78,8 @@ pub fn pull(app: &App, args: &PullArgs) -> Result<u8, Failure> {
     }
     let hv = app.hv.as_ref();
     check_vm(hv, &args.vm)?;
-    check_capabilities(hv, &args.vm, app.settings.probe_timeout, READ_COMMANDS)?;
-    let agent = Agent::new(hv, &args.vm, super::IO_TIMEOUT);
+    check_capabilities(hv, &args.vm, app.settings.agent_timeout, READ_COMMANDS)?;
+    let agent = Agent::new(hv, &args.vm, IO_TIMEOUT);
     let dir = match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -76,6 +95,7 @@ pub fn pull(app: &App, args: &PullArgs) -> Result<u8, Failure> {
         tmp.as_file_mut(),
         limit,
         "pulling",
+        progress,
     )
     .map_err(|e| match e {
         FileError::Output(io) => FileError::local(&target, &io),
@@ -86,20 +106,30 @@ pub fn pull(app: &App, args: &PullArgs) -> Result<u8, Failure> {
         .map_err(|e| FileError::local(&target, &e))?;
     tmp.persist(&target)
         .map_err(|e| FileError::local(&target, &e.error))?;
-    println!(
-        "Copied {} from {}:{} to {} (sha256 {}).",
-        human_bytes(sum.size),
-        args.vm,
-        sanitize(&args.remote_path),
-        shown(&target),
-        &sum.hex()[..12]
-    );
+    write_line(
+        out,
+        &format!(
+            "Copied {} from {}:{} to {} (sha256 {}).",
+            units::bytes(sum.size),
+            args.vm,
+            args.remote_path,
+            shown(&target),
+            &sum.hex()[..12]
+        ),
+    )?;
+    out.flush()?;
     Ok(exit::OK)
 }
 
 /// `push VM LOCAL PATH`: replace (or create) the guest file, verified by reading it
 /// back; on failure the guest's original is restored from a private backup.
-pub fn push(app: &App, args: &PushArgs) -> Result<u8, Failure> {
+pub fn push(
+    app: &App,
+    args: &PushArgs,
+    out: &mut impl Write,
+    warnings: &mut impl Write,
+    progress: &ProgressSink,
+) -> Result<u8, Failure> {
     let limit = max_size(app, args.max_size.as_deref())?;
     let mode = match &args.mode {
         Some(m) => parse_mode(m).map_err(Failure::usage)?,
@@ -118,8 +148,8 @@ pub fn push(app: &App, args: &PushArgs) -> Result<u8, Failure> {
         return Err(Failure::partial(format!(
             "{} is {}, above the limit of {} (raise it with --max-size); nothing was copied",
             shown(&args.local_path),
-            human_bytes(meta.len()),
-            human_bytes(limit)
+            units::bytes(meta.len()),
+            units::bytes(limit)
         )));
     }
     let hv = app.hv.as_ref();
@@ -129,8 +159,8 @@ pub fn push(app: &App, args: &PushArgs) -> Result<u8, Failure> {
         .chain(WRITE_COMMANDS)
         .copied()
         .collect();
-    let can_exec = check_capabilities(hv, vm, app.settings.probe_timeout, &needed)?;
-    let agent = Agent::new(hv, vm, super::IO_TIMEOUT);
+    let can_exec = check_capabilities(hv, vm, app.settings.agent_timeout, &needed)?;
+    let agent = Agent::new(hv, vm, IO_TIMEOUT);
 
     let private = tempfile::Builder::new()
         .prefix("dismount_iso_qemu-push-")
@@ -145,7 +175,15 @@ pub fn push(app: &App, args: &PushArgs) -> Result<u8, Failure> {
             .mode(0o600)
             .open(&backup)
             .map_err(|e| FileError::local(&backup, &e))?;
-        match download(&agent, path, "r+", &mut f, limit, "saving the original") {
+        match download(
+            &agent,
+            path,
+            "r+",
+            &mut f,
+            limit,
+            "saving the original",
+            progress,
+        ) {
             Ok(s) => Some(s),
             Err(FileError::NotFound { .. }) => None,
             Err(e) => return Err(e.into()),
@@ -162,16 +200,27 @@ pub fn push(app: &App, args: &PushArgs) -> Result<u8, Failure> {
             Before::Missing
         }
     };
-    match replace_verified(&agent, path, &args.local_path, before, limit, can_exec) {
+    match replace_verified(
+        &agent,
+        path,
+        &args.local_path,
+        before,
+        limit,
+        can_exec,
+        progress,
+    ) {
         Ok(sum) => {
-            println!(
-                "Uploaded {} to {vm}:{} (sha256 {}, verified by reading it back).",
-                human_bytes(sum.size),
-                sanitize(path),
-                &sum.hex()[..12]
-            );
+            write_line(
+                out,
+                &format!(
+                    "Uploaded {} to {vm}:{path} (sha256 {}, verified by reading it back).",
+                    units::bytes(sum.size),
+                    &sum.hex()[..12]
+                ),
+            )?;
+            out.flush()?;
             if let Some(reason) = mode_problem {
-                eprintln!("{}", world_writable_warning(vm, path, mode, &reason));
+                write_line(warnings, &world_writable_warning(vm, path, mode, &reason))?;
             }
             Ok(exit::OK)
         }
@@ -185,8 +234,7 @@ pub fn push(app: &App, args: &PushArgs) -> Result<u8, Failure> {
                 );
             }
             Err(Failure::partial(format!(
-                "upload to {vm}:{} failed: {}; {}{note}",
-                sanitize(path),
+                "upload to {vm}:{path} failed: {}; {}{note}",
                 f.cause,
                 f.rollback.describe(path)
             )))

@@ -1,5 +1,8 @@
-//! The plain data every view reads: one `Snapshot` of `VmRow`s. The table, `scan --json`,
-//! the menu and `/metrics` are views of this; none of them calls libvirt itself.
+//! The plain data every view reads: one `Snapshot` of `VmRow`s, and the media facts in
+//! [`media`]. The table, `scan --json`, the menu and `/metrics` are views of this; none of
+//! them calls libvirt itself.
+
+pub mod media;
 
 use serde::{Deserialize, Serialize};
 

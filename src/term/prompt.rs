@@ -1,5 +1,9 @@
 //! Line-based prompts on any reader/writer, so every interactive flow can be driven by
 //! piping input in a test. End of input is always a clean answer (`None`), never an error.
+//!
+//! The prompter is an output point: what flows say through it ([`Prompter::say`], the
+//! questions, the list items) is escaped here, once, so guest- and host-supplied text
+//! never reaches the terminal raw.
 
 use std::io::{self, BufRead, Write};
 
@@ -16,14 +20,20 @@ impl<'a> Prompter<'a> {
         Prompter { input, output }
     }
 
-    /// Where flows write what they have to say.
+    /// The raw output, for renderers that escape themselves (tables).
     pub fn out(&mut self) -> &mut dyn Write {
         self.output
     }
 
-    /// Print `question` (no newline), read one line. `None` at end of input.
+    /// Say one line, escaped (a line break inside it shows as `\x0a`: a guest string
+    /// cannot fake a line of ours).
+    pub fn say(&mut self, line: &str) -> io::Result<()> {
+        writeln!(self.output, "{}", sanitize(line))
+    }
+
+    /// Print `question` (no newline, escaped), read one line. `None` at end of input.
     pub fn ask(&mut self, question: &str) -> io::Result<Option<String>> {
-        write!(self.output, "{question}")?;
+        write!(self.output, "{}", sanitize(question))?;
         self.output.flush()?;
         let mut line = String::new();
         if self.input.read_line(&mut line)? == 0 {
@@ -55,7 +65,7 @@ impl<'a> Prompter<'a> {
         if items.is_empty() {
             return Ok(None);
         }
-        writeln!(self.output, "{title}")?;
+        writeln!(self.output, "{}", sanitize(title))?;
         for (i, item) in items.iter().enumerate() {
             writeln!(self.output, "{:>3}) {}", i + 1, sanitize(item))?;
         }
@@ -109,6 +119,19 @@ mod tests {
         assert_eq!(r, None);
         let (r, _) = run("", |p| p.choose("VMs:", &items).unwrap());
         assert_eq!(r, None);
+    }
+
+    #[test]
+    fn everything_shown_is_escaped() {
+        let items = vec!["vm\x1b[2J".to_string()];
+        let (_, out) = run("\x1b]0;x\n\n", |p| {
+            p.say("one\nline \u{202e}").unwrap();
+            p.choose("VMs of \x07:", &items).unwrap()
+        });
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+        assert!(out.contains("one\\x0aline \\u{202e}\n"), "{out:?}");
+        assert!(out.contains("vm\\x1b[2J"), "{out:?}");
+        assert!(out.contains("\\x1b]0;x"), "{out:?}");
     }
 
     #[test]

@@ -16,24 +16,22 @@
 //! original bytes back from a local backup and reports whether that worked.
 
 use std::fs::File;
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 use crate::agent::Agent;
-use crate::hypervisor::{DomainState, HvError, Hypervisor};
-use crate::render::text::sanitize;
+use crate::hypervisor::{find_domain, DomainState, HvError, Hypervisor};
+use crate::term::progress::{Meter, ProgressSink};
+use crate::units;
 
 /// The most bytes one guest-file-read moves.
 pub const CHUNK: usize = 1 << 20;
 
 /// The most bytes one guest-file-write moves (see the module notes for why it is small).
 pub const WRITE_CHUNK: usize = 128 << 10;
-
-/// Default size limit of a file moved through the agent.
-pub const DEFAULT_MAX_SIZE: u64 = 64 << 20;
 
 /// Time libvirt waits for one agent call of a transfer (a 1 MiB chunk on a slow guest).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
@@ -97,46 +95,6 @@ pub fn hex(sum: &Sha256Sum) -> String {
     sum.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Bytes for people: "812 B", "3.0 MiB".
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
-
-/// Parse a size limit: plain bytes or with a K/M/G suffix (powers of 1024; "MiB" and
-/// "MB" alike).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (try 64M, 1G or a number of bytes)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "{s:?} is not a size (try 64M, 1G or a number of bytes)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .filter(|v| *v > 0)
-        .ok_or_else(|| format!("{s:?} is not a usable size limit"))
-}
-
 /// A path in Windows form (`C:\x`, `\\server\x`): no chmod, and no 0666 worry.
 pub fn is_windows_path(path: &str) -> bool {
     let b = path.as_bytes();
@@ -146,46 +104,46 @@ pub fn is_windows_path(path: &str) -> bool {
 /// Errors of a guest file operation: each is one line that says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    #[error("{}", sanitize(&.0.to_string()))]
+    #[error(transparent)]
     Agent(HvError),
     #[error("VM {vm:?} is {state}: files move through its guest agent, so it must be running")]
     NotRunning { vm: String, state: DomainState },
     #[error("the guest agent of {vm:?} has {} disabled: allow it in the guest's qemu-ga settings (--allow-rpcs/--block-rpcs, e.g. in /etc/sysconfig/qemu-ga or /etc/qemu/qemu-ga.conf, then restart qemu-ga); nothing was changed", .commands.join(", "))]
     Disabled { vm: String, commands: Vec<String> },
-    #[error("{} does not exist in {vm:?}", sanitize(.path))]
+    #[error("{} does not exist in {vm:?}", .path)]
     NotFound { vm: String, path: String },
-    #[error("{} is a directory in {vm:?}, not a file", sanitize(.path))]
+    #[error("{} is a directory in {vm:?}, not a file", .path)]
     IsDirectory { vm: String, path: String },
-    #[error("permission denied inside {vm:?}: cannot {action} {}", sanitize(.path))]
+    #[error("permission denied inside {vm:?}: cannot {action} {}", .path)]
     PermissionDenied {
         vm: String,
         path: String,
         action: &'static str,
     },
-    #[error("{} is on a read-only file system in {vm:?}", sanitize(.path))]
+    #[error("{} is on a read-only file system in {vm:?}", .path)]
     ReadOnly { vm: String, path: String },
-    #[error("{} in {vm:?} is {} or more, above the limit of {} (raise it with --max-size)", sanitize(.path), human_bytes(*.size), human_bytes(*.limit))]
+    #[error("{} in {vm:?} is {} or more, above the limit of {} (raise it with --max-size)", .path, units::bytes(*.size), units::bytes(*.limit))]
     TooLarge {
         vm: String,
         path: String,
         size: u64,
         limit: u64,
     },
-    #[error("the guest agent of {vm:?} wrote {written} of {expected} bytes to {}", sanitize(.path))]
+    #[error("the guest agent of {vm:?} wrote {written} of {expected} bytes to {}", .path)]
     ShortWrite {
         vm: String,
         path: String,
         written: usize,
         expected: usize,
     },
-    #[error("read-back of {} in {vm:?} does not match what was sent ({} bytes, sha256 {} expected; {} bytes, sha256 {} found)", sanitize(.path), .sums.0.size, short(&.sums.0.sha256), .sums.1.size, short(&.sums.1.sha256))]
+    #[error("read-back of {} in {vm:?} does not match what was sent ({} bytes, sha256 {} expected; {} bytes, sha256 {} found)", .path, .sums.0.size, short(&.sums.0.sha256), .sums.1.size, short(&.sums.1.sha256))]
     VerifyMismatch {
         vm: String,
         path: String,
         /// What was sent, and what was read back.
         sums: Box<(Summary, Summary)>,
     },
-    #[error("local file {}: {message}", sanitize(.path))]
+    #[error("local file {path}: {message}")]
     Local { path: String, message: String },
     #[error("cannot write the output: {0}")]
     Output(io::Error),
@@ -210,18 +168,6 @@ pub fn io_message(e: &io::Error) -> String {
     match s.find(" (os error") {
         Some(i) => s[..i].to_string(),
         None => s,
-    }
-}
-
-impl From<FileError> for crate::Failure {
-    fn from(e: FileError) -> crate::Failure {
-        match e {
-            FileError::Output(io) => crate::Failure::from(io),
-            FileError::Agent(hv) if hv.is_connection() => {
-                crate::Failure::usage(sanitize(&hv.to_string()))
-            }
-            other => crate::Failure::partial(other.to_string()),
-        }
     }
 }
 
@@ -260,15 +206,14 @@ pub fn classify(vm: &str, path: &str, action: &'static str, e: HvError) -> FileE
 /// Check that the VM exists and runs, before talking to its agent: the port's own errors
 /// for this are right but do not say the state.
 pub fn check_vm(hv: &dyn Hypervisor, vm: &str) -> Result<(), FileError> {
-    let domains = hv.list_domains().map_err(FileError::Agent)?;
-    match domains.iter().find(|d| d.name == vm) {
-        None => Err(FileError::Agent(HvError::NoSuchDomain(vm.to_string()))),
-        Some(d) if !d.state.agent_may_answer() => Err(FileError::NotRunning {
+    let d = find_domain(hv, vm).map_err(FileError::Agent)?;
+    if !d.state.agent_may_answer() {
+        return Err(FileError::NotRunning {
             vm: vm.to_string(),
             state: d.state,
-        }),
-        Some(_) => Ok(()),
+        });
     }
+    Ok(())
 }
 
 /// Read `guest-info` (with a short timeout, so a frozen agent fails fast) and refuse when
@@ -283,95 +228,14 @@ pub fn check_capabilities(
     let info = Agent::new(hv, vm, first_call_timeout)
         .info()
         .map_err(FileError::Agent)?;
-    let disabled: Vec<String> = needed
-        .iter()
-        .filter(|c| info.is_enabled(c) == Some(false))
-        .map(|c| c.to_string())
-        .collect();
-    if !disabled.is_empty() {
+    let refused = info.refused(needed);
+    if !refused.is_empty() {
         return Err(FileError::Disabled {
             vm: vm.to_string(),
-            commands: disabled,
+            commands: refused,
         });
     }
-    Ok(["guest-exec", "guest-exec-status"]
-        .iter()
-        .all(|c| info.is_enabled(c) != Some(false)))
-}
-
-/// A progress line on stderr for large transfers, only when stderr is a terminal.
-pub struct Meter {
-    label: String,
-    total: Option<u64>,
-    done: u64,
-    enabled: bool,
-    last: Option<Instant>,
-    started: Instant,
-    shown: bool,
-}
-
-impl Meter {
-    /// A meter for `total` bytes (when known); it draws only for transfers of several
-    /// chunks or that take a while.
-    pub fn new(label: &str, total: Option<u64>) -> Meter {
-        Meter {
-            label: label.to_string(),
-            total,
-            done: 0,
-            enabled: io::stderr().is_terminal() && total.map_or(true, |t| t > 2 * CHUNK as u64),
-            last: None,
-            started: Instant::now(),
-            shown: false,
-        }
-    }
-
-    pub fn silent() -> Meter {
-        let mut m = Meter::new("", None);
-        m.enabled = false;
-        m
-    }
-
-    fn add(&mut self, n: usize) {
-        self.done += n as u64;
-        if !self.enabled
-            || self.started.elapsed() < Duration::from_millis(300)
-            || self
-                .last
-                .is_some_and(|l| l.elapsed() < Duration::from_millis(200))
-        {
-            return;
-        }
-        self.last = Some(Instant::now());
-        let text = match self.total {
-            Some(t) if t > 0 => format!(
-                "{} {} / {} ({}%)",
-                self.label,
-                human_bytes(self.done),
-                human_bytes(t),
-                self.done.min(t) * 100 / t
-            ),
-            _ => format!("{} {}", self.label, human_bytes(self.done)),
-        };
-        let mut err = io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K{text}");
-        let _ = err.flush();
-        self.shown = true;
-    }
-
-    pub fn finish(&mut self) {
-        if self.shown {
-            let mut err = io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K");
-            let _ = err.flush();
-            self.shown = false;
-        }
-    }
-}
-
-impl Drop for Meter {
-    fn drop(&mut self) {
-        self.finish();
-    }
+    Ok(info.can_exec())
 }
 
 /// An open guest file handle; closed on drop so no handle leaks in the agent.
@@ -538,6 +402,7 @@ pub fn download(
     out: &mut dyn Write,
     limit: u64,
     label: &str,
+    progress: &ProgressSink,
 ) -> Result<Summary, FileError> {
     let f = open(agent, path, mode)?;
     let size = f.size()?;
@@ -549,7 +414,7 @@ pub fn download(
             limit,
         });
     }
-    let mut meter = Meter::new(label, size);
+    let mut meter = Meter::new(label, size, 2 * CHUNK as u64, progress);
     let sum = f.read_all(out, limit, &mut meter)?;
     meter.finish();
     f.close()?;
@@ -558,7 +423,15 @@ pub fn download(
 
 /// The hash of the guest file now; `None` when it does not exist.
 pub fn remote_summary(agent: &Agent, path: &str, limit: u64) -> Result<Option<Summary>, FileError> {
-    match download(agent, path, "r", &mut io::sink(), limit, "checking") {
+    match download(
+        agent,
+        path,
+        "r",
+        &mut io::sink(),
+        limit,
+        "checking",
+        &ProgressSink::none(),
+    ) {
         Ok(s) => Ok(Some(s)),
         Err(FileError::NotFound { .. }) => Ok(None),
         Err(e) => Err(e),
@@ -566,11 +439,17 @@ pub fn remote_summary(agent: &Agent, path: &str, limit: u64) -> Result<Option<Su
 }
 
 /// Truncate-and-write `path` from a local file, without verification.
-fn write_file(agent: &Agent, path: &str, local: &Path, label: &str) -> Result<Summary, FileError> {
+fn write_file(
+    agent: &Agent,
+    path: &str,
+    local: &Path,
+    label: &str,
+    progress: &ProgressSink,
+) -> Result<Summary, FileError> {
     let mut input = File::open(local).map_err(|e| FileError::local(local, &e))?;
     let total = input.metadata().ok().map(|m| m.len());
     let f = open(agent, path, "w")?;
-    let mut meter = Meter::new(label, total);
+    let mut meter = Meter::new(label, total, 2 * CHUNK as u64, progress);
     let sum = f.write_all(&mut input, local, &mut meter)?;
     meter.finish();
     f.close()?;
@@ -604,20 +483,18 @@ pub enum Rollback {
 impl Rollback {
     /// One sentence for the user.
     pub fn describe(&self, path: &str) -> String {
-        let p = sanitize(path);
+        let p = path;
         match self {
             Rollback::NotNeeded => format!("{p} was not changed"),
             Rollback::Restored => {
                 format!("rollback worked: {p} has its original content again (verified by sha256)")
             }
-            Rollback::Failed(why) => format!(
-                "ROLLBACK FAILED, {p} may be damaged in the guest: {}",
-                sanitize(why)
-            ),
+            Rollback::Failed(why) => {
+                format!("ROLLBACK FAILED, {p} may be damaged in the guest: {why}")
+            }
             Rollback::Removed => format!("rollback worked: the new file {p} was removed again"),
             Rollback::LeftBehind(why) => format!(
-                "rollback incomplete: the new file {p} stays in the guest with unknown content ({})",
-                sanitize(why)
+                "rollback incomplete: the new file {p} stays in the guest with unknown content ({why})"
             ),
         }
     }
@@ -646,8 +523,9 @@ pub fn replace_verified(
     before: Before,
     limit: u64,
     can_exec: bool,
+    progress: &ProgressSink,
 ) -> Result<Summary, UploadFailure> {
-    let result = write_file(agent, path, new, "uploading").and_then(|sent| {
+    let result = write_file(agent, path, new, "uploading", progress).and_then(|sent| {
         let found = remote_summary(agent, path, limit.max(sent.size))?.unwrap_or(Summary::empty());
         if found == sent {
             Ok(sent)
@@ -677,15 +555,24 @@ pub fn replace_verified(
         Rollback::NotNeeded
     } else {
         match before {
-            Before::Existing { backup, summary } => restore(agent, path, backup, summary, limit),
+            Before::Existing { backup, summary } => {
+                restore(agent, path, backup, summary, limit, progress)
+            }
             Before::Missing => remove_new(agent, path, can_exec),
         }
     };
     Err(UploadFailure { cause, rollback })
 }
 
-fn restore(agent: &Agent, path: &str, backup: &Path, original: Summary, limit: u64) -> Rollback {
-    match write_file(agent, path, backup, "restoring")
+fn restore(
+    agent: &Agent,
+    path: &str,
+    backup: &Path,
+    original: Summary,
+    limit: u64,
+    progress: &ProgressSink,
+) -> Rollback {
+    match write_file(agent, path, backup, "restoring", progress)
         .and_then(|_| remote_summary(agent, path, limit.max(original.size)))
     {
         Ok(Some(s)) if s == original => Rollback::Restored,
@@ -756,14 +643,10 @@ pub fn create_with_mode(
 
 /// The loud warning for a new file left world-writable.
 pub fn world_writable_warning(vm: &str, path: &str, mode: u32, reason: &str) -> String {
-    let p = sanitize(path);
     format!(
-        "WARNING: {p} in {vm:?} was created WORLD-WRITABLE (mode 0666: qemu-ga ignores the umask) and its mode could not be set ({}). Fix it inside the guest: chmod {mode:o} {p}",
-        sanitize(reason)
+        "WARNING: {path} in {vm:?} was created WORLD-WRITABLE (mode 0666: qemu-ga ignores the umask) and its mode could not be set ({reason}). Fix it inside the guest: chmod {mode:o} {path}"
     )
 }
-
-pub mod commands;
 
 #[cfg(test)]
 pub(crate) mod testfs;

@@ -1,0 +1,57 @@
+//! The context every command runs in: the resolved settings, the open connection, and
+//! the probe manager over it. Built once per invocation from the command line; the
+//! domain modules below never see it — commands hand them what they need.
+
+use std::sync::Arc;
+
+use crate::cli::GlobalArgs;
+use crate::config::{self, Settings};
+use crate::exit::Failure;
+use crate::hypervisor::{self, Hypervisor};
+use crate::probe::{ProbeManager, ProbeSettings};
+
+/// What a command needs: settings, the open connection and the probe manager over it.
+pub struct App {
+    pub settings: Settings,
+    pub hv: Arc<dyn Hypervisor>,
+    pub probes: Arc<ProbeManager>,
+}
+
+impl App {
+    /// Resolve settings (flags > environment > config file > defaults) and connect.
+    pub fn connect(global: &GlobalArgs, no_cache: bool) -> Result<App, Failure> {
+        let settings = resolve(global)?;
+        let hv: Arc<dyn Hypervisor> =
+            Arc::from(hypervisor::open(settings.backend, settings.uri.as_deref())?);
+        Ok(App::from_parts(settings, hv, no_cache))
+    }
+
+    /// An app over an already open hypervisor (tests use the fake).
+    pub fn from_parts(settings: Settings, hv: Arc<dyn Hypervisor>, no_cache: bool) -> App {
+        let probes = Arc::new(ProbeManager::new(
+            Arc::clone(&hv),
+            probe_settings(&settings, no_cache),
+        ));
+        App {
+            settings,
+            hv,
+            probes,
+        }
+    }
+}
+
+/// The settings alone, for commands that open connections themselves (`serve`).
+pub fn resolve(global: &GlobalArgs) -> Result<Settings, Failure> {
+    config::resolve(&global.overrides()).map_err(Failure::usage)
+}
+
+/// What the probe manager takes from the settings.
+pub fn probe_settings(settings: &Settings, no_cache: bool) -> ProbeSettings {
+    ProbeSettings {
+        deadline: settings.scan_deadline,
+        cache_ttl: settings.cache_ttl,
+        jobs: settings.jobs,
+        no_cache,
+        cache_path: settings.cache_path.clone(),
+    }
+}

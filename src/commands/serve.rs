@@ -1,0 +1,95 @@
+//! `serve`: logging, signals, the connection opener — then the exporter of
+//! [`crate::serve`] until SIGTERM or SIGINT.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::{probe_settings, resolve};
+use crate::cli::{GlobalArgs, LogFormat, ServeArgs};
+use crate::exit::{self, Failure};
+use crate::hypervisor::{self, Hypervisor};
+use crate::render::text::sanitize;
+use crate::serve::{self, parse_listen, Opener, ServeOptions};
+
+/// The longest interval and staleness threshold, a day: beyond that a scrape target is
+/// not being monitored.
+const MAX_SECS: u64 = 86_400;
+
+pub fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Failure> {
+    init_logging(args.log_format);
+    if !(1..=MAX_SECS).contains(&args.interval) {
+        return Err(Failure::usage(format!(
+            "--interval must be between 1 and {MAX_SECS} seconds, got {}",
+            args.interval
+        )));
+    }
+    if let Some(s) = args.stale_after {
+        if !(1..=MAX_SECS).contains(&s) {
+            return Err(Failure::usage(format!(
+                "--stale-after must be between 1 and {MAX_SECS} seconds, got {s}"
+            )));
+        }
+    }
+    let settings = resolve(global)?;
+    let listen = parse_listen(&args.listen).map_err(Failure::usage)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // A second signal while shutting down exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
+            .map_err(|e| Failure::usage(format!("cannot install signal handlers: {e}")))?;
+    }
+
+    let backend = settings.backend;
+    let uri = settings.uri.clone();
+    let opener: Opener = Arc::new(move || {
+        hypervisor::open(backend, uri.as_deref()).map(Arc::<dyn Hypervisor>::from)
+    });
+    let interval = Duration::from_secs(args.interval);
+    let options = ServeOptions {
+        interval,
+        stale_after: args
+            .stale_after
+            .map(Duration::from_secs)
+            .unwrap_or_else(|| ServeOptions::default_stale_after(interval, settings.scan_deadline)),
+        probes: probe_settings(&settings, false),
+    };
+    let running = serve::start(options, opener, listen, stop).map_err(Failure::usage)?;
+    let uri = sanitize(settings.uri.as_deref().unwrap_or("libvirt's default URI"));
+    if running.addr.ip().is_loopback() {
+        tracing::info!(
+            addr = %running.addr,
+            interval_s = args.interval,
+            "listening on http://{}/metrics (scanning {uri})",
+            running.addr
+        );
+    } else {
+        tracing::warn!(
+            addr = %running.addr,
+            interval_s = args.interval,
+            "listening on http://{}/metrics beyond loopback: anyone who reaches this address sees VM names and guest OSes (scanning {uri})",
+            running.addr
+        );
+    }
+    running.wait();
+    tracing::info!("stopped");
+    Ok(exit::OK)
+}
+
+fn init_logging(format: LogFormat) {
+    let level = std::env::var("DISMOUNT_ISO_QEMU_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false);
+    // A second init (tests) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

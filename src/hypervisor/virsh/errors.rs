@@ -1,0 +1,215 @@
+//! virsh's error text: one line for the user, classified into the port's errors so
+//! callers decide on meaning. Fixtures under `tests/fixtures/virsh/` pin what libvirt 9.0
+//! prints.
+
+use crate::hypervisor::HvError;
+
+/// virsh's error text as one line: `error: ` prefixes stripped, the generic
+/// "failed to connect to the hypervisor" dropped when a specific reason follows, lines
+/// without the prefix (libxml2 warnings) kept only when no `error:` line exists.
+pub fn one_line_error(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let errors: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| {
+            l.strip_prefix("error: ")
+                .or_else(|| l.strip_prefix("error:"))
+        })
+        .map(str::trim)
+        .collect();
+    let mut chosen: Vec<&str> = if errors.is_empty() { lines } else { errors };
+    if chosen.len() > 1 {
+        chosen.retain(|l| !l.eq_ignore_ascii_case("failed to connect to the hypervisor"));
+    }
+    chosen.join(": ")
+}
+
+/// Whether virsh's stderr says it could not connect at all.
+fn is_connect_failure(lower: &str) -> bool {
+    [
+        "failed to connect to the hypervisor",
+        "failed to connect socket",
+        "no connection driver available",
+        "cannot recv data",
+        "unable to connect to server",
+        "unable to get system bus connection",
+        "connection refused",
+        "end of file while reading data",
+        "authentication failed",
+    ]
+    .iter()
+    .any(|p| lower.contains(p))
+}
+
+/// Classify a failure to connect. `None` when the text is not about the connection.
+pub fn classify_connect_error(uri: &str, stderr: &str) -> Option<HvError> {
+    let lower = stderr.to_lowercase();
+    if !is_connect_failure(&lower) {
+        return None;
+    }
+    let detail = one_line_error(stderr);
+    let uri = uri.to_string();
+    Some(
+        if lower.contains("permission denied")
+            || lower.contains("authentication failed")
+            || lower.contains("access denied")
+            || lower.contains("not authorized")
+        {
+            HvError::PermissionDenied { uri, detail }
+        } else if lower.contains("no connection driver available")
+            || lower.contains("invalid uri")
+            || lower.contains("unable to parse uri")
+            || lower.contains("does not include a driver name")
+            || lower.contains("unsupported")
+            || lower.contains("xml error")
+            || lower.contains("unexpected qemu uri path")
+            || lower.contains("transport in uri")
+        {
+            HvError::BadUri { uri, detail }
+        } else {
+            HvError::Unreachable { uri, detail }
+        },
+    )
+}
+
+/// Classify the failure of a per-domain command (dumpxml, update-device, ...).
+pub fn classify_domain_error(
+    operation: &'static str,
+    uri: &str,
+    domain: &str,
+    stderr: &str,
+) -> HvError {
+    if let Some(e) = classify_connect_error(uri, stderr) {
+        return e;
+    }
+    let lower = stderr.to_lowercase();
+    if lower.contains("failed to get domain")
+        || lower.contains("domain not found")
+        || lower.contains("no domain with matching")
+    {
+        HvError::NoSuchDomain(domain.to_string())
+    } else if lower.contains("domain is not running") {
+        HvError::DomainNotRunning(domain.to_string())
+    } else {
+        HvError::Failed {
+            operation,
+            detail: one_line_error(stderr),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        let path = format!("{}/tests/fixtures/virsh/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn errors_become_one_line() {
+        assert_eq!(
+            one_line_error(&fixture("err_socket_missing.txt")),
+            "Failed to connect socket to '/nonexistent/sock': No such file or directory"
+        );
+        assert_eq!(
+            one_line_error("error: failed to get domain 'x'\n"),
+            "failed to get domain 'x'"
+        );
+        assert_eq!(one_line_error("  plain text \n"), "plain text");
+    }
+
+    #[test]
+    fn connection_errors_are_classified() {
+        let u = "qemu:///system";
+        assert!(matches!(
+            classify_connect_error(u, &fixture("err_socket_missing.txt")),
+            Some(HvError::Unreachable { .. })
+        ));
+        assert!(matches!(
+            classify_connect_error(u, &fixture("err_connection_refused.txt")),
+            Some(HvError::Unreachable { .. })
+        ));
+        assert!(matches!(
+            classify_connect_error(u, &fixture("err_permission_denied.txt")),
+            Some(HvError::PermissionDenied { .. })
+        ));
+        assert!(matches!(
+            classify_connect_error(u, &fixture("err_no_driver.txt")),
+            Some(HvError::BadUri { .. })
+        ));
+        assert!(matches!(
+            classify_connect_error(u, &fixture("err_no_driver_name.txt")),
+            Some(HvError::BadUri { .. })
+        ));
+        assert!(matches!(
+            classify_connect_error(u, &fixture("err_test_xml_missing.txt")),
+            Some(HvError::BadUri { .. })
+        ));
+        assert!(matches!(
+            classify_connect_error(u, &fixture("err_ssh_unresolved.txt")),
+            Some(HvError::Unreachable { .. })
+        ));
+        assert!(matches!(
+            classify_connect_error(u, &fixture("err_no_system_bus.txt")),
+            Some(HvError::Unreachable { .. })
+        ));
+        assert_eq!(
+            classify_connect_error(u, "error: failed to get domain 'x'\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn domain_errors_are_classified() {
+        let u = "test:///default";
+        assert_eq!(
+            classify_domain_error("dumpxml", u, "nope", "error: failed to get domain 'nope'\n"),
+            HvError::NoSuchDomain("nope".into())
+        );
+        assert_eq!(
+            classify_domain_error(
+                "update-device",
+                u,
+                "vm",
+                "error: Failed to update device from /tmp/x\nerror: Requested operation is not valid: domain is not running\n"
+            ),
+            HvError::DomainNotRunning("vm".into())
+        );
+        assert_eq!(
+            classify_domain_error("dumpxml", u, "vm", "error: something odd\n"),
+            HvError::Failed {
+                operation: "dumpxml",
+                detail: "something odd".into()
+            }
+        );
+    }
+
+    #[test]
+    fn tray_lock_texts_as_virsh_prints_them() {
+        use crate::hypervisor::tray_locked;
+        let drive = "<disk type='file' device='cdrom'><driver name='qemu'/><target dev='sdb' bus='sata'/><readonly/></disk>";
+        let locked = |text: &str, xml: &str| match tray_locked("vm", xml, text) {
+            Some(HvError::TrayLocked { drive, .. }) => Some(drive),
+            _ => None,
+        };
+        assert_eq!(
+            locked(&fixture("err_tray_timed_out.txt"), "<disk/>").as_deref(),
+            Some("sda")
+        );
+        assert_eq!(
+            locked(&fixture("err_tray_timed_out.txt"), drive).as_deref(),
+            Some("sdb")
+        );
+        assert_eq!(
+            locked(&fixture("err_tray_qemu_locked.txt"), "<disk/>").as_deref(),
+            Some("the CD-ROM drive")
+        );
+        assert_eq!(locked("error: some other failure", drive), None);
+    }
+}

@@ -1,0 +1,142 @@
+//! Views of the media facts: the `isos` table, the ISO text of one drive, and the one
+//! line each VM gets after a dismount. The table escapes its cells (it needs their
+//! width); the lines are plain text for an output point to escape.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::json::SCHEMA_VERSION;
+use super::text::{cell, sanitize};
+use crate::snapshot::media::{DriveOutcome, HostMedia, MediaSlot, VmMedia, VmReport};
+
+/// The ISO column's text for one drive: the disc the VM sees now, then where the running
+/// and saved definitions disagree.
+pub fn slot_text(d: &MediaSlot) -> String {
+    let now = d.current().unwrap_or("-").to_string();
+    if !d.differs {
+        return now;
+    }
+    let note = match (&d.live, &d.config) {
+        (Some(_), Some(c)) => match &c.source {
+            Some(s) => format!("saved config: {s}"),
+            None => "saved config: empty".to_string(),
+        },
+        (Some(_), None) => "running VM only, gone after a restart".to_string(),
+        (None, Some(_)) => "saved config only, from next boot".to_string(),
+        (None, None) => String::new(),
+    };
+    format!("{now} ({note})")
+}
+
+/// The `isos` table: one row per VM and drive.
+pub fn write_isos_table(out: &mut dyn Write, vms: &[&VmMedia]) -> io::Result<()> {
+    let row = |vm: &str, state: &str, drive: &str, bus: &str, iso: &str| {
+        format!(
+            "{}{}{}{}{}",
+            cell(&sanitize(vm), 20, 21),
+            cell(state, 13, 14),
+            cell(&sanitize(drive), 7, 8),
+            cell(&sanitize(bus), 6, 7),
+            sanitize(iso)
+        )
+        .trim_end()
+        .to_string()
+    };
+    writeln!(out, "{}", row("VM", "State", "Drive", "Bus", "ISO"))?;
+    writeln!(out, "{}", "-".repeat(80))?;
+    for vm in vms {
+        if vm.drives.is_empty() {
+            writeln!(
+                out,
+                "{}",
+                row(&vm.name, vm.state.as_str(), "-", "-", "(no CD-ROM drive)")
+            )?;
+        }
+        for d in &vm.drives {
+            writeln!(
+                out,
+                "{}",
+                row(
+                    &vm.name,
+                    vm.state.as_str(),
+                    &d.target,
+                    d.bus.as_deref().unwrap_or("-"),
+                    &slot_text(d)
+                )
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct IsosJson<'a> {
+    schema_version: u32,
+    uri: &'a str,
+    vms: &'a [&'a VmMedia],
+    errors: Vec<VmError<'a>>,
+}
+
+#[derive(Serialize)]
+struct VmError<'a> {
+    vm: &'a str,
+    error: &'a str,
+}
+
+/// `isos --json`: the chosen VMs' drives and the VMs that could not be read.
+pub fn write_isos_json(out: &mut dyn Write, host: &HostMedia, vms: &[&VmMedia]) -> io::Result<()> {
+    let doc = IsosJson {
+        schema_version: SCHEMA_VERSION,
+        uri: &host.uri,
+        vms,
+        errors: host
+            .errors
+            .iter()
+            .map(|(vm, error)| VmError { vm, error })
+            .collect(),
+    };
+    serde_json::to_writer_pretty(&mut *out, &doc)?;
+    writeln!(out)
+}
+
+/// The one line a VM gets after a dismount (plain text).
+pub fn eject_line(r: &VmReport) -> String {
+    let vm = &r.vm;
+    if let Some(e) = &r.error {
+        return format!("{vm}: error: {e}");
+    }
+    let mut parts = Vec::new();
+    for d in &r.drives {
+        let t = &d.target;
+        parts.push(match &d.outcome {
+            DriveOutcome::Ejected {
+                sources,
+                scope,
+                forced,
+            } => {
+                let forced = if *forced { ", tray forced open" } else { "" };
+                format!(
+                    "{t} ejected {} ({}){forced}",
+                    sources.join(" and "),
+                    scope.describe()
+                )
+            }
+            DriveOutcome::AlreadyEmpty => format!("{t} already empty"),
+            DriveOutcome::Locked => format!(
+                "{t} locked: the guest holds the tray locked (the disc is in use inside the guest), nothing changed; --force would force the tray open and the guest would lose the disc under it"
+            ),
+            DriveOutcome::Error(e) => format!("{t} error: {e}"),
+        });
+    }
+    if !r.guest.unmounted.is_empty() {
+        parts.push(format!(
+            "unmounted {} inside the guest first",
+            r.guest.unmounted.join(", ")
+        ));
+    }
+    if let Some(skip) = &r.guest.skipped {
+        parts.push(format!("not unmounted inside the guest: {skip}"));
+    }
+    format!("{vm}: {}", parts.join("; "))
+}
