@@ -1,18 +1,14 @@
 //! The command line as users and scripts see it, on libvirt's built-in test driver
 //! (`test:///default`: one running domain named "test", no daemon needed).
 
+mod common;
+
 use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
 
 fn bin(home: &tempfile::TempDir) -> Command {
-    let mut c = Command::cargo_bin("dismount_iso_qemu").unwrap();
-    c.env("XDG_CACHE_HOME", home.path().join("cache"))
-        .env("XDG_CONFIG_HOME", home.path().join("config"))
-        .env_remove("LIBVIRT_URI")
-        .env_remove("LIBVIRT_DEFAULT_URI")
-        .env_remove("DISMOUNT_ISO_QEMU_BACKEND");
-    c
+    common::tool(home.path())
 }
 
 /// One line on stderr, prefixed, and nothing that looks like a panic.
@@ -143,7 +139,7 @@ fn bad_settings_are_usage_errors() {
 #[test]
 fn uri_comes_from_flag_then_env_then_config_file() {
     let home = tempfile::tempdir().unwrap();
-    let dir = home.path().join("config/dismount_iso_qemu");
+    let dir = home.path().join("dismount_iso_qemu");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("config.toml"), "uri = \"test:///default\"\n").unwrap();
     // The config file alone is enough.

@@ -8,10 +8,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use serde_json::Value;
 
 use common::*;
@@ -19,18 +18,11 @@ use dismount_iso_qemu::agent::Agent;
 use dismount_iso_qemu::domxml::{self, MediaSource};
 use dismount_iso_qemu::hypervisor::{self, Backend, ChangeScope, Hypervisor, XmlScope};
 
-const BACKENDS: [&str; 2] = ["native", "virsh"];
 const MEDIA_A: &str = "diq-media-a";
 const MEDIA_B: &str = "diq-media-b";
 const MEDIA_OFF: &str = "diq-media-off";
 const MEDIA_BARE: &str = "diq-media-bare";
 const MEDIA_SCSI: &str = "diq-media-scsi";
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn hv() -> Arc<dyn Hypervisor> {
     Arc::from(hypervisor::open(Backend::Native, Some(harness_uri())).expect("open harness"))
@@ -90,21 +82,8 @@ fn run(backend: &str, args: &[&str], stdin: Option<&str>) -> Run {
     if args.iter().any(|a| *a == "scan" || *a == "menu") {
         *LAST_SCAN.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
-    let mut c = Command::cargo_bin("dismount_iso_qemu").unwrap();
-    c.env("XDG_CACHE_HOME", cache_dir())
-        .env("XDG_CONFIG_HOME", cache_dir())
-        .env_remove("LIBVIRT_URI")
-        .env_remove("LIBVIRT_DEFAULT_URI")
-        .args([
-            "-c",
-            harness_uri(),
-            "--backend",
-            backend,
-            "--probe-timeout",
-            "3",
-            "--cache-ttl",
-            "3600",
-        ])
+    let mut c = tool_on_harness(cache_dir(), backend);
+    c.args(["--probe-timeout", "3", "--cache-ttl", "3600"])
         .args(args)
         .timeout(Duration::from_secs(120));
     if let Some(s) = stdin {

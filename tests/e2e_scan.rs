@@ -3,7 +3,6 @@
 mod common;
 
 use std::process::Output;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
@@ -11,30 +10,17 @@ use serde_json::Value;
 
 use common::*;
 
-const BACKENDS: [&str; 2] = ["native", "virsh"];
-
 /// The tool's default deadline. TCG guests on a loaded two-core machine sometimes need
 /// seconds for a guest-exec; the bound under test is "deadline plus a small margin".
 const PROBE_TIMEOUT_S: u64 = 5;
 const MARGIN: Duration = Duration::from_millis(2500);
 
-/// libvirt serialises agent calls per VM and each call to the frozen guest holds a daemon
-/// worker for 5 s: these tests run one at a time so they measure the tool, not a queue
-/// they built themselves.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+// libvirt serialises agent calls per VM and each call to the frozen guest holds a daemon
+// worker for 5 s: these tests run one at a time (`serial()`) so they measure the tool,
+// not a queue they built themselves.
 
 fn bin(cache: &tempfile::TempDir, backend: &str) -> Command {
-    let mut c = Command::cargo_bin("dismount_iso_qemu").unwrap();
-    c.env("XDG_CACHE_HOME", cache.path())
-        .env("XDG_CONFIG_HOME", cache.path())
-        .env_remove("LIBVIRT_URI")
-        .env_remove("LIBVIRT_DEFAULT_URI")
-        .args(["-c", harness_uri(), "--backend", backend]);
-    c
+    tool_on_harness(cache.path(), backend)
 }
 
 fn scan_json(cache: &tempfile::TempDir, backend: &str, extra: &[&str]) -> (Value, Duration) {

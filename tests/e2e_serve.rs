@@ -16,24 +16,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const BACKENDS: [&str; 2] = ["native", "virsh"];
-
-/// A tool the test needs, or a skip (a panic in CI, where `harness.sh deps` installs it).
-fn tool(name: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "{name} is missing: `scripts/harness.sh deps` provides it (PATH gets $HARNESS_BIN)"
-            );
-        }
-        eprintln!("skipping: {name} is not installed (scripts/harness.sh deps)");
-    }
-    found
+/// A program the test needs, under the skip policy.
+fn needs(program: &str) -> bool {
+    require(
+        on_path(program),
+        program,
+        "`scripts/harness.sh deps` provides it (PATH gets $HARNESS_BIN)",
+    )
 }
 
 /// The exporter process; killed when dropped.
@@ -47,11 +36,7 @@ struct Exporter {
 impl Exporter {
     fn start(backend: &str, uri: &str, extra_global: &[&str], interval: u64) -> Exporter {
         let cache = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dismount_iso_qemu"))
-            .env("XDG_CACHE_HOME", cache.path())
-            .env("XDG_CONFIG_HOME", cache.path())
-            .env_remove("LIBVIRT_URI")
-            .env_remove("LIBVIRT_DEFAULT_URI")
+        let mut child = tool_process(cache.path())
             .args(["-c", uri, "--backend", backend])
             .args(extra_global)
             .args(["serve", "--listen", "127.0.0.1:0", "--interval"])
@@ -172,7 +157,7 @@ fn percent_encode(s: &str) -> String {
 
 #[test]
 fn a_live_scrape_passes_promtool_on_both_backends() {
-    if !harness_available() || !tool("promtool") {
+    if !harness_available() || !needs("promtool") {
         return;
     }
     for backend in BACKENDS {
@@ -247,7 +232,7 @@ fn a_live_scrape_passes_promtool_on_both_backends() {
 
 #[test]
 fn a_real_prometheus_scrapes_the_guests_os() {
-    if !harness_available() || !tool("prometheus") {
+    if !harness_available() || !needs("prometheus") {
         return;
     }
     let e = Exporter::start("native", harness_uri(), &["--probe-timeout", "3"], 2);
@@ -376,7 +361,7 @@ impl Drop for Proxy {
 
 #[test]
 fn healthz_follows_libvirt_going_away_and_coming_back() {
-    if !harness_available() || !tool("socat") {
+    if !harness_available() || !needs("socat") {
         return;
     }
     for backend in BACKENDS {

@@ -8,7 +8,7 @@ mod common;
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -18,8 +18,6 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use common::*;
-
-const BACKENDS: [&str; 2] = ["native", "virsh"];
 
 fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
@@ -166,16 +164,7 @@ impl Drop for GuestDir {
 }
 
 fn bin(home: &tempfile::TempDir, backend: &str) -> Command {
-    let mut c = Command::cargo_bin("dismount_iso_qemu").unwrap();
-    c.env("XDG_CACHE_HOME", home.path())
-        .env("XDG_CONFIG_HOME", home.path())
-        .env("TMPDIR", home.path())
-        .env_remove("LIBVIRT_URI")
-        .env_remove("LIBVIRT_DEFAULT_URI")
-        .env_remove("VISUAL")
-        .env_remove("DISMOUNT_ISO_QEMU_MAX_SIZE")
-        .args(["-c", harness_uri(), "--backend", backend]);
-    c
+    tool_on_harness(home.path(), backend)
 }
 
 /// A scripted editor: a shell script that gets the file as "$1".
@@ -577,17 +566,11 @@ fn menu_option_3_with_a_real_editor_in_a_real_terminal() {
     if !harness_available() {
         return;
     }
-    let vi = Path::new("/usr/bin/vi");
-    let have_tmux = std::process::Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_tmux || !vi.exists() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but tmux or vi is missing (scripts/harness.sh deps installs them)"
-        );
-        eprintln!("skipping: tmux or vi missing");
+    if !require(
+        on_path("tmux") && on_path("vi"),
+        "tmux or vi",
+        "scripts/harness.sh deps installs them",
+    ) {
         return;
     }
     let home = tempfile::tempdir().unwrap();

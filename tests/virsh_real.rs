@@ -4,26 +4,19 @@
 //! Skipped with a message when `virsh` is not installed, except with `CI=true`, where a
 //! missing virsh would hide a broken environment and so fails.
 
-use std::process::Command;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use dismount_iso_qemu::hypervisor::virsh::VirshHypervisor;
 use dismount_iso_qemu::hypervisor::{ChangeScope, DomainState, HvError, Hypervisor, XmlScope};
 
 fn virsh_available() -> bool {
-    let ok = Command::new("virsh")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if ok {
-        return true;
-    }
-    if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
-        panic!("CI=true but `virsh` is not installed (install libvirt-clients)");
-    }
-    eprintln!("skipping: `virsh` is not installed (install libvirt-clients to run this test)");
-    false
+    common::require(
+        common::on_path("virsh"),
+        "`virsh`",
+        "install libvirt-clients",
+    )
 }
 
 /// Every domain has a fixed UUID: the test driver invents a new one per process otherwise,

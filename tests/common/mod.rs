@@ -1,12 +1,22 @@
-//! Shared helpers for tests that need the real harness (scripts/harness.sh).
+//! What the integration tests share, written once: the harness's address and guests, the
+//! backends every end-to-end test runs on, the lock that keeps state-changing tests
+//! apart, the tool's binary with one environment scrub, and the skip policy.
 //!
-//! When `CI=true` the harness must be up: a missing harness fails the test loudly.
-//! Elsewhere the test is skipped with a message that says how to run it.
+//! Skip policy: a test whose real peer (the harness, virsh, tmux, promtool…) is missing
+//! skips with a message that says how to get it — except with `CI=true`, where a skip
+//! would hide a broken environment, so it fails.
 
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a part of the shared helpers"
+)]
 
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+/// Both adapters: every end-to-end behaviour is proven on each.
+pub const BACKENDS: [&str; 2] = ["native", "virsh"];
 
 /// Where `scripts/harness.sh` puts its own libvirtd's socket by default.
 const DEFAULT_HARNESS_SOCKET: &str = "/var/lib/dismount-iso-qemu-harness/run/libvirt/libvirt-sock";
@@ -36,12 +46,30 @@ pub const FROZEN: &str = "diq-frozen";
 pub const PAUSED: &str = "diq-paused";
 pub const WIN_OFF: &str = "diq-win2k22";
 
-fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true").unwrap_or(false)
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
-/// `true` when the harness answers; `false` (after printing why) when the test should skip.
-/// Panics in CI, where skipping would hide a broken harness.
+/// The skip policy: `true` when `present`; otherwise print how to get `what` and return
+/// `false` — or, with `CI=true`, fail the test.
+pub fn require(present: bool, what: &str, how: &str) -> bool {
+    if present {
+        return true;
+    }
+    if in_ci() {
+        panic!("CI=true but {what} is missing: {how}");
+    }
+    eprintln!("skipping: {what} is missing ({how})");
+    false
+}
+
+/// Whether a program is on PATH.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
+
+/// `true` when the harness answers (see [`require`]).
 pub fn harness_available() -> bool {
     let ok = Command::new("virsh")
         .args(["-c", harness_uri(), "domstate", UBUNTU])
@@ -49,12 +77,64 @@ pub fn harness_available() -> bool {
         .output()
         .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("running"))
         .unwrap_or(false);
-    if ok {
-        return true;
+    require(
+        ok,
+        "the e2e harness",
+        "run `scripts/harness.sh up` as root, or `scripts/test-all.sh`",
+    )
+}
+
+/// State-changing tests of one file run one at a time: they share the harness's guests
+/// (and each call to the frozen guest holds a daemon worker for seconds).
+pub fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The environment variables of the user's that would change what the tool does.
+const SCRUBBED: &[&str] = &[
+    "LIBVIRT_URI",
+    "LIBVIRT_DEFAULT_URI",
+    "VISUAL",
+    "EDITOR",
+    "DISMOUNT_ISO_QEMU_BACKEND",
+    "DISMOUNT_ISO_QEMU_PROBE_TIMEOUT",
+    "DISMOUNT_ISO_QEMU_AGENT_TIMEOUT",
+    "DISMOUNT_ISO_QEMU_CACHE_TTL",
+    "DISMOUNT_ISO_QEMU_JOBS",
+    "DISMOUNT_ISO_QEMU_CONFIG",
+    "DISMOUNT_ISO_QEMU_MAX_SIZE",
+    "DISMOUNT_ISO_QEMU_LOG",
+];
+
+/// The tool's binary with a scrubbed environment: no URI, editor or setting of the
+/// user's, and its cache, config and temporary files under `home`.
+pub fn tool(home: &Path) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("dismount_iso_qemu").unwrap();
+    for k in SCRUBBED {
+        c.env_remove(k);
     }
-    if in_ci() {
-        panic!("CI=true but the e2e harness is not up: run `scripts/harness.sh up` as root first");
+    c.env("XDG_CACHE_HOME", home)
+        .env("XDG_CONFIG_HOME", home)
+        .env("TMPDIR", home);
+    c
+}
+
+/// [`tool`] as a plain process, for tests that keep it running (serve).
+pub fn tool_process(home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dismount_iso_qemu"));
+    for k in SCRUBBED {
+        c.env_remove(k);
     }
-    eprintln!("skipping e2e test: the harness is not up (run `scripts/harness.sh up` as root, or `scripts/test-all.sh`)");
-    false
+    c.env("XDG_CACHE_HOME", home)
+        .env("XDG_CONFIG_HOME", home)
+        .env("TMPDIR", home);
+    c
+}
+
+/// [`tool`] on the harness with one backend.
+pub fn tool_on_harness(home: &Path, backend: &str) -> assert_cmd::Command {
+    let mut c = tool(home);
+    c.args(["-c", harness_uri(), "--backend", backend]);
+    c
 }
