@@ -26,7 +26,7 @@ for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do
     if [[ -x "$d/cargo" ]] && ! command -v cargo >/dev/null 2>&1; then PATH="$d:$PATH"; fi
 done
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "test-all.sh: no Rust toolchain found: install one with rustup (Rust >= 1.80), then rerun" >&2
+    echo "test-all.sh: no Rust toolchain found: install one with rustup (Rust >= 1.88), then rerun" >&2
     exit 2
 fi
 

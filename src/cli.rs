@@ -76,6 +76,16 @@ pub struct GlobalArgs {
     )]
     pub cache_ttl: Option<u64>,
 
+    /// Largest file edit, cat, pull, push and the menu's option 3 move through the guest
+    /// agent, e.g. 64M or 1G [default: 64M]
+    #[arg(
+        long,
+        value_name = "SIZE",
+        env = "DISMOUNT_ISO_QEMU_MAX_SIZE",
+        global = true
+    )]
+    pub max_size: Option<String>,
+
     /// Guest agents asked in parallel [default: 32]
     #[arg(long, value_name = "N", env = "DISMOUNT_ISO_QEMU_JOBS", global = true)]
     pub jobs: Option<usize>,
@@ -99,6 +109,7 @@ impl GlobalArgs {
             agent_timeout: self.agent_timeout,
             cache_ttl: self.cache_ttl,
             jobs: self.jobs,
+            max_size: self.max_size.clone(),
             config_file: self.config.clone(),
         }
     }
@@ -202,9 +213,6 @@ pub struct EditArgs {
     /// Mode of a newly created file, octal [default: 0644]
     #[arg(long, value_name = "OCTAL")]
     pub mode: Option<String>,
-    /// Largest file moved through the guest agent, e.g. 64M or 1G [default: 64M]
-    #[arg(long, value_name = "SIZE", env = "DISMOUNT_ISO_QEMU_MAX_SIZE")]
-    pub max_size: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -213,9 +221,6 @@ pub struct CatArgs {
     pub vm: String,
     /// Path of the file inside the guest
     pub remote_path: String,
-    /// Largest file moved through the guest agent, e.g. 64M or 1G [default: 64M]
-    #[arg(long, value_name = "SIZE", env = "DISMOUNT_ISO_QEMU_MAX_SIZE")]
-    pub max_size: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -229,9 +234,6 @@ pub struct PullArgs {
     /// Replace LOCAL_PATH if it already exists
     #[arg(long)]
     pub force: bool,
-    /// Largest file moved through the guest agent, e.g. 64M or 1G [default: 64M]
-    #[arg(long, value_name = "SIZE", env = "DISMOUNT_ISO_QEMU_MAX_SIZE")]
-    pub max_size: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -245,9 +247,6 @@ pub struct PushArgs {
     /// Mode of the guest file if push creates it, octal [default: 0644]
     #[arg(long, value_name = "OCTAL")]
     pub mode: Option<String>,
-    /// Largest file moved through the guest agent, e.g. 64M or 1G [default: 64M]
-    #[arg(long, value_name = "SIZE", env = "DISMOUNT_ISO_QEMU_MAX_SIZE")]
-    pub max_size: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -59,6 +59,7 @@ pub struct Overrides {
     pub agent_timeout: Option<f64>,
     pub cache_ttl: Option<u64>,
     pub jobs: Option<usize>,
+    pub max_size: Option<String>,
     pub config_file: Option<PathBuf>,
 }
 
@@ -170,9 +171,12 @@ pub fn resolve_with(
         cache_ttl: Duration::from_secs(cache_ttl),
         jobs,
         cache_path: default_cache_path(),
-        max_size: match &file.max_size {
-            Some(m) => units::parse_size(m).map_err(|e| format!("config file max_size: {e}"))?,
-            None => DEFAULT_MAX_SIZE,
+        max_size: match (&o.max_size, &file.max_size) {
+            (Some(m), _) => units::parse_size(m).map_err(|e| format!("--max-size: {e}"))?,
+            (None, Some(m)) => {
+                units::parse_size(m).map_err(|e| format!("config file max_size: {e}"))?
+            }
+            (None, None) => DEFAULT_MAX_SIZE,
         },
     })
 }
@@ -237,6 +241,7 @@ mod tests {
         let flags = Overrides {
             uri: Some("qemu:///system".into()),
             probe_timeout: Some(0.5),
+            max_size: Some("2M".into()),
             ..Overrides::default()
         };
         let s = resolve_with(
@@ -247,6 +252,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.uri.as_deref(), Some("qemu:///system"));
         assert_eq!(s.scan_deadline, Duration::from_millis(500));
+        assert_eq!(s.max_size, 2 << 20);
     }
 
     #[test]

@@ -3,7 +3,6 @@
 
 use std::io::{BufRead, Write};
 
-use super::files::max_size;
 use crate::app::App;
 use crate::cli::EditArgs;
 use crate::edit::{self, parse_mode, EditOptions, Editor, DEFAULT_NEW_MODE};
@@ -24,7 +23,7 @@ pub fn options(app: &App, args: &EditArgs, interactive: bool) -> Result<EditOpti
             Some(m) => parse_mode(m).map_err(Failure::usage)?,
             None => DEFAULT_NEW_MODE,
         },
-        max_size: max_size(app, args.max_size.as_deref())?,
+        max_size: app.settings.max_size,
         interactive,
         agent_timeout: app.settings.agent_timeout,
     })

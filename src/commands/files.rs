@@ -19,14 +19,6 @@ use crate::transfer::{
 };
 use crate::units;
 
-/// `--max-size` (or its environment variable), else the config file's, else the default.
-pub fn max_size(app: &App, arg: Option<&str>) -> Result<u64, Failure> {
-    match arg {
-        Some(s) => units::parse_size(s).map_err(Failure::usage),
-        None => Ok(app.settings.max_size),
-    }
-}
-
 fn shown(p: &Path) -> String {
     p.display().to_string()
 }
@@ -38,7 +30,7 @@ pub fn cat(
     out: &mut impl Write,
     progress: &ProgressSink,
 ) -> Result<u8, Failure> {
-    let limit = max_size(app, args.max_size.as_deref())?;
+    let limit = app.settings.max_size;
     let hv = app.hv.as_ref();
     check_vm(hv, &args.vm)?;
     check_capabilities(hv, &args.vm, app.settings.agent_timeout, READ_COMMANDS)?;
@@ -64,7 +56,7 @@ pub fn pull(
     out: &mut impl Write,
     progress: &ProgressSink,
 ) -> Result<u8, Failure> {
-    let limit = max_size(app, args.max_size.as_deref())?;
+    let limit = app.settings.max_size;
     let target: PathBuf = if args.local_path.is_dir() {
         args.local_path.join(local_name(&args.remote_path))
     } else {
@@ -130,7 +122,7 @@ pub fn push(
     warnings: &mut impl Write,
     progress: &ProgressSink,
 ) -> Result<u8, Failure> {
-    let limit = max_size(app, args.max_size.as_deref())?;
+    let limit = app.settings.max_size;
     let mode = match &args.mode {
         Some(m) => parse_mode(m).map_err(Failure::usage)?,
         None => DEFAULT_NEW_MODE,

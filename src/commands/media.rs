@@ -124,7 +124,7 @@ pub fn eject(app: &App, args: &EjectArgs, out: &mut impl Write) -> Result<u8, Fa
             .filter(|vm| {
                 vm.drives
                     .iter()
-                    .any(|d| d.holds(&m) && args.drive.as_ref().map_or(true, |t| &d.target == t))
+                    .any(|d| d.holds(&m) && args.drive.as_ref().is_none_or(|t| &d.target == t))
             })
             .cloned()
             .collect();

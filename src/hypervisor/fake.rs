@@ -154,17 +154,6 @@ impl FakeHypervisor {
         self.lock().device_script = Some(Arc::new(script));
     }
 
-    /// Replace the XML of a domain (e.g. after a scripted media change).
-    pub fn set_xml(&self, domain: &str, scope: XmlScope, xml: &str) {
-        let mut st = self.lock();
-        if let Some(d) = st.domains.get_mut(domain) {
-            match scope {
-                XmlScope::Current => d.xml = xml.to_string(),
-                XmlScope::Persistent => d.persistent_xml = Some(xml.to_string()),
-            }
-        }
-    }
-
     pub fn set_state(&self, domain: &str, state: DomainState) {
         if let Some(d) = self.lock().domains.get_mut(domain) {
             d.info.state = state;

@@ -57,7 +57,7 @@ pub fn eject_vm(hv: &dyn Hypervisor, vm: &VmMedia, which: &Which, opts: &EjectOp
             Which::All => true,
             Which::Drive(t) => &d.target == t,
             Which::Holding(iso, drive) => {
-                d.holds(iso) && drive.as_ref().map_or(true, |t| &d.target == t)
+                d.holds(iso) && drive.as_ref().is_none_or(|t| &d.target == t)
             }
         })
         .collect();

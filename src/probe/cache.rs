@@ -76,11 +76,6 @@ impl OsCache {
         }
     }
 
-    /// The default file: `$XDG_CACHE_HOME/dismount_iso_qemu/os-cache.json`.
-    pub fn default_path() -> Option<PathBuf> {
-        dirs::cache_dir().map(|d| d.join("dismount_iso_qemu").join("os-cache.json"))
-    }
-
     /// A fresh entry (younger than `ttl_secs`), if any.
     pub fn get(&self, uri: &str, uuid: &str, ttl_secs: u64) -> Option<&CacheEntry> {
         let e = self.entries.get(&key(uri, uuid))?;
