@@ -55,12 +55,12 @@ PATH="$HARNESS_BIN:$PATH" # prometheus and promtool, unpacked by the harness
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo clippy --no-default-features (the build without the native libvirt backend)"
 cargo clippy --no-default-features --all-targets -- -D warnings
 
 step "cargo test (unit, contract, fake virsh, end-to-end)"
 # The e2e binaries share one libvirtd; each file serialises its own state changes.
-cargo test --all-targets --no-fail-fast -- --test-threads=4
+cargo test --workspace --all-targets --no-fail-fast -- --test-threads=4
