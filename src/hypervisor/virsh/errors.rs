@@ -105,11 +105,7 @@ pub fn classify_domain_error(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> String {
-        let path = format!("{}/tests/fixtures/virsh/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
+    use crate::hypervisor::virsh::fixture;
 
     #[test]
     fn errors_become_one_line() {

@@ -77,11 +77,7 @@ pub fn stdin_command_output<'a>(stdout: &'a str, begin: &str, end: &str) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> String {
-        let path = format!("{}/tests/fixtures/virsh/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
+    use crate::hypervisor::virsh::fixture;
 
     #[test]
     fn quoting_is_one_literal_token() {

@@ -35,6 +35,13 @@ use self::parse::{
     parse_volume_xml,
 };
 use self::process::{Finished, Invocation, RunError};
+
+/// A file of `tests/fixtures/virsh/`: text virsh printed, pinned for the parsers' tests.
+#[cfg(test)]
+pub(crate) fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/virsh/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
 use super::{
     classify_agent_message, command_name, ChangeScope, DomainInfo, HvError, HvResult, Hypervisor,
     StorageVolume, XmlScope,

@@ -341,12 +341,8 @@ pub fn parse_volume_xml(xml: &str) -> Result<(String, Option<String>, Option<u64
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hypervisor::virsh::fixture;
     use crate::hypervisor::HvError;
-
-    fn fixture(name: &str) -> String {
-        let path = format!("{}/tests/fixtures/virsh/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
 
     #[test]
     fn dominfo_running() {
