@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::Overrides;
+use crate::config::{FileConfig, Overrides};
 use crate::hypervisor::Backend;
 
 const AFTER_HELP: &str = "\
@@ -103,13 +103,15 @@ pub struct GlobalArgs {
 impl GlobalArgs {
     pub fn overrides(&self) -> Overrides {
         Overrides {
-            uri: self.connect.clone().filter(|u| !u.trim().is_empty()),
-            backend: self.backend,
-            probe_timeout: self.probe_timeout,
-            agent_timeout: self.agent_timeout,
-            cache_ttl: self.cache_ttl,
-            jobs: self.jobs,
-            max_size: self.max_size.clone(),
+            values: FileConfig {
+                uri: self.connect.clone().filter(|u| !u.trim().is_empty()),
+                backend: self.backend,
+                probe_timeout: self.probe_timeout,
+                agent_timeout: self.agent_timeout,
+                cache_ttl: self.cache_ttl,
+                jobs: self.jobs,
+                max_size: self.max_size.clone(),
+            },
             config_file: self.config.clone(),
         }
     }

@@ -37,8 +37,9 @@ pub const DEFAULT_MAX_SIZE: u64 = 64 << 20;
 /// The config keys, for error messages.
 const KEYS: &str = "uri, backend, probe_timeout, agent_timeout, cache_ttl, jobs, max_size";
 
-/// What the config file may hold. Unknown keys are an error, so typos are noticed.
-#[derive(Debug, Default, Deserialize, PartialEq)]
+/// The settings a user can give — in the config file, or as flags and environment
+/// variables. Unknown keys in the file are an error, so typos are noticed.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub uri: Option<String>,
@@ -50,16 +51,11 @@ pub struct FileConfig {
     pub max_size: Option<String>,
 }
 
-/// The settings given on the command line or in the environment (clap reads both).
+/// The settings given on the command line or in the environment (clap reads both), and
+/// which config file to read.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
-    pub uri: Option<String>,
-    pub backend: Option<Backend>,
-    pub probe_timeout: Option<f64>,
-    pub agent_timeout: Option<f64>,
-    pub cache_ttl: Option<u64>,
-    pub jobs: Option<usize>,
-    pub max_size: Option<String>,
+    pub values: FileConfig,
     pub config_file: Option<PathBuf>,
 }
 
@@ -135,6 +131,7 @@ pub fn resolve_with(
     env_uri: Option<String>,
     file: FileConfig,
 ) -> Result<Settings, String> {
+    let o = &o.values;
     let scan_deadline = seconds(
         "probe timeout",
         o.probe_timeout
@@ -239,10 +236,13 @@ mod tests {
         assert_eq!(s.uri.as_deref(), Some("test:///default"));
 
         let flags = Overrides {
-            uri: Some("qemu:///system".into()),
-            probe_timeout: Some(0.5),
-            max_size: Some("2M".into()),
-            ..Overrides::default()
+            values: FileConfig {
+                uri: Some("qemu:///system".into()),
+                probe_timeout: Some(0.5),
+                max_size: Some("2M".into()),
+                ..FileConfig::default()
+            },
+            config_file: None,
         };
         let s = resolve_with(
             &flags,
@@ -258,22 +258,31 @@ mod tests {
     #[test]
     fn bad_values_are_one_clear_line() {
         let o = Overrides {
-            probe_timeout: Some(0.0),
-            ..Overrides::default()
+            values: FileConfig {
+                probe_timeout: Some(0.0),
+                ..FileConfig::default()
+            },
+            config_file: None,
         };
         assert!(resolve_with(&o, None, FileConfig::default())
             .unwrap_err()
             .contains("probe timeout"));
         let o = Overrides {
-            agent_timeout: Some(f64::NAN),
-            ..Overrides::default()
+            values: FileConfig {
+                agent_timeout: Some(f64::NAN),
+                ..FileConfig::default()
+            },
+            config_file: None,
         };
         assert!(resolve_with(&o, None, FileConfig::default())
             .unwrap_err()
             .contains("agent timeout"));
         let o = Overrides {
-            cache_ttl: Some(u64::MAX),
-            ..Overrides::default()
+            values: FileConfig {
+                cache_ttl: Some(u64::MAX),
+                ..FileConfig::default()
+            },
+            config_file: None,
         };
         assert!(resolve_with(&o, None, FileConfig::default())
             .unwrap_err()
