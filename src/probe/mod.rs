@@ -73,6 +73,30 @@ pub struct ProbeManager {
     osinfo: OsinfoDb,
 }
 
+impl ProbeOutcome {
+    fn answered(os: OsAnswer) -> ProbeOutcome {
+        ProbeOutcome {
+            agent: AgentStatus::Ok,
+            os: Some(os),
+            reason: None,
+        }
+    }
+
+    fn without_os(agent: AgentStatus, reason: String) -> ProbeOutcome {
+        ProbeOutcome {
+            agent,
+            os: None,
+            reason: Some(reason),
+        }
+    }
+
+    /// The agent failed with `e`.
+    fn failed(e: &HvError) -> ProbeOutcome {
+        let (agent, reason) = agent_failure(e);
+        ProbeOutcome::without_os(agent, reason)
+    }
+}
+
 fn agent_failure(e: &HvError) -> (AgentStatus, String) {
     match e {
         HvError::AgentNotConnected(_) => (AgentStatus::Absent, "agent not connected".into()),
@@ -108,23 +132,13 @@ fn probe_guest(hv: &dyn Hypervisor, domain: &str, deadline: Instant) -> ProbeOut
     let osinfo_reason = match agent.osinfo() {
         Ok(info) => {
             if let Some(text) = os::from_osinfo(&info) {
-                return ProbeOutcome {
-                    agent: AgentStatus::Ok,
-                    os: Some(OsAnswer::known(text, info.id, OsSource::GuestGetOsinfo)),
-                    reason: None,
-                };
+                let os = OsAnswer::known(text, info.id, OsSource::GuestGetOsinfo);
+                return ProbeOutcome::answered(os);
             }
             "guest-get-osinfo gave no name".to_string()
         }
         Err(e) if osinfo_unavailable(&e) => agent_failure(&e).1,
-        Err(e) => {
-            let (agent, reason) = agent_failure(&e);
-            return ProbeOutcome {
-                agent,
-                os: None,
-                reason: Some(reason),
-            };
-        }
+        Err(e) => return ProbeOutcome::failed(&e),
     };
 
     // Fallback: ask the guest to print what it is. Linux first, then Windows.
@@ -142,40 +156,23 @@ fn probe_guest(hv: &dyn Hypervisor, domain: &str, deadline: Instant) -> ProbeOut
         match agent.exec(path, args, deadline) {
             Ok(out) if out.success() => {
                 if let Some((text, id)) = parse(&String::from_utf8_lossy(&out.stdout)) {
-                    return ProbeOutcome {
-                        agent: AgentStatus::Ok,
-                        os: Some(OsAnswer::known(text, id, OsSource::GuestExec)),
-                        reason: None,
-                    };
+                    return ProbeOutcome::answered(OsAnswer::known(text, id, OsSource::GuestExec));
                 }
             }
             Ok(_) => {}
             // The program does not exist in this guest: try the next one.
             Err(HvError::AgentCommandFailed { .. }) => {}
             Err(e @ HvError::AgentCommandDisabled { .. }) => {
-                return ProbeOutcome {
-                    agent: AgentStatus::Disabled,
-                    os: None,
-                    reason: Some(format!("{osinfo_reason}; {}", agent_failure(&e).1)),
-                };
+                let reason = format!("{osinfo_reason}; {}", agent_failure(&e).1);
+                return ProbeOutcome::without_os(AgentStatus::Disabled, reason);
             }
-            Err(e) => {
-                let (agent, reason) = agent_failure(&e);
-                return ProbeOutcome {
-                    agent,
-                    os: None,
-                    reason: Some(reason),
-                };
-            }
+            Err(e) => return ProbeOutcome::failed(&e),
         }
     }
-    ProbeOutcome {
-        agent: AgentStatus::Ok,
-        os: None,
-        reason: Some(format!(
-            "{osinfo_reason}; no os-release, uname or ver answered"
-        )),
-    }
+    ProbeOutcome::without_os(
+        AgentStatus::Ok,
+        format!("{osinfo_reason}; no os-release, uname or ver answered"),
+    )
 }
 
 struct Task {
@@ -310,14 +307,13 @@ impl ProbeManager {
                 let (o, ms) = match outcomes.remove(&d.uuid) {
                     Some((o, ms)) => (o, Some(ms)),
                     None => (
-                        ProbeOutcome {
-                            agent: AgentStatus::Timeout,
-                            os: None,
-                            reason: Some(format!(
+                        ProbeOutcome::without_os(
+                            AgentStatus::Timeout,
+                            format!(
                                 "agent timed out (no answer within {}s)",
                                 self.settings.deadline.as_secs_f64()
-                            )),
-                        },
+                            ),
+                        ),
                         None,
                     ),
                 };
