@@ -165,6 +165,15 @@ impl<'a> Agent<'a> {
         self.domain
     }
 
+    /// The same agent with another per-call timeout.
+    pub fn with_timeout(&self, timeout: Duration) -> Agent<'a> {
+        Agent {
+            hv: self.hv,
+            domain: self.domain,
+            timeout,
+        }
+    }
+
     fn call(&self, execute: &str, arguments: Option<Value>) -> HvResult<Value> {
         let request = match arguments {
             Some(a) => json!({ "execute": execute, "arguments": a }),
@@ -255,9 +264,12 @@ impl<'a> Agent<'a> {
     }
 
     /// Read up to `count` bytes; returns the bytes and whether end of file was reached.
+    /// A reply whose `count` disagrees with the data it carries, or with more data than
+    /// asked for, is an error: the guest is lying or broken.
     pub fn file_read(&self, handle: i64, count: usize) -> HvResult<(Vec<u8>, bool)> {
         #[derive(Deserialize)]
         struct Read {
+            count: usize,
             #[serde(rename = "buf-b64")]
             buf: String,
             eof: bool,
@@ -267,7 +279,19 @@ impl<'a> Agent<'a> {
             Some(json!({ "handle": handle, "count": count })),
         )?;
         let r: Read = decode(self.domain, "guest-file-read", v)?;
-        Ok((b64(self.domain, "guest-file-read", &r.buf)?, r.eof))
+        let data = b64(self.domain, "guest-file-read", &r.buf)?;
+        if r.count != data.len() || data.len() > count {
+            return Err(HvError::AgentCommandFailed {
+                domain: self.domain.to_string(),
+                command: "guest-file-read".to_string(),
+                message: format!(
+                    "the reply says {} bytes but carries {} (asked for at most {count}): refused",
+                    r.count,
+                    data.len()
+                ),
+            });
+        }
+        Ok((data, r.eof))
     }
 
     /// Write all of `data`; returns the count the agent reports written.

@@ -9,6 +9,9 @@ use crate::config::{self, Settings};
 use crate::exit::Failure;
 use crate::hypervisor::{self, Hypervisor};
 use crate::probe::{ProbeManager, ProbeSettings};
+use crate::term::interrupt::Cancel;
+use crate::term::progress::ProgressSink;
+use crate::transfer::{Pace, Transfer};
 
 /// What a command needs: settings, the open connection and the probe manager over it.
 pub struct App {
@@ -24,6 +27,26 @@ impl App {
         let hv: Arc<dyn Hypervisor> =
             Arc::from(hypervisor::open(settings.backend, settings.uri.as_deref())?);
         Ok(App::from_parts(settings, hv, no_cache))
+    }
+
+    /// How this command's transfers go: the settings' limits, and the given progress
+    /// sink and interrupt token.
+    pub fn transfer(&self, progress: &ProgressSink, cancel: Cancel) -> Transfer {
+        Transfer {
+            limit: self.settings.max_size,
+            pace: Pace {
+                budget: self.settings.transfer_timeout,
+                min_rate: self.settings.min_rate,
+                ..Pace::default()
+            },
+            progress: progress.clone(),
+            cancel,
+        }
+    }
+
+    /// The URI the connection reached, for audit lines and records.
+    pub fn uri(&self) -> String {
+        self.hv.uri()
     }
 
     /// An app over an already open hypervisor (tests use the fake).

@@ -13,7 +13,7 @@ Without a command, the interactive menu starts.
 
 Configuration: flags beat environment (LIBVIRT_URI, then LIBVIRT_DEFAULT_URI) beat the
 config file ($XDG_CONFIG_HOME/dismount_iso_qemu/config.toml: uri, backend, probe_timeout,
-agent_timeout, cache_ttl, jobs, max_size) beat defaults. OS answers are cached in
+agent_timeout, cache_ttl, jobs, max_size, transfer_timeout, min_rate) beat defaults. OS answers are cached in
 $XDG_CACHE_HOME/dismount_iso_qemu/os-cache.json. The editor is $VISUAL, else $EDITOR,
 else nano (vi when nano is missing).
 
@@ -86,6 +86,26 @@ pub struct GlobalArgs {
     )]
     pub max_size: Option<String>,
 
+    /// Seconds one download or upload through the guest agent may take in all
+    /// [default: 600]
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "DISMOUNT_ISO_QEMU_TRANSFER_TIMEOUT",
+        global = true
+    )]
+    pub transfer_timeout: Option<u64>,
+
+    /// Bytes per second a transfer must keep up, over every 30 s (e.g. 32K; 0: no
+    /// floor); a guest that stalls or trickles is stopped [default: 32K]
+    #[arg(
+        long,
+        value_name = "RATE",
+        env = "DISMOUNT_ISO_QEMU_MIN_RATE",
+        global = true
+    )]
+    pub min_rate: Option<String>,
+
     /// Guest agents asked in parallel [default: 32]
     #[arg(long, value_name = "N", env = "DISMOUNT_ISO_QEMU_JOBS", global = true)]
     pub jobs: Option<usize>,
@@ -111,6 +131,8 @@ impl GlobalArgs {
                 cache_ttl: self.cache_ttl,
                 jobs: self.jobs,
                 max_size: self.max_size.clone(),
+                transfer_timeout: self.transfer_timeout,
+                min_rate: self.min_rate.clone(),
             },
             config_file: self.config.clone(),
         }
@@ -139,6 +161,16 @@ pub enum Command {
     Push(PushArgs),
     /// Serve Prometheus metrics and a health check from a background scan
     Serve(ServeArgs),
+    /// Guest files an interrupted or failed upload may have left damaged (recorded until
+    /// dealt with); `--done ID` marks one dealt with
+    Recovery(RecoveryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecoveryArgs {
+    /// The record that is dealt with (its file is removed)
+    #[arg(long, value_name = "ID")]
+    pub done: Option<String>,
 }
 
 #[derive(Debug, Args, Default)]

@@ -11,6 +11,8 @@
 //! cache_ttl = 60          # seconds
 //! jobs = 32
 //! max_size = "64M"        # largest file edit/cat/pull/push move through the agent
+//! transfer_timeout = 600  # seconds one download or upload may take in all
+//! min_rate = "32K"        # bytes per second a transfer must keep up (over 30 s)
 //! ```
 //!
 //! The timeouts are named for what they bound: `scan_deadline` (`--probe-timeout`) is the
@@ -34,8 +36,12 @@ pub const DEFAULT_CACHE_TTL_SECS: u64 = 60;
 pub const DEFAULT_JOBS: usize = 32;
 /// Default size limit of a file moved through the agent.
 pub const DEFAULT_MAX_SIZE: u64 = 64 << 20;
+/// Default budget of one transfer, seconds (see `transfer::Pace`).
+pub const DEFAULT_TRANSFER_TIMEOUT_SECS: u64 = 600;
+/// Default progress floor of a transfer, bytes per second.
+pub const DEFAULT_MIN_RATE: u64 = 32 << 10;
 /// The config keys, for error messages.
-const KEYS: &str = "uri, backend, probe_timeout, agent_timeout, cache_ttl, jobs, max_size";
+const KEYS: &str = "uri, backend, probe_timeout, agent_timeout, cache_ttl, jobs, max_size, transfer_timeout, min_rate";
 
 /// The settings a user can give — in the config file, or as flags and environment
 /// variables. Unknown keys in the file are an error, so typos are noticed.
@@ -49,6 +55,8 @@ pub struct FileConfig {
     pub cache_ttl: Option<u64>,
     pub jobs: Option<usize>,
     pub max_size: Option<String>,
+    pub transfer_timeout: Option<u64>,
+    pub min_rate: Option<String>,
 }
 
 /// The settings given on the command line or in the environment (clap reads both), and
@@ -73,9 +81,12 @@ pub struct Settings {
     pub cache_ttl: Duration,
     pub jobs: usize,
     pub cache_path: Option<PathBuf>,
-    /// Largest file moved through the guest agent, bytes (the commands' `--max-size`
-    /// beats this).
+    /// Largest file moved through the guest agent, bytes.
     pub max_size: u64,
+    /// What one download or upload may take in all.
+    pub transfer_timeout: Duration,
+    /// Bytes per second a transfer must keep up, measured over 30 s.
+    pub min_rate: u64,
 }
 
 /// The default config file location.
@@ -168,6 +179,22 @@ pub fn resolve_with(
         cache_ttl: Duration::from_secs(cache_ttl),
         jobs,
         cache_path: default_cache_path(),
+        transfer_timeout: {
+            let t = o
+                .transfer_timeout
+                .or(file.transfer_timeout)
+                .unwrap_or(DEFAULT_TRANSFER_TIMEOUT_SECS);
+            if !(1..=86_400).contains(&t) {
+                return Err(format!(
+                    "transfer timeout must be between 1 and 86400 seconds, got {t}"
+                ));
+            }
+            Duration::from_secs(t)
+        },
+        min_rate: match o.min_rate.as_ref().or(file.min_rate.as_ref()) {
+            Some(r) => units::parse_rate(r).map_err(|e| format!("min rate: {e}"))?,
+            None => DEFAULT_MIN_RATE,
+        },
         max_size: match (&o.max_size, &file.max_size) {
             (Some(m), _) => units::parse_size(m).map_err(|e| format!("--max-size: {e}"))?,
             (None, Some(m)) => {
@@ -210,6 +237,8 @@ mod tests {
             cache_ttl: Some(10),
             jobs: Some(3),
             max_size: Some("1G".into()),
+            transfer_timeout: Some(30),
+            min_rate: Some("1K".into()),
         };
         let none = Overrides::default();
         let s = resolve_with(&none, None, FileConfig::default()).unwrap();
@@ -224,6 +253,8 @@ mod tests {
         assert_eq!(s.max_size, 1 << 30);
         assert_eq!(s.scan_deadline, Duration::from_secs(9));
         assert_eq!(s.agent_timeout, Duration::from_secs(2));
+        assert_eq!(s.transfer_timeout, Duration::from_secs(30));
+        assert_eq!(s.min_rate, 1024);
         assert_eq!(s.uri.as_deref(), Some("qemu:///session"));
         assert_eq!(s.backend, Backend::Virsh);
         assert_eq!(s.jobs, 3);

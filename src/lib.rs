@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -29,7 +30,9 @@ use std::io::{self, IsTerminal};
 
 use app::App;
 use cli::{Cli, Command};
-use commands::{edit as edit_cmd, files, media as media_cmd, menu, scan, serve as serve_cmd};
+use commands::{
+    edit as edit_cmd, files, media as media_cmd, menu, recovery, scan, serve as serve_cmd,
+};
 use exit::Failure;
 use term::progress::ProgressSink;
 
@@ -38,7 +41,7 @@ pub const FLOORS: &[&[&str]] = &[
     &["commands"],
     &["cli", "app"],
     &["probe", "media", "transfer", "edit", "serve"],
-    &["agent", "snapshot", "render", "config", "term"],
+    &["agent", "snapshot", "render", "config", "term", "audit"],
     &["hypervisor", "domxml"],
     &["exit", "units"],
 ];
@@ -49,6 +52,9 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
     let stderr = io::stderr();
     let progress = ProgressSink::stderr_if_terminal();
     let connect = |no_cache| App::connect(&cli.global, no_cache);
+    if !matches!(cli.command, Some(Command::Recovery(_))) {
+        recovery::remind(&mut stderr.lock());
+    }
     match &cli.command {
         None | Some(Command::Menu) => {
             let stdin = io::stdin();
@@ -77,7 +83,9 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Some(Command::Serve(args)) => serve_cmd::run(&cli.global, args),
         Some(Command::Edit(args)) => {
             let app = connect(false)?;
-            let opts = edit_cmd::options(&app, args, io::stdin().is_terminal())?;
+            let guard = edit_cmd::interrupts()?;
+            let interactive = io::stdin().is_terminal();
+            let opts = edit_cmd::options(&app, args, interactive, &progress, guard.cancel())?;
             let mut editor = edit::ExternalEditor::from_env().map_err(Failure::usage)?;
             let stdin = io::stdin();
             edit_cmd::run(
@@ -87,7 +95,6 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
                 &mut stdin.lock(),
                 &mut stdout.lock(),
                 &mut stderr.lock(),
-                &progress,
             )
         }
         Some(Command::Cat(args)) => {
@@ -96,6 +103,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Some(Command::Pull(args)) => {
             files::pull(&connect(false)?, args, &mut stdout.lock(), &progress)
         }
+        Some(Command::Recovery(args)) => recovery::run(args, &mut stdout.lock()),
         Some(Command::Push(args)) => files::push(
             &connect(false)?,
             args,

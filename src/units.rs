@@ -71,6 +71,27 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is not a usable size limit"))
 }
 
+/// A duration in seconds for messages: `600 s`, `0.7 s`.
+pub fn seconds(d: std::time::Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{s:.1} s")
+    }
+}
+
+/// Parse a rate: a size as [`parse_size`] takes it, with an optional `/s`; `0` turns
+/// the floor off.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t);
+    if t.trim() == "0" {
+        return Ok(0);
+    }
+    parse_size(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +125,11 @@ mod tests {
         assert_eq!(bytes(812), "812 B");
         assert_eq!(bytes(3 << 20), "3.0 MiB");
         assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(parse_rate("32K/s").unwrap(), 32 << 10);
+        assert_eq!(seconds(std::time::Duration::from_secs(600)), "600 s");
+        assert_eq!(seconds(std::time::Duration::from_millis(700)), "0.7 s");
+        assert_eq!(parse_rate("0").unwrap(), 0);
+        assert!(parse_rate("fast").is_err());
     }
 
     fn parse_cpu(s: &str) -> u64 {

@@ -1,13 +1,17 @@
 //! `cat`, `pull` and `push`: the transfer code of `edit`, for scripts. Same checks (VM,
-//! agent capabilities), same chunking and size limit, same verify-and-roll-back upload.
+//! agent capabilities), same chunking, size limit and pace, same verify-and-roll-back
+//! upload. Local files are never written through a symbolic link: a link as the local
+//! path is refused, and new files are created exclusively, 0600.
 
-use std::fs;
-use std::io::Write;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::edit::interrupts;
 use crate::agent::Agent;
 use crate::app::App;
+use crate::audit::{self, Change, Recovery};
 use crate::cli::{CatArgs, PullArgs, PushArgs};
 use crate::edit::{local_name, parse_mode, DEFAULT_NEW_MODE};
 use crate::exit::{self, Failure};
@@ -23,6 +27,18 @@ fn shown(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// A local path that is a symbolic link is refused: root must not write (or read)
+/// through a link somebody may have planted.
+pub fn refuse_symlink(p: &Path) -> Result<(), Failure> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.file_type().is_symlink() => Err(Failure::usage(format!(
+            "{} is a symbolic link: refusing to go through it; give the real path",
+            shown(p)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// `cat VM PATH`: the guest file's bytes to `out` (stdout), unchanged.
 pub fn cat(
     app: &App,
@@ -30,44 +46,41 @@ pub fn cat(
     out: &mut impl Write,
     progress: &ProgressSink,
 ) -> Result<u8, Failure> {
-    let limit = app.settings.max_size;
+    let guard = interrupts()?;
+    let t = app.transfer(progress, guard.cancel());
     let hv = app.hv.as_ref();
     check_vm(hv, &args.vm)?;
     check_capabilities(hv, &args.vm, app.settings.agent_timeout, READ_COMMANDS)?;
     let agent = Agent::new(hv, &args.vm, IO_TIMEOUT);
-    download(
-        &agent,
-        &args.remote_path,
-        "r",
-        out,
-        limit,
-        "reading",
-        progress,
-    )?;
+    download(&agent, &args.remote_path, "r", out, "reading", &t)?;
     out.flush()?;
     Ok(exit::OK)
 }
 
-/// `pull VM PATH LOCAL`: into a temporary file beside LOCAL, renamed into place when
-/// complete, so LOCAL is never half written. An existing LOCAL needs `--force`.
+/// `pull VM PATH LOCAL`: into a private temporary file beside LOCAL, moved into place
+/// when complete, so LOCAL is never half written. An existing LOCAL needs `--force`, and
+/// one that appears meanwhile is not replaced without it either.
 pub fn pull(
     app: &App,
     args: &PullArgs,
     out: &mut impl Write,
     progress: &ProgressSink,
 ) -> Result<u8, Failure> {
-    let limit = app.settings.max_size;
+    refuse_symlink(&args.local_path)?;
     let target: PathBuf = if args.local_path.is_dir() {
         args.local_path.join(local_name(&args.remote_path))
     } else {
         args.local_path.clone()
     };
-    if target.exists() && !args.force {
+    refuse_symlink(&target)?;
+    if target.symlink_metadata().is_ok() && !args.force {
         return Err(Failure::partial(format!(
             "{} already exists: not overwriting it (--force replaces it); nothing was copied",
             shown(&target)
         )));
     }
+    let guard = interrupts()?;
+    let t = app.transfer(progress, guard.cancel());
     let hv = app.hv.as_ref();
     check_vm(hv, &args.vm)?;
     check_capabilities(hv, &args.vm, app.settings.agent_timeout, READ_COMMANDS)?;
@@ -76,6 +89,7 @@ pub fn pull(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    // tempfile creates it exclusively, 0600, with a random name.
     let mut tmp = tempfile::Builder::new()
         .prefix(".dismount_iso_qemu-pull-")
         .tempfile_in(&dir)
@@ -85,9 +99,8 @@ pub fn pull(
         &args.remote_path,
         "r",
         tmp.as_file_mut(),
-        limit,
         "pulling",
-        progress,
+        &t,
     )
     .map_err(|e| match e {
         FileError::Output(io) => FileError::local(&target, &io),
@@ -96,8 +109,21 @@ pub fn pull(
     tmp.as_file()
         .sync_all()
         .map_err(|e| FileError::local(&target, &e))?;
-    tmp.persist(&target)
-        .map_err(|e| FileError::local(&target, &e.error))?;
+    let placed = if args.force {
+        tmp.persist(&target).map(|_| ())
+    } else {
+        tmp.persist_noclobber(&target).map(|_| ())
+    };
+    placed.map_err(|e| {
+        if e.error.kind() == ErrorKind::AlreadyExists {
+            Failure::partial(format!(
+                "{} appeared while the file was copied: not overwriting it (--force replaces it); nothing was copied",
+                shown(&target)
+            ))
+        } else {
+            FileError::local(&target, &e.error).into()
+        }
+    })?;
     write_line(
         out,
         &format!(
@@ -113,6 +139,24 @@ pub fn pull(
     Ok(exit::OK)
 }
 
+/// The local file to push: a regular file, not reached through a link.
+fn open_local(path: &Path) -> Result<(File, u64), Failure> {
+    refuse_symlink(path)?;
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| FileError::local(path, &e))?;
+    let meta = f.metadata().map_err(|e| FileError::local(path, &e))?;
+    if !meta.is_file() {
+        return Err(Failure::usage(format!(
+            "{} is not a regular file",
+            shown(path)
+        )));
+    }
+    Ok((f, meta.len()))
+}
+
 /// `push VM LOCAL PATH`: replace (or create) the guest file, verified by reading it
 /// back; on failure the guest's original is restored from a private backup.
 pub fn push(
@@ -122,28 +166,24 @@ pub fn push(
     warnings: &mut impl Write,
     progress: &ProgressSink,
 ) -> Result<u8, Failure> {
-    let limit = app.settings.max_size;
     let mode = match &args.mode {
         Some(m) => parse_mode(m).map_err(Failure::usage)?,
         None => DEFAULT_NEW_MODE,
     };
     let (vm, path) = (args.vm.as_str(), args.remote_path.as_str());
-    let meta =
-        fs::metadata(&args.local_path).map_err(|e| FileError::local(&args.local_path, &e))?;
-    if !meta.is_file() {
-        return Err(Failure::usage(format!(
-            "{} is not a regular file",
-            shown(&args.local_path)
-        )));
-    }
-    if meta.len() > limit {
+    let limit = app.settings.max_size;
+    let (local, len) = open_local(&args.local_path)?;
+    drop(local);
+    if len > limit {
         return Err(Failure::partial(format!(
             "{} is {}, above the limit of {} (raise it with --max-size); nothing was copied",
             shown(&args.local_path),
-            units::bytes(meta.len()),
+            units::bytes(len),
             units::bytes(limit)
         )));
     }
+    let guard = interrupts()?;
+    let t = app.transfer(progress, guard.cancel());
     let hv = app.hv.as_ref();
     check_vm(hv, vm)?;
     let needed: Vec<&str> = READ_COMMANDS
@@ -161,21 +201,14 @@ pub fn push(
         .map_err(|e| FileError::local(Path::new("temporary directory"), &e))?;
     let backup = private.path().join("guest-original");
     let original = {
-        let mut f = fs::OpenOptions::new()
+        let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .mode(0o600)
             .open(&backup)
             .map_err(|e| FileError::local(&backup, &e))?;
-        match download(
-            &agent,
-            path,
-            "r+",
-            &mut f,
-            limit,
-            "saving the original",
-            progress,
-        ) {
+        match download(&agent, path, "r+", &mut f, "saving the original", &t) {
             Ok(s) => Some(s),
             Err(FileError::NotFound { .. }) => None,
             Err(e) => return Err(e.into()),
@@ -192,16 +225,16 @@ pub fn push(
             Before::Missing
         }
     };
-    match replace_verified(
-        &agent,
-        path,
-        &args.local_path,
-        before,
-        limit,
-        can_exec,
-        progress,
-    ) {
+    let uri = app.uri();
+    match replace_verified(&agent, path, &args.local_path, before, can_exec, &t) {
         Ok(sum) => {
+            audit::log_change(&Change {
+                action: "push",
+                uri: &uri,
+                vm,
+                what: path,
+                result: "ok",
+            });
             write_line(
                 out,
                 &format!(
@@ -218,18 +251,52 @@ pub fn push(
         }
         Err(f) => {
             let mut note = String::new();
-            if !f.rollback.worked() && original.is_some() {
-                let kept = private.keep();
-                note = format!(
-                    "; the original is saved at {}",
-                    shown(&kept.join("guest-original"))
-                );
+            let damaged = !f.rollback.worked();
+            let mut kept = None;
+            if damaged && original.is_some() {
+                let dir = private.keep();
+                let at = dir.join("guest-original");
+                note = format!("; the original is saved at {}", shown(&at));
+                kept = Some(at);
             }
-            Err(Failure::partial(format!(
+            let message = format!(
                 "upload to {vm}:{path} failed: {}; {}{note}",
                 f.cause,
                 f.rollback.describe(path)
-            )))
+            );
+            audit::log_change(&Change {
+                action: "push",
+                uri: &uri,
+                vm,
+                what: path,
+                result: &message,
+            });
+            if damaged {
+                let record = Recovery {
+                    id: audit::new_id(vm),
+                    created: crate::probe::cache::now_unix(),
+                    uri: uri.clone(),
+                    vm: vm.to_string(),
+                    path: path.to_string(),
+                    what: f.rollback.describe(path),
+                    original: kept,
+                    edited: std::path::absolute(&args.local_path).ok(),
+                };
+                match audit::record_recovery(&record) {
+                    Ok(at) => write_line(
+                        warnings,
+                        &format!("recovery record written: {}", at.display()),
+                    )?,
+                    Err(why) => write_line(
+                        warnings,
+                        &format!(
+                            "could not write a recovery record ({why}): {}",
+                            record.reminder()
+                        ),
+                    )?,
+                }
+            }
+            Err(Failure::partial(message))
         }
     }
 }

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use crate::app::App;
+use crate::audit::{self, Change};
 use crate::cli::{EjectArgs, IsosArgs, MountArgs};
 use crate::exit::{self, Failure};
 use crate::hypervisor::find_domain;
@@ -72,9 +73,43 @@ pub fn mount_cmd(app: &App, args: &MountArgs, out: &mut impl Write) -> Result<u8
             scope,
         },
     )?;
+    audit_mount(app, &args.vm, &line);
     write_line(out, &line)?;
     out.flush()?;
     Ok(exit::OK)
+}
+
+/// The audit line of a mount that changed something.
+pub fn audit_mount(app: &App, vm: &str, line: &str) {
+    audit::log_change(&Change {
+        action: "mount",
+        uri: &app.uri(),
+        vm,
+        what: line,
+        result: "ok",
+    });
+}
+
+/// One audit line per VM an eject touched (a drive already empty is no change).
+pub fn audit_ejects(app: &App, reports: &[VmReport]) {
+    let uri = app.uri();
+    for r in reports {
+        if r.drives
+            .iter()
+            .all(|d| matches!(d.outcome, DriveOutcome::AlreadyEmpty))
+            && r.error.is_none()
+        {
+            continue;
+        }
+        let result = if r.failed() { "not all ejected" } else { "ok" };
+        audit::log_change(&Change {
+            action: "eject",
+            uri: &uri,
+            vm: &r.vm,
+            what: &eject_line(r),
+            result,
+        });
+    }
 }
 
 /// The knobs of a dismount from the settings.
@@ -105,6 +140,7 @@ pub fn eject(app: &App, args: &EjectArgs, out: &mut impl Write) -> Result<u8, Fa
             None => Which::All,
         };
         let report = eject_vm(hv, &vm, &which, &opts);
+        audit_ejects(app, std::slice::from_ref(&report));
         write_line(out, &eject_line(&report))?;
         out.flush()?;
         return Ok(if report.failed() {
@@ -153,6 +189,7 @@ pub fn eject(app: &App, args: &EjectArgs, out: &mut impl Write) -> Result<u8, Fa
         return Ok(exit::OK);
     }
     let reports = eject_many(hv, &vms, &which, &opts);
+    audit_ejects(app, &reports);
     write_batch(out, &reports, &host.errors, started)
 }
 

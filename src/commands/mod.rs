@@ -8,6 +8,7 @@ pub mod edit;
 pub mod files;
 pub mod media;
 pub mod menu;
+pub mod recovery;
 pub mod scan;
 pub mod serve;
 #[cfg(test)]

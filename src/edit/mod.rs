@@ -26,9 +26,8 @@ pub use workspace::local_name;
 use crate::agent::Agent;
 use crate::exit;
 use crate::hypervisor::Hypervisor;
-use crate::term::progress::ProgressSink;
 use crate::term::prompt::Prompter;
-use crate::transfer::{self, Before, FileError, Summary};
+use crate::transfer::{self, Before, FileError, Summary, Transfer};
 use crate::units;
 use workspace::{private_file, Workspace};
 
@@ -36,7 +35,7 @@ use workspace::{private_file, Workspace};
 pub const DEFAULT_NEW_MODE: u32 = 0o644;
 
 /// Everything one edit needs to know.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EditOptions {
     pub vm: String,
     pub remote_path: String,
@@ -48,7 +47,8 @@ pub struct EditOptions {
     pub force: bool,
     /// Mode of a newly created file.
     pub mode: u32,
-    pub max_size: u64,
+    /// Size limit, pace, progress and interrupts of every transfer of the edit.
+    pub transfer: Transfer,
     /// Whether the prompter reaches a person (a terminal, or the menu's input).
     pub interactive: bool,
     /// Timeout of the first agent call, so a frozen agent fails fast.
@@ -76,6 +76,19 @@ pub enum EditError {
     /// After the editor may have run: the message says what was kept where.
     #[error("{0}")]
     Stopped(String),
+    /// The upload failed; the guest file is as it was (never touched, or rolled back).
+    #[error("{0}")]
+    RolledBack(String),
+    /// The upload failed after the guest file was changed, and the rollback did not put
+    /// it back: the guest file may be damaged (the caller records it for recovery).
+    #[error("{message}")]
+    Damaged {
+        message: String,
+        /// One line: what happened to the guest file.
+        what: String,
+        original: Option<PathBuf>,
+        edited: PathBuf,
+    },
     #[error("cannot write to the terminal: {0}")]
     Terminal(#[from] io::Error),
 }
@@ -94,6 +107,8 @@ impl EditError {
 /// How an edit that did not fail ended.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct EditDone {
+    /// A verified upload changed the guest file.
+    pub uploaded: bool,
     /// A warning the caller must show loudly (also where nobody reads stdout): a new
     /// file that stayed world-writable.
     pub warning: Option<String>,
@@ -106,7 +121,6 @@ pub fn edit(
     opts: &EditOptions,
     editor: &mut dyn Editor,
     p: &mut Prompter,
-    progress: &ProgressSink,
 ) -> Result<EditDone, EditError> {
     let (vm, path) = (opts.vm.as_str(), opts.remote_path.as_str());
     if path.is_empty() {
@@ -127,7 +141,6 @@ pub fn edit(
         opts,
         ws: &ws,
         can_exec,
-        progress,
     };
     let result = session.run(editor, p);
     let _ = p.out().flush();
@@ -140,7 +153,6 @@ struct Session<'s> {
     opts: &'s EditOptions,
     ws: &'s Workspace,
     can_exec: bool,
-    progress: &'s ProgressSink,
 }
 
 /// The guest file before the edit.
@@ -205,9 +217,8 @@ impl Session<'_> {
             &opts.remote_path,
             "r+",
             &mut f,
-            opts.max_size,
             "downloading",
-            self.progress,
+            &opts.transfer,
         ) {
             Ok(sum) => return Ok(Original::Existing(sum)),
             Err(FileError::NotFound { .. }) => {}
@@ -303,13 +314,13 @@ impl Session<'_> {
             if edited == *original {
                 return Ok(Decision::NoChange);
             }
-            if edited.size > opts.max_size {
+            if edited.size > opts.transfer.limit {
                 return Err(self.stopped(
                     original,
                     format!(
                         "the edited copy is {}, above the limit of {} (raise it with --max-size)",
                         units::bytes(edited.size),
-                        units::bytes(opts.max_size)
+                        units::bytes(opts.transfer.limit)
                     ),
                 ));
             }
@@ -342,12 +353,12 @@ impl Session<'_> {
         original_sum: &Summary,
     ) -> Result<(), EditError> {
         let (opts, ws) = (self.opts, self.ws);
-        let now = transfer::remote_summary(
-            self.agent,
-            &opts.remote_path,
-            opts.max_size.max(original_sum.size),
-        )
-        .map_err(|e| self.stopped(original_sum, e.to_string()))?;
+        let check = Transfer {
+            limit: opts.transfer.limit.max(original_sum.size),
+            ..opts.transfer.clone()
+        };
+        let now = transfer::remote_summary(self.agent, &opts.remote_path, &check)
+            .map_err(|e| self.stopped(original_sum, e.to_string()))?;
         if now == *original {
             return Ok(());
         }
@@ -397,9 +408,8 @@ impl Session<'_> {
             path,
             &ws.file,
             before,
-            opts.max_size,
             self.can_exec,
-            self.progress,
+            &opts.transfer,
         ) {
             Ok(sum) => {
                 p.say(&format!(
@@ -413,7 +423,10 @@ impl Session<'_> {
                     p.say(w)?;
                 }
                 ws.done();
-                Ok(EditDone { warning })
+                Ok(EditDone {
+                    uploaded: true,
+                    warning,
+                })
             }
             Err(f) => {
                 let keep_backup = !f.rollback.worked() && original.is_some();
@@ -423,12 +436,21 @@ impl Session<'_> {
                 } else {
                     String::new()
                 };
-                Err(EditError::Stopped(format!(
+                let message = format!(
                     "upload to {vm}:{path} failed: {}; {}{backup_note}; your edited copy is kept at {}",
                     f.cause,
                     f.rollback.describe(path),
                     ws.file_shown()
-                )))
+                );
+                if f.rollback.worked() {
+                    return Err(EditError::RolledBack(message));
+                }
+                Err(EditError::Damaged {
+                    message,
+                    what: f.rollback.describe(path),
+                    original: keep_backup.then(|| ws.backup.clone()),
+                    edited: ws.file.clone(),
+                })
             }
         }
     }

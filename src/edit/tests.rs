@@ -3,7 +3,6 @@ use std::sync::{Arc, Mutex};
 
 use super::workspace::BACKUP_NAME;
 use super::*;
-use crate::config::DEFAULT_MAX_SIZE;
 use crate::hypervisor::fake::{FakeDomain, FakeHypervisor};
 use crate::hypervisor::DomainState;
 use crate::transfer::testfs::{fake, lock, GuestFs, VM};
@@ -43,7 +42,7 @@ fn opts(path: &str) -> EditOptions {
         yes: true,
         force: false,
         mode: DEFAULT_NEW_MODE,
-        max_size: DEFAULT_MAX_SIZE,
+        transfer: Transfer::default(),
         interactive: false,
         agent_timeout: Duration::from_secs(1),
     }
@@ -57,13 +56,7 @@ fn run(
 ) -> (Result<EditDone, EditError>, String) {
     let mut inp = io::Cursor::new(input.as_bytes().to_vec());
     let mut out = Vec::new();
-    let r = edit(
-        hv,
-        o,
-        ed,
-        &mut Prompter::new(&mut inp, &mut out),
-        &ProgressSink::none(),
-    );
+    let r = edit(hv, o, ed, &mut Prompter::new(&mut inp, &mut out));
     (r, String::from_utf8(out).unwrap())
 }
 
@@ -241,7 +234,6 @@ fn a_failed_rollback_keeps_the_original_too() {
             &o,
             &mut Twice(&mut ed, g3),
             &mut Prompter::new(&mut inp, &mut out),
-            &ProgressSink::none(),
         );
         (r, out)
     };

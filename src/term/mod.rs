@@ -3,5 +3,6 @@
 //! writers they are given, so every flow is testable on a `Vec<u8>`, and both escape
 //! what they show.
 
+pub mod interrupt;
 pub mod progress;
 pub mod prompt;

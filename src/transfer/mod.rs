@@ -12,18 +12,28 @@
 //!
 //! Why "verify and roll back": qemu-ga can only truncate-and-write a file (there is no
 //! rename without guest-exec), so a failed upload could leave the guest file half written.
-//! [`replace_verified`] reads the file back, compares hashes, and on any failure writes the
-//! original bytes back from a local backup and reports whether that worked.
+//! [`replace_verified`] reads the file back, compares hashes, and on any failure after the
+//! guest file was opened for writing (so truncated) writes the original bytes back from a
+//! local backup and reports whether that worked. What decides the rollback is what was
+//! done to the file, not what kind of error ended the upload.
+//!
+//! Why a clock: the guest decides how fast its agent answers, so every transfer has an
+//! overall budget and a progress floor ([`Pace`]); each agent call gets at most what is
+//! left of the budget. An interrupt ([`Cancel`]) stops a transfer between two chunks; an
+//! upload it stops is rolled back, and a second interrupt abandons the rollback.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 use crate::agent::Agent;
+use crate::config::DEFAULT_MAX_SIZE;
 use crate::hypervisor::{find_domain, DomainState, HvError, Hypervisor};
+use crate::term::interrupt::Cancel;
 use crate::term::progress::{Meter, ProgressSink};
 use crate::units;
 
@@ -33,8 +43,112 @@ pub const CHUNK: usize = 1 << 20;
 /// The most bytes one guest-file-write moves (see the module notes for why it is small).
 pub const WRITE_CHUNK: usize = 128 << 10;
 
-/// Time libvirt waits for one agent call of a transfer (a 1 MiB chunk on a slow guest).
+/// The most libvirt waits for one agent call of a transfer (a 1 MiB chunk on a slow
+/// guest); never more than what is left of the transfer's budget.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a transfer may take, and how slow it may get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// The whole transfer (one download or one upload, each read-back included).
+    pub budget: Duration,
+    /// Bytes per second that must move, measured over every `window`.
+    pub min_rate: u64,
+    pub window: Duration,
+}
+
+impl Default for Pace {
+    /// Sized for a 64 MiB file on a slow guest: a TCG guest through the virsh backend
+    /// moves about 250 KB/s (measured), so 64 MiB takes about 4 min of the 10 allowed;
+    /// a guest that moves less than 32 KiB in 30 s is stuck or lying.
+    fn default() -> Pace {
+        Pace {
+            budget: Duration::from_secs(600),
+            min_rate: 32 << 10,
+            window: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every transfer of one command shares: the size limit, the pace, where progress
+/// is drawn and who may stop it.
+#[derive(Clone)]
+pub struct Transfer {
+    pub limit: u64,
+    pub pace: Pace,
+    pub progress: ProgressSink,
+    pub cancel: Cancel,
+}
+
+impl Default for Transfer {
+    fn default() -> Transfer {
+        Transfer {
+            limit: DEFAULT_MAX_SIZE,
+            pace: Pace::default(),
+            progress: ProgressSink::none(),
+            cancel: Cancel::none(),
+        }
+    }
+}
+
+/// One transfer's clock: its deadline and the progress floor.
+struct Clock {
+    pace: Pace,
+    deadline: Instant,
+    window_start: Instant,
+    window_bytes: u64,
+}
+
+impl Clock {
+    /// The timeout for a call that must be tried even when the budget is short.
+    fn call_timeout_or_min(&self) -> Duration {
+        self.call_timeout().unwrap_or(Duration::from_secs(1))
+    }
+
+    fn start(pace: Pace) -> Clock {
+        let now = Instant::now();
+        Clock {
+            pace,
+            deadline: now + pace.budget,
+            window_start: now,
+            window_bytes: 0,
+        }
+    }
+
+    /// The timeout for the next agent call: what is left of the budget, at most
+    /// [`IO_TIMEOUT`]; `Err` when nothing is left.
+    fn call_timeout(&self) -> Result<Duration, String> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left < Duration::from_millis(500) {
+            return Err(format!(
+                "it did not finish within {}",
+                units::seconds(self.pace.budget)
+            ));
+        }
+        Ok(left.min(IO_TIMEOUT))
+    }
+
+    /// `n` more bytes moved; `Err` when the floor was not kept over the last window.
+    fn moved(&mut self, n: u64) -> Result<(), String> {
+        self.window_bytes += n;
+        let elapsed = self.window_start.elapsed();
+        if elapsed < self.pace.window {
+            return Ok(());
+        }
+        let rate = self.window_bytes as f64 / elapsed.as_secs_f64();
+        if rate < self.pace.min_rate as f64 {
+            return Err(format!(
+                "only {} moved in the last {}, below the floor of {}/s",
+                units::bytes(self.window_bytes),
+                units::seconds(Duration::from_secs(elapsed.as_secs().max(1))),
+                units::bytes(self.pace.min_rate)
+            ));
+        }
+        self.window_start = Instant::now();
+        self.window_bytes = 0;
+        Ok(())
+    }
+}
 
 /// The guest-file commands every transfer needs.
 pub const READ_COMMANDS: &[&str] = &["guest-file-open", "guest-file-read", "guest-file-close"];
@@ -147,6 +261,18 @@ pub enum FileError {
     Local { path: String, message: String },
     #[error("cannot write the output: {0}")]
     Output(io::Error),
+    #[error("the transfer of {path} in {vm:?} was stopped: {why} (a guest that is overloaded or lies; --transfer-timeout and --min-rate set the limits)")]
+    TooSlow {
+        vm: String,
+        path: String,
+        why: String,
+    },
+    #[error("the transfer of {path} in {vm:?} was stopped by {signal}")]
+    Interrupted {
+        vm: String,
+        path: String,
+        signal: &'static str,
+    },
 }
 
 fn short(sum: &Sha256Sum) -> String {
@@ -246,11 +372,13 @@ pub struct GuestFile<'a, 'b> {
     open: bool,
 }
 
-/// Open `path` in the guest with an fopen mode ("r", "r+", "w").
-pub fn open<'a, 'b>(
+/// Open `path` in the guest with an fopen mode ("r", "r+", "w"), the call bounded by
+/// `timeout`.
+fn open<'a, 'b>(
     agent: &'b Agent<'a>,
     path: &'b str,
     mode: &str,
+    timeout: Duration,
 ) -> Result<GuestFile<'a, 'b>, FileError> {
     let action = if mode.starts_with('r') && !mode.contains('+') {
         "read"
@@ -258,6 +386,7 @@ pub fn open<'a, 'b>(
         "write"
     };
     let handle = agent
+        .with_timeout(timeout)
         .file_open(path, mode)
         .map_err(|e| classify(agent.domain(), path, action, e))?;
     Ok(GuestFile {
@@ -273,44 +402,71 @@ impl GuestFile<'_, '_> {
         classify(self.agent.domain(), self.path, action, e)
     }
 
+    fn too_slow(&self, why: String) -> FileError {
+        FileError::TooSlow {
+            vm: self.agent.domain().to_string(),
+            path: self.path.to_string(),
+            why,
+        }
+    }
+
+    /// Stop when the user interrupted, or the clock ran out; else the next call's agent.
+    fn next_call(&self, clock: &Clock, cancel: &Cancel) -> Result<Agent<'_>, FileError> {
+        if let Some(signal) = cancel.signal() {
+            return Err(FileError::Interrupted {
+                vm: self.agent.domain().to_string(),
+                path: self.path.to_string(),
+                signal,
+            });
+        }
+        let t = clock.call_timeout().map_err(|w| self.too_slow(w))?;
+        Ok(self.agent.with_timeout(t))
+    }
+
     /// The size, by seeking to the end and back. `None` when the agent cannot seek (a
     /// disabled guest-file-seek, a directory, a pipe); reading then finds out.
-    pub fn size(&self) -> Result<Option<u64>, FileError> {
-        let Ok(end) = self.agent.file_seek(self.handle, 0, "end") else {
+    fn size(&self, clock: &Clock) -> Result<Option<u64>, FileError> {
+        let t = clock.call_timeout().map_err(|w| self.too_slow(w))?;
+        let agent = self.agent.with_timeout(t);
+        let Ok(end) = agent.file_seek(self.handle, 0, "end") else {
             return Ok(None);
         };
-        self.agent
+        agent
             .file_seek(self.handle, 0, "set")
             .map_err(|e| self.err("read", e))?;
         Ok(Some(end))
     }
 
     /// Stream the whole file into `out`, at most `limit` bytes.
-    pub fn read_all(
+    fn read_all(
         &self,
         out: &mut dyn Write,
-        limit: u64,
+        t: &Transfer,
+        clock: &mut Clock,
         meter: &mut Meter,
     ) -> Result<Summary, FileError> {
         let mut h = Sha256::new();
         let mut size = 0u64;
         loop {
-            let (buf, eof) = self
-                .agent
+            let agent = self.next_call(clock, &t.cancel)?;
+            let (buf, eof) = agent
                 .file_read(self.handle, CHUNK)
                 .map_err(|e| self.err("read", e))?;
             size += buf.len() as u64;
-            if size > limit {
+            if size > t.limit {
                 return Err(FileError::TooLarge {
                     vm: self.agent.domain().to_string(),
                     path: self.path.to_string(),
                     size,
-                    limit,
+                    limit: t.limit,
                 });
             }
             out.write_all(&buf).map_err(FileError::Output)?;
             h.update(&buf);
             meter.add(buf.len());
+            clock
+                .moved(buf.len() as u64)
+                .map_err(|w| self.too_slow(w))?;
             if eof || buf.is_empty() {
                 break;
             }
@@ -323,10 +479,12 @@ impl GuestFile<'_, '_> {
 
     /// Stream all of `input` into the file in chunks of at most [`WRITE_CHUNK`], then
     /// flush.
-    pub fn write_all(
+    fn write_all(
         &self,
         input: &mut dyn Read,
         input_name: &Path,
+        t: &Transfer,
+        clock: &mut Clock,
         meter: &mut Meter,
     ) -> Result<Summary, FileError> {
         let mut h = Sha256::new();
@@ -337,8 +495,8 @@ impl GuestFile<'_, '_> {
             if n == 0 {
                 break;
             }
-            let written = self
-                .agent
+            let agent = self.next_call(clock, &t.cancel)?;
+            let written = agent
                 .file_write(self.handle, &buf[..n])
                 .map_err(|e| self.err("write", e))?;
             if written != n {
@@ -352,8 +510,9 @@ impl GuestFile<'_, '_> {
             h.update(&buf[..n]);
             size += n as u64;
             meter.add(n);
+            clock.moved(n as u64).map_err(|w| self.too_slow(w))?;
         }
-        self.agent
+        self.next_call(clock, &Cancel::none())?
             .file_flush(self.handle)
             .map_err(|e| self.err("write", e))?;
         Ok(Summary {
@@ -363,9 +522,11 @@ impl GuestFile<'_, '_> {
     }
 
     /// Close and report a failing close (for writes it can mean lost data).
-    pub fn close(mut self) -> Result<(), FileError> {
+    fn close(mut self, clock: &Clock) -> Result<(), FileError> {
         self.open = false;
+        let t = clock.call_timeout().map_err(|w| self.too_slow(w))?;
         self.agent
+            .with_timeout(t)
             .file_close(self.handle)
             .map_err(|e| self.err("write", e))
     }
@@ -374,7 +535,10 @@ impl GuestFile<'_, '_> {
 impl Drop for GuestFile<'_, '_> {
     fn drop(&mut self) {
         if self.open {
-            let _ = self.agent.file_close(self.handle);
+            let _ = self
+                .agent
+                .with_timeout(Duration::from_secs(5))
+                .file_close(self.handle);
         }
     }
 }
@@ -393,49 +557,56 @@ fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Stream a guest file into `out` (mode "r", or "r+" to also prove it is writable).
-/// The size is checked against `limit` before the first byte moves when the agent can
-/// seek, and while reading in any case.
+/// The size is checked against the limit before the first byte moves when the agent
+/// can seek, and while reading in any case.
 pub fn download(
     agent: &Agent,
     path: &str,
     mode: &str,
     out: &mut dyn Write,
-    limit: u64,
     label: &str,
-    progress: &ProgressSink,
+    t: &Transfer,
 ) -> Result<Summary, FileError> {
-    let f = open(agent, path, mode)?;
-    let size = f.size()?;
-    if let Some(s) = size.filter(|s| *s > limit) {
+    let mut clock = Clock::start(t.pace);
+    let f = open(agent, path, mode, clock.call_timeout_or_min())?;
+    let size = f.size(&clock)?;
+    if let Some(s) = size.filter(|s| *s > t.limit) {
         return Err(FileError::TooLarge {
             vm: agent.domain().to_string(),
             path: path.to_string(),
             size: s,
-            limit,
+            limit: t.limit,
         });
     }
-    let mut meter = Meter::new(label, size, 2 * CHUNK as u64, progress);
-    let sum = f.read_all(out, limit, &mut meter)?;
+    let mut meter = Meter::new(label, size, 2 * CHUNK as u64, &t.progress);
+    let sum = f.read_all(out, t, &mut clock, &mut meter)?;
     meter.finish();
-    f.close()?;
+    f.close(&clock)?;
     Ok(sum)
 }
 
 /// The hash of the guest file now; `None` when it does not exist.
-pub fn remote_summary(agent: &Agent, path: &str, limit: u64) -> Result<Option<Summary>, FileError> {
-    match download(
-        agent,
-        path,
-        "r",
-        &mut io::sink(),
-        limit,
-        "checking",
-        &ProgressSink::none(),
-    ) {
+pub fn remote_summary(
+    agent: &Agent,
+    path: &str,
+    t: &Transfer,
+) -> Result<Option<Summary>, FileError> {
+    let quiet = Transfer {
+        progress: ProgressSink::none(),
+        ..t.clone()
+    };
+    match download(agent, path, "r", &mut io::sink(), "checking", &quiet) {
         Ok(s) => Ok(Some(s)),
         Err(FileError::NotFound { .. }) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// A failed write, and whether the guest file had been opened for writing (so
+/// truncated) before it failed.
+struct WriteFailure {
+    error: FileError,
+    touched: bool,
 }
 
 /// Truncate-and-write `path` from a local file, without verification.
@@ -444,18 +615,41 @@ fn write_file(
     path: &str,
     local: &Path,
     label: &str,
-    progress: &ProgressSink,
-) -> Result<Summary, FileError> {
-    let mut input = File::open(local).map_err(|e| FileError::local(local, &e))?;
+    t: &Transfer,
+) -> Result<Summary, WriteFailure> {
+    let untouched = |error| WriteFailure {
+        error,
+        touched: false,
+    };
+    // Never through a link (a file swapped for one after the caller checked it).
+    let mut input = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(local)
+        .map_err(|e| untouched(FileError::local(local, &e)))?;
     let total = input.metadata().ok().map(|m| m.len());
-    let f = open(agent, path, "w")?;
-    let mut meter = Meter::new(label, total, 2 * CHUNK as u64, progress);
-    let sum = f.write_all(&mut input, local, &mut meter)?;
+    let mut clock = Clock::start(t.pace);
+    if let Some(signal) = t.cancel.signal() {
+        return Err(untouched(FileError::Interrupted {
+            vm: agent.domain().to_string(),
+            path: path.to_string(),
+            signal,
+        }));
+    }
+    let f = open(agent, path, "w", clock.call_timeout_or_min()).map_err(untouched)?;
+    // From here on the guest file is truncated: any failure leaves it changed.
+    let touched = |error| WriteFailure {
+        error,
+        touched: true,
+    };
+    let mut meter = Meter::new(label, total, 2 * CHUNK as u64, &t.progress);
+    let sum = f
+        .write_all(&mut input, local, t, &mut clock, &mut meter)
+        .map_err(touched)?;
     meter.finish();
-    f.close()?;
+    f.close(&clock).map_err(touched)?;
     Ok(sum)
 }
-
 /// What the guest file was before an upload.
 #[derive(Debug, Clone, Copy)]
 pub enum Before<'p> {
@@ -478,6 +672,8 @@ pub enum Rollback {
     Removed,
     /// The file did not exist before and could not be removed.
     LeftBehind(String),
+    /// A second interrupt stopped the restore: the guest file may be damaged.
+    Abandoned(&'static str),
 }
 
 impl Rollback {
@@ -495,6 +691,9 @@ impl Rollback {
             Rollback::Removed => format!("rollback worked: the new file {p} was removed again"),
             Rollback::LeftBehind(why) => format!(
                 "rollback incomplete: the new file {p} stays in the guest with unknown content ({why})"
+            ),
+            Rollback::Abandoned(signal) => format!(
+                "ROLLBACK ABANDONED by a second {signal}: {p} may be damaged in the guest"
             ),
         }
     }
@@ -515,65 +714,67 @@ pub struct UploadFailure {
 }
 
 /// Replace the guest file `path` with the local file `new`, read it back and compare
-/// SHA-256; on any failure restore `before` and say whether that worked.
+/// SHA-256; on any failure after the guest file was opened for writing, restore `before`
+/// and say whether that worked. An interrupt stops the upload between chunks and starts
+/// the rollback; a second one abandons the rollback.
 pub fn replace_verified(
     agent: &Agent,
     path: &str,
     new: &Path,
     before: Before,
-    limit: u64,
     can_exec: bool,
-    progress: &ProgressSink,
+    t: &Transfer,
 ) -> Result<Summary, UploadFailure> {
-    let result = write_file(agent, path, new, "uploading", progress).and_then(|sent| {
-        let found = remote_summary(agent, path, limit.max(sent.size))?.unwrap_or(Summary::empty());
+    let result = write_file(agent, path, new, "uploading", t).and_then(|sent| {
+        let check = Transfer {
+            limit: t.limit.max(sent.size),
+            ..t.clone()
+        };
+        let touched = |error| WriteFailure {
+            error,
+            touched: true,
+        };
+        let found = remote_summary(agent, path, &check)
+            .map_err(touched)?
+            .unwrap_or(Summary::empty());
         if found == sent {
             Ok(sent)
         } else {
-            Err(FileError::VerifyMismatch {
+            Err(touched(FileError::VerifyMismatch {
                 vm: agent.domain().to_string(),
                 path: path.to_string(),
                 sums: Box::new((sent, found)),
-            })
+            }))
         }
     });
-    let cause = match result {
+    let failure = match result {
         Ok(sum) => return Ok(sum),
-        Err(e) => e,
+        Err(f) => f,
     };
-    // An open that failed never truncated the file: nothing to undo.
-    let touched = !matches!(
-        cause,
-        FileError::NotFound { .. }
-            | FileError::IsDirectory { .. }
-            | FileError::PermissionDenied { .. }
-            | FileError::ReadOnly { .. }
-            | FileError::Disabled { .. }
-            | FileError::Local { .. }
-    );
-    let rollback = if !touched {
-        Rollback::NotNeeded
-    } else {
-        match before {
-            Before::Existing { backup, summary } => {
-                restore(agent, path, backup, summary, limit, progress)
-            }
-            Before::Missing => remove_new(agent, path, can_exec),
-        }
+    let rollback = match before {
+        // A new file was created (empty) before the upload: it goes again either way.
+        Before::Missing => remove_new(agent, path, can_exec),
+        Before::Existing { .. } if !failure.touched => Rollback::NotNeeded,
+        Before::Existing { backup, summary } => restore(agent, path, backup, summary, t),
     };
-    Err(UploadFailure { cause, rollback })
+    Err(UploadFailure {
+        cause: failure.error,
+        rollback,
+    })
 }
 
-fn restore(
-    agent: &Agent,
-    path: &str,
-    backup: &Path,
-    original: Summary,
-    limit: u64,
-    progress: &ProgressSink,
-) -> Rollback {
-    match write_file(agent, path, backup, "restoring", progress)
-        .and_then(|_| remote_summary(agent, path, limit.max(original.size)))
+/// Write the original back from its backup and verify it. It runs on a fresh budget
+/// (the upload may have used up its own) and ignores the first interrupt — that one is
+/// why it runs; a second abandons it.
+fn restore(agent: &Agent, path: &str, backup: &Path, original: Summary, t: &Transfer) -> Rollback {
+    let restoring = Transfer {
+        limit: t.limit.max(original.size),
+        cancel: t.cancel.after(1),
+        ..t.clone()
+    };
+    match write_file(agent, path, backup, "restoring", &restoring)
+        .map_err(|f| f.error)
+        .and_then(|_| remote_summary(agent, path, &restoring))
     {
         Ok(Some(s)) if s == original => Rollback::Restored,
         Ok(Some(s)) => Rollback::Failed(format!(
@@ -582,6 +783,7 @@ fn restore(
             short(&original.sha256)
         )),
         Ok(None) => Rollback::Failed("the file is gone after restoring".to_string()),
+        Err(FileError::Interrupted { signal, .. }) => Rollback::Abandoned(signal),
         Err(e) => Rollback::Failed(e.to_string()),
     }
 }
@@ -628,7 +830,8 @@ pub fn create_with_mode(
     mode: u32,
     can_exec: bool,
 ) -> Result<Option<String>, FileError> {
-    open(agent, path, "w")?.close()?;
+    let clock = Clock::start(Pace::default());
+    open(agent, path, "w", clock.call_timeout_or_min())?.close(&clock)?;
     if is_windows_path(path) {
         return Ok(None);
     }

@@ -46,6 +46,14 @@ pub struct GuestFs {
     pub disabled: BTreeSet<String>,
     /// The n-th guest-file-write from now (1-based) fails after nothing was written.
     pub fail_write_call: Option<usize>,
+    /// What that failure says (default: "No space left on device").
+    pub fail_write_message: Option<String>,
+    /// Called with the number of every guest-file-write (1-based), before it runs.
+    pub on_write: Option<Box<dyn Fn(usize) + Send>>,
+    /// Every guest-file-read answers with one byte and eof false: a file that never ends.
+    pub endless_reads: bool,
+    /// Every guest-file-read reports a count one larger than the data it carries.
+    pub lying_count: bool,
     /// The n-th guest-file-write from now stores only half its bytes but reports all.
     pub lie_write_call: Option<usize>,
     /// Every guest-file-open with a mode that writes ("w", "r+"...), by path and mode.
@@ -122,6 +130,12 @@ impl GuestFs {
                 if h.dir {
                     return Err(failed(cmd, "failed to read file: Is a directory".into()));
                 }
+                if self.endless_reads {
+                    return Ok(json!({"count": 1, "buf-b64": "eA==", "eof": false}));
+                }
+                if self.lying_count {
+                    return Ok(json!({"count": 3, "buf-b64": "eHg=", "eof": true}));
+                }
                 let data = self.files.get(&h.path).cloned().unwrap_or_default();
                 let start = h.pos.min(data.len());
                 let end = (start + count).min(data.len());
@@ -142,14 +156,17 @@ impl GuestFs {
                     data.len()
                 );
                 self.write_calls += 1;
+                if let Some(hook) = &self.on_write {
+                    hook(self.write_calls);
+                }
                 if let Some(n) = self.fail_write_call.as_mut() {
                     *n -= 1;
                     if *n == 0 {
                         self.fail_write_call = None;
-                        return Err(failed(
-                            cmd,
-                            "failed to write to file: No space left on device".into(),
-                        ));
+                        let message = self.fail_write_message.take().unwrap_or_else(|| {
+                            "failed to write to file: No space left on device".into()
+                        });
+                        return Err(failed(cmd, message));
                     }
                 }
                 let mut stored = data.len();

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use crate::app::App;
-use crate::commands::media::eject_options;
+use crate::commands::media::{audit_ejects, audit_mount, eject_options};
 use crate::exit::Failure;
 use crate::media::eject::{eject_many, eject_vm, Which};
 use crate::media::mount::{mount, MountRequest, ScopeChoice};
@@ -48,6 +48,7 @@ fn report_and_offer_force(
     which: &Which,
     reports: Vec<VmReport>,
 ) -> Result<(), Failure> {
+    audit_ejects(app, &reports);
     for r in &reports {
         p.say(&eject_line(r))?;
     }
@@ -69,8 +70,10 @@ fn report_and_offer_force(
     )?;
     if again == Some(true) {
         let opts = eject_options(app, true);
-        for r in eject_many(app.hv.as_ref(), &locked, which, &opts) {
-            p.say(&eject_line(&r))?;
+        let forced = eject_many(app.hv.as_ref(), &locked, which, &opts);
+        audit_ejects(app, &forced);
+        for r in &forced {
+            p.say(&eject_line(r))?;
         }
     }
     Ok(())
@@ -151,7 +154,10 @@ pub fn mount_flow(app: &App, p: &mut Prompter<'_>) -> Result<(), Failure> {
         scope: ScopeChoice::Both,
     };
     match mount(hv, &req) {
-        Ok(line) => p.say(&line)?,
+        Ok(line) => {
+            audit_mount(app, &vm.name, &line);
+            p.say(&line)?
+        }
         Err(e) => p.say(&format!("error: {e}"))?,
     }
     Ok(())

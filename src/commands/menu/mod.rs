@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::app::App;
-use crate::edit::{self, EditOptions, ExternalEditor};
+use crate::edit::{self, EditError, EditOptions, ExternalEditor};
 use crate::exit::{self, Failure};
 use crate::probe::ProbeManager;
 use crate::render;
@@ -191,6 +191,7 @@ fn modify_file(
         p.say(CANCELLED)?;
         return Ok(());
     };
+    let guard = super::edit::interrupts()?;
     let opts = EditOptions {
         vm: names[i].clone(),
         remote_path: remote,
@@ -200,23 +201,33 @@ fn modify_file(
         yes: false,
         force: false,
         mode: edit::DEFAULT_NEW_MODE,
-        max_size: app.settings.max_size,
+        transfer: app.transfer(progress, guard.cancel()),
         interactive: true,
         agent_timeout: app.settings.agent_timeout,
     };
     let result = match ExternalEditor::from_env() {
-        Ok(mut editor) => {
-            edit::edit(app.hv.as_ref(), &opts, &mut editor, p, progress).map_err(|e| e.to_string())
+        Ok(mut editor) => edit::edit(app.hv.as_ref(), &opts, &mut editor, p),
+        Err(e) => {
+            p.say(&format!("error: {e}"))?;
+            return Ok(());
         }
-        Err(e) => Err(e),
     };
     match result {
         Ok(done) => {
+            if done.uploaded {
+                super::edit::audit_edit(app, &opts.vm, &opts.remote_path, "ok");
+            }
             if let Some(w) = done.warning {
                 render::text::write_line(warnings, &w)?;
             }
         }
-        Err(e) => p.say(&format!("error: {e}"))?,
+        Err(e) => {
+            if let EditError::RolledBack(m) | EditError::Damaged { message: m, .. } = &e {
+                super::edit::audit_edit(app, &opts.vm, &opts.remote_path, m);
+            }
+            super::edit::note_damage(app, &opts.vm, &opts.remote_path, &e, warnings)?;
+            p.say(&format!("error: {e}"))?;
+        }
     }
     Ok(())
 }
