@@ -29,7 +29,7 @@ use crate::hypervisor::Hypervisor;
 use crate::term::prompt::Prompter;
 use crate::transfer::{self, Before, FileError, Summary, Transfer};
 use crate::units;
-use workspace::{private_file, Workspace};
+use workspace::{overwrite_file, private_file, Workspace};
 
 /// Default mode of a file `edit` or `push` creates.
 pub const DEFAULT_NEW_MODE: u32 = 0o644;
@@ -254,7 +254,18 @@ impl Session<'_> {
     /// when they say so on a terminal (`--yes` answers edit's questions, not this one).
     fn prepare_copy(&self, p: &mut Prompter) -> Result<(), EditError> {
         let ws = self.ws;
-        if ws.user_file && ws.file.exists() {
+        let existing = match ws.file.symlink_metadata() {
+            Ok(m) if m.file_type().is_symlink() => {
+                ws.remove();
+                return Err(EditError::Stopped(format!(
+                    "{} is a symbolic link: refusing to write the guest's file through it (give the real path); nothing was changed",
+                    ws.file_shown()
+                )));
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        };
+        if ws.user_file && existing {
             let question = format!(
                 "{} already exists. Overwrite it with the guest's file?",
                 ws.file_shown()
@@ -268,8 +279,12 @@ impl Session<'_> {
                 )));
             }
         }
-        let copy =
-            private_file(&ws.file).and_then(|mut f| io::copy(&mut File::open(&ws.backup)?, &mut f));
+        let target = if existing {
+            overwrite_file(&ws.file)
+        } else {
+            private_file(&ws.file)
+        };
+        let copy = target.and_then(|mut f| io::copy(&mut File::open(&ws.backup)?, &mut f));
         if let Err(e) = copy {
             ws.remove();
             return Err(FileError::local(&ws.file, &e).into());

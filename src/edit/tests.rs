@@ -510,6 +510,41 @@ fn an_existing_local_path_is_not_clobbered() {
     assert_eq!(fs::read(&mine).unwrap(), b"guest!\n");
 }
 
+/// A link planted where the local copy goes (dangling, or to a file root owns) is
+/// refused: root must not create or overwrite its target with guest bytes.
+#[test]
+fn a_symlink_as_the_local_path_is_refused() {
+    let (_, hv) = fake(GuestFs::new().with_file(
+        "/etc/f",
+        b"guest bytes
+",
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("shadow");
+    let link = dir.path().join("copy.txt");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    for interactive in [false, true] {
+        let o = EditOptions {
+            local: Some(link.clone()),
+            interactive,
+            ..opts("/etc/f")
+        };
+        let (r, _) = run(&hv, &o, &mut never(), "y\n");
+        let e = r.unwrap_err().to_string();
+        assert!(e.ends_with("copy.txt is a symbolic link: refusing to write the guest's file through it (give the real path); nothing was changed"), "{e}");
+        assert!(!target.exists(), "the link's target was not created");
+    }
+    std::fs::write(&target, b"root only\n").unwrap();
+    let o = EditOptions {
+        local: Some(link.clone()),
+        interactive: true,
+        ..opts("/etc/f")
+    };
+    let (r, _) = run(&hv, &o, &mut never(), "y\n");
+    assert!(r.is_err());
+    assert_eq!(fs::read(&target).unwrap(), b"root only\n");
+}
+
 /// The preview as the prompter shows it: each line escaped.
 fn shown(lines: Vec<String>) -> String {
     let mut inp = io::Cursor::new(Vec::new());

@@ -101,12 +101,23 @@ impl Workspace {
     }
 }
 
-/// A file only its owner may read or write (0600).
+/// A new file only its owner may read or write (0600), created exclusively and never
+/// through a symbolic link.
 pub fn private_file(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
+        .open(path)
+}
+
+/// The user's own file, which they agreed to overwrite: truncated in place, never
+/// through a symbolic link (one planted after the question fails here).
+pub fn overwrite_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
 }
