@@ -339,9 +339,15 @@ impl Session<'_> {
                     ),
                 ));
             }
-            let old = fs::read(&ws.backup).unwrap_or_default();
-            let new = fs::read(&ws.file).unwrap_or_default();
-            for line in preview(&opts.vm, &opts.remote_path, &old, &new) {
+            let big = original.size.max(edited.size) > preview::DIFF_MAX_BYTES as u64;
+            let lines = if big {
+                preview::sums("Too large to diff", original, &edited)
+            } else {
+                let old = fs::read(&ws.backup).unwrap_or_default();
+                let new = fs::read(&ws.file).unwrap_or_default();
+                preview(&opts.vm, &opts.remote_path, &old, &new)
+            };
+            for line in lines {
                 p.say(&line)?;
             }
             if opts.yes {

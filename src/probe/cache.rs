@@ -2,9 +2,16 @@
 //! URI and domain UUID, with a TTL. It persists between invocations in one JSON file in
 //! the user's cache directory, written atomically (temp file + rename), so a second
 //! `scan` within the TTL asks no agent and never waits for a frozen one again.
+//!
+//! The file is read as untrusted: only a regular file, not through a link, at most
+//! [`MAX_FILE`] bytes (a FIFO or /dev/zero planted there neither hangs nor fills memory),
+//! and an entry stored "in the future" is dropped. It is written into a 0700 directory
+//! through a temporary file created exclusively, 0600, never through a link.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -30,6 +37,25 @@ struct CacheFile {
 }
 
 const FORMAT_VERSION: u32 = 1;
+
+/// The largest cache file read: far above what thousands of VMs need.
+pub const MAX_FILE: u64 = 16 << 20;
+
+/// The bytes of `path` when it is a regular file of at most [`MAX_FILE`] bytes.
+fn read_bounded(path: &Path) -> Option<Vec<u8>> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() || meta.len() > MAX_FILE {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_FILE).read_to_end(&mut bytes).ok()?;
+    Some(bytes)
+}
 
 pub fn now_unix() -> u64 {
     SystemTime::now()
@@ -63,12 +89,14 @@ impl OsCache {
     /// Load from `path`; a missing, unreadable or corrupt file is an empty cache (the
     /// cache only ever saves time, it is never a source of truth).
     pub fn load(path: &Path) -> OsCache {
-        let entries = std::fs::read(path)
-            .ok()
+        let now = now_unix();
+        let mut entries = read_bounded(path)
             .and_then(|b| serde_json::from_slice::<CacheFile>(&b).ok())
             .filter(|f| f.version == FORMAT_VERSION)
             .map(|f| f.entries)
             .unwrap_or_default();
+        // An answer from the future would never expire: not ours, or a clock gone wrong.
+        entries.retain(|_, e| e.stored_at <= now + 60);
         OsCache {
             path: Some(path.to_path_buf()),
             entries,
@@ -101,22 +129,23 @@ impl OsCache {
         self.entries
             .retain(|_, e| now.saturating_sub(e.stored_at) < ttl_secs.max(1));
         let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
         let file = CacheFile {
             version: FORMAT_VERSION,
             entries: self.entries.clone(),
         };
-        let tmp = dir.join(format!(
-            ".{}.{}.tmp",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("cache"),
-            std::process::id()
-        ));
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec(&file)?)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &path)?;
+        // tempfile creates it with O_EXCL, 0600, under a random name: no link planted
+        // in the directory is followed, and two runs never write into one file.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".os-cache-")
+            .suffix(".tmp")
+            .tempfile_in(dir)?;
+        tmp.write_all(&serde_json::to_vec(&file)?)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&path).map_err(|e| e.error)?;
         self.dirty = false;
         Ok(())
     }
@@ -144,6 +173,40 @@ mod tests {
         assert!(c.get("u", "1", 60).is_some());
         assert!(c.get("u", "2", 60).is_none());
         assert!(c.get("other", "1", 60).is_none());
+    }
+
+    #[test]
+    fn hostile_files_are_neither_followed_nor_read_without_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        // A FIFO: opening it must not wait for a writer.
+        let fifo = dir.path().join("fifo.json");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string and mode.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let t = std::time::Instant::now();
+        assert!(OsCache::load(&fifo).get("u", "a", 60).is_none());
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
+        // A character device that never ends.
+        assert!(OsCache::load(Path::new("/dev/zero")).entries.is_empty());
+        // A link to a real cache is not followed.
+        let real = dir.path().join("real.json");
+        let mut c = OsCache::load(&real);
+        c.put("u", "a", entry(now_unix()));
+        c.save(60).unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(OsCache::load(&link).entries.is_empty());
+        assert!(OsCache::load(&real).get("u", "a", 60).is_some());
+        // An entry from the future is dropped.
+        let mut c = OsCache::load(&real);
+        c.put("u", "b", entry(now_unix() + 86_400));
+        c.save(100_000).unwrap();
+        let c = OsCache::load(&real);
+        assert!(c.get("u", "b", 100_000).is_none());
+        assert!(c.get("u", "a", 60).is_some());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&real).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
