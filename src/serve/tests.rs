@@ -234,10 +234,7 @@ fn libvirt_going_away_turns_health_red_and_back() {
         get(r.addr, "/healthz", None).0 == 503
     });
     let (_, _, body) = get(r.addr, "/healthz", None);
-    assert!(
-        body.starts_with("libvirt down: cannot reach libvirt"),
-        "{body}"
-    );
+    assert!(body.starts_with("libvirt down: "), "{body}");
     assert_eq!(body.lines().count(), 1);
     let (_, _, m) = get(r.addr, "/metrics", None);
     assert!(m.contains("libvirt_up 0"), "{m}");
