@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{device_error, guest};
 use crate::domxml;
@@ -24,14 +24,23 @@ pub enum Which {
     Holding(IsoMatch, Option<String>),
 }
 
-/// Knobs of a dismount.
+/// Knobs of a dismount. The guest decides how many mounts it reports and how slowly it
+/// answers, so the guest-side step has bounds of its own: a number of mount points per
+/// VM, a time per VM, and a time for the whole batch — past them the step is cut short
+/// (and says so) and the eject at the hypervisor still runs.
 #[derive(Debug, Clone, Copy)]
 pub struct EjectOptions {
     pub force: bool,
     /// Timeout of each guest agent call.
     pub agent_timeout: Duration,
-    /// How long an `umount` inside the guest may take.
+    /// How long one `umount` inside the guest may take.
     pub umount_timeout: Duration,
+    /// The most mount points unmounted in one VM.
+    pub max_unmounts: usize,
+    /// The most time the guest-side step of one VM may take.
+    pub guest_budget: Duration,
+    /// The most time guest-side steps of a batch may take (from its start).
+    pub batch_budget: Duration,
     /// VMs handled at once in a batch.
     pub jobs: usize,
 }
@@ -42,6 +51,9 @@ impl EjectOptions {
             force,
             agent_timeout,
             umount_timeout: Duration::from_secs(10),
+            max_unmounts: 8,
+            guest_budget: Duration::from_secs(30),
+            batch_budget: Duration::from_secs(300),
             jobs: jobs.max(1),
         }
     }
@@ -50,6 +62,17 @@ impl EjectOptions {
 /// Dismount the chosen drives of one VM: unmount inside the guest (when it runs and its
 /// agent lets us), then eject at the hypervisor, live and/or config as each drive needs.
 pub fn eject_vm(hv: &dyn Hypervisor, vm: &VmMedia, which: &Which, opts: &EjectOptions) -> VmReport {
+    eject_vm_until(hv, vm, which, opts, Instant::now() + opts.batch_budget)
+}
+
+/// [`eject_vm`] within a batch whose guest-side steps must end by `batch_deadline`.
+fn eject_vm_until(
+    hv: &dyn Hypervisor,
+    vm: &VmMedia,
+    which: &Which,
+    opts: &EjectOptions,
+    batch_deadline: Instant,
+) -> VmReport {
     let selected: Vec<&MediaSlot> = vm
         .drives
         .iter()
@@ -92,8 +115,14 @@ pub fn eject_vm(hv: &dyn Hypervisor, vm: &VmMedia, which: &Which, opts: &EjectOp
         GuestUnmount::default()
     } else if !vm.state.agent_may_answer() {
         GuestUnmount::skipped(format!("the VM is {}", vm.state))
+    } else if Instant::now() >= batch_deadline {
+        GuestUnmount::skipped(format!(
+            "the batch's {} for guest-side steps ran out",
+            crate::units::seconds(opts.batch_budget)
+        ))
     } else {
-        guest::unmount(hv, vm, &live_targets, opts)
+        let deadline = batch_deadline.min(Instant::now() + opts.guest_budget);
+        guest::unmount(hv, vm, &live_targets, opts, deadline)
     };
     let drives = plans
         .into_iter()
@@ -147,6 +176,7 @@ pub fn eject_many(
     which: &Which,
     opts: &EjectOptions,
 ) -> Vec<VmReport> {
+    let batch_deadline = Instant::now() + opts.batch_budget;
     let next = AtomicUsize::new(0);
     let reports = Mutex::new(Vec::with_capacity(vms.len()));
     let workers = opts.jobs.min(vms.len()).max(1);
@@ -155,7 +185,7 @@ pub fn eject_many(
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(vm) = vms.get(i) else { break };
-                let report = eject_vm(hv, vm, which, opts);
+                let report = eject_vm_until(hv, vm, which, opts, batch_deadline);
                 reports
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

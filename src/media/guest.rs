@@ -154,34 +154,47 @@ fn agent_reason(e: &HvError) -> String {
     }
 }
 
+/// At most `n` items of a list for a message, with how many more there are.
+fn some_of(items: &[String], n: usize) -> String {
+    let mut s = items.iter().take(n).cloned().collect::<Vec<_>>().join(", ");
+    if items.len() > n {
+        s.push_str(&format!(" and {} more", items.len() - n));
+    }
+    s
+}
+
 /// Unmount, inside the guest, every CD-ROM file system on one of `targets` (live drives
-/// about to be ejected). Never fails: what could not be done is reported in `skipped`,
-/// and the eject goes ahead (it may then find the tray locked).
+/// about to be ejected), by `deadline` and at most `opts.max_unmounts` of them. Never
+/// fails: what could not be done is reported in `skipped`, and the eject goes ahead (it
+/// may then find the tray locked).
 pub fn unmount(
     hv: &dyn Hypervisor,
     vm: &VmMedia,
     targets: &[String],
     opts: &EjectOptions,
+    deadline: Instant,
 ) -> GuestUnmount {
-    let agent = Agent::new(hv, &vm.name, opts.agent_timeout);
-    let info = match agent.info() {
+    // Every call gets at most what is left of the VM's time.
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let agent = |cap: std::time::Duration| Agent::new(hv, &vm.name, cap.min(left()));
+    let info = match agent(opts.agent_timeout).info() {
         Ok(i) => i,
         Err(e) => return GuestUnmount::skipped(agent_reason(&e)),
     };
     let fsinfo_on = info.allows("guest-get-fsinfo");
     let exec_on = info.can_exec();
-    let deadline = || Instant::now() + opts.umount_timeout;
+    let step_deadline = || deadline.min(Instant::now() + opts.umount_timeout);
 
     let mut mounts = None;
     let mut why_not = String::new();
     if fsinfo_on {
-        match agent.fsinfo() {
+        match agent(opts.agent_timeout).fsinfo() {
             Ok(fs) => mounts = Some(cdrom_mounts(&fs)),
             Err(e) => why_not = format!("guest-get-fsinfo failed: {}", agent_reason(&e)),
         }
     }
     if mounts.is_none() && exec_on {
-        match agent.exec("cat", &["/proc/mounts"], deadline()) {
+        match agent(opts.agent_timeout).exec("cat", &["/proc/mounts"], step_deadline()) {
             Ok(out) if out.success() => {
                 mounts = Some(parse_proc_mounts(&String::from_utf8_lossy(&out.stdout)))
             }
@@ -219,24 +232,39 @@ pub fn unmount(
     }
     to_unmount.sort_by_key(|m| std::cmp::Reverse(m.len()));
     to_unmount.dedup();
+    unsure.dedup();
 
     let mut result = GuestUnmount::default();
     let mut problems = Vec::new();
     if !unsure.is_empty() {
         problems.push(format!(
             "cannot tell which drive the guest's {} is, left mounted",
-            unsure.join(", ")
+            some_of(&unsure, 3)
         ));
     }
     if !to_unmount.is_empty() && !exec_on {
         problems.push(format!(
             "the guest has it mounted at {} and its agent has guest-exec disabled",
-            to_unmount.join(", ")
+            some_of(&to_unmount, 3)
         ));
         to_unmount.clear();
     }
+    if to_unmount.len() > opts.max_unmounts {
+        problems.push(format!(
+            "the guest reports {} mounts of the disc; unmounted at most {}",
+            to_unmount.len(),
+            opts.max_unmounts
+        ));
+        to_unmount.truncate(opts.max_unmounts);
+    }
     for mp in &to_unmount {
-        match agent.exec("umount", &[mp.as_str()], deadline()) {
+        if left().is_zero() {
+            problems.push(format!(
+                "the time for the guest-side step ran out before umount {mp}"
+            ));
+            break;
+        }
+        match agent(opts.agent_timeout).exec("umount", &[mp.as_str()], step_deadline()) {
             Ok(out) if out.success() => result.unmounted.push(mp.clone()),
             Ok(out) => {
                 let err = String::from_utf8_lossy(&out.stderr);

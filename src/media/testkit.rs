@@ -44,6 +44,9 @@ pub(crate) fn opts(force: bool) -> EjectOptions {
         force,
         agent_timeout: Duration::from_secs(1),
         umount_timeout: Duration::from_secs(2),
+        max_unmounts: 8,
+        guest_budget: Duration::from_secs(10),
+        batch_budget: Duration::from_secs(60),
         jobs: 4,
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::eject::{eject_many, eject_vm, EjectOptions, Which};
 use super::iso::{resolve_iso, resolve_iso_on, uri_is_local, IsoImage};
@@ -549,4 +549,60 @@ fn hot_added_drive_failure_says_what_to_do() {
     assert!(text.contains("virsh detach-disk vm sdb --live --config"));
     let other = HvError::NoSuchDomain("vm".into());
     assert_eq!(device_error(&other, "vm", "sda"), other.to_string());
+}
+
+/// A guest that reports thousands of mounts of the disc, and answers slowly: the guest
+/// step is bounded in count and time, and the eject still happens.
+#[test]
+fn a_guest_cannot_make_an_eject_work_without_end() {
+    let mounts: Vec<Value> = (0..5000)
+        .map(|i| {
+            json!({"name": "sr0", "mountpoint": format!("/mnt/{i}"), "type": "iso9660",
+                   "disk": [{"bus-type": "sata", "bus": 0, "target": 0, "unit": 0, "dev": "/dev/sr0"}]})
+        })
+        .collect();
+    let guest = Guest {
+        fsinfo: Some(Value::Array(mounts)),
+        exec: true,
+        proc_mounts: "",
+        umount_ok: true,
+    };
+    let hv = FakeHypervisor::new().with_domain(
+        FakeDomain::new("vm", DomainState::Running)
+            .with_xml(&xml("vm", &[("sda", "sata", Some(ISO), 0)], &["sata"]))
+            .with_agent(guest.script())
+            .with_agent_delay(Duration::from_millis(100)),
+    );
+    let o = EjectOptions {
+        guest_budget: Duration::from_millis(700),
+        ..opts(false)
+    };
+    let t = Instant::now();
+    let r = eject_vm(&hv, &vm(&hv, "vm"), &Which::All, &o);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(r.guest.unmounted.len() < 8, "{:?}", r.guest.unmounted);
+    let why = r.guest.skipped.clone().unwrap();
+    assert!(
+        why.contains("the guest reports 5000 mounts of the disc; unmounted at most 8"),
+        "{why}"
+    );
+    assert!(
+        why.contains("the time for the guest-side step ran out"),
+        "{why}"
+    );
+    assert!(eject_line(&r).len() < 2000);
+    assert!(matches!(r.drives[0].outcome, DriveOutcome::Ejected { .. }));
+
+    // A batch whose time is up skips the guest step of the VMs still waiting.
+    let o = EjectOptions {
+        batch_budget: Duration::ZERO,
+        ..opts(false)
+    };
+    let reports = eject_many(&hv, &[vm(&hv, "vm")], &Which::All, &o);
+    assert!(reports[0]
+        .guest
+        .skipped
+        .as_deref()
+        .unwrap()
+        .contains("ran out"));
 }
