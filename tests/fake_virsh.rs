@@ -32,6 +32,7 @@ echo $$ > "$rec/pid.$n"
 for last; do :; done
 {body}
 if [ "$last" = uri ]; then echo 'fake:///uri'; exit 0; fi
+if [ "$*" != "${{*%list --all --uuid --name}}" ]; then cat "$rec/../domains" 2>/dev/null; exit 0; fi
 exit 0
 "#,
             rec = rec.display(),
@@ -40,6 +41,17 @@ exit 0
         fs::write(&path, script).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
         FakeVirsh { dir }
+    }
+
+    /// The domains `list --all --uuid --name` prints; the i-th gets UUID `uuid(i)`.
+    fn with_domains(self, names: &[&str]) -> FakeVirsh {
+        let text: String = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{} {n}\n", uuid(i)))
+            .collect();
+        fs::write(self.dir.path().join("domains"), text).unwrap();
+        self
     }
 
     fn program(&self) -> PathBuf {
@@ -80,6 +92,11 @@ exit 0
     }
 }
 
+/// The UUID the fake virsh gives its i-th domain.
+fn uuid(i: usize) -> String {
+    format!("00000000-0000-4000-8000-{i:012}")
+}
+
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/virsh/{name}", env!("CARGO_MANIFEST_DIR"))
 }
@@ -98,9 +115,12 @@ fn process_alive(pid_file: &Path) -> bool {
 
 #[test]
 fn argv_is_exact_locale_is_c_and_c_flag_only_with_a_uri() {
+    // A name with blanks, quotes and a semicolon — and one that is another domain's id.
+    let name = "my vm; rm -rf / 'x' \"y\" ü";
     let fake = FakeVirsh::new(
         r#"case "$1$2$3" in *dumpxml*) echo "<domain><name>x</name></domain>"; exit 0;; esac"#,
-    );
+    )
+    .with_domains(&["1", name]);
     let hv = VirshHypervisor::with_program(fake.program(), Some("qemu:///system")).unwrap();
     assert_eq!(hv.uri(), "fake:///uri");
     assert_eq!(fake.argv(0), ["-c", "qemu:///system", "uri"]);
@@ -108,19 +128,33 @@ fn argv_is_exact_locale_is_c_and_c_flag_only_with_a_uri() {
     assert!(env.lines().any(|l| l == "LC_ALL=C"), "{env}");
     assert!(env.lines().any(|l| l == "LANG=C"), "{env}");
 
-    // A name with blanks, quotes and a semicolon reaches virsh as one argument.
-    let name = "my vm; rm -rf / 'x' \"y\" ü";
+    // The domain is found by its name in the listing and addressed by its UUID: virsh
+    // would read a name that is a number as a domain id first.
     hv.domain_xml(name, XmlScope::Persistent).unwrap();
     assert_eq!(
         fake.argv(1),
+        ["-c", "qemu:///system", "list", "--all", "--uuid", "--name"]
+    );
+    assert_eq!(
+        fake.argv(2),
         [
             "-c",
             "qemu:///system",
             "dumpxml",
             "--domain",
-            name,
+            &uuid(1),
             "--inactive"
         ]
+    );
+    hv.domain_xml("1", XmlScope::Current).unwrap();
+    assert_eq!(
+        fake.argv(3),
+        ["-c", "qemu:///system", "dumpxml", "--domain", &uuid(0)],
+        "the remembered listing is reused"
+    );
+    assert_eq!(
+        hv.domain_xml("nope", XmlScope::Current),
+        Err(HvError::NoSuchDomain("nope".into()))
     );
 
     let fake2 = FakeVirsh::new("");
@@ -180,7 +214,8 @@ fn missing_virsh_says_what_to_install() {
 fn a_hung_virsh_is_killed_at_the_limit() {
     let fake = FakeVirsh::new(
         r#"case "$*" in *dumpxml*|*qemu-agent-command*) sleep 30 & echo $! > "$rec/sleeper"; wait; exit 0;; esac"#,
-    );
+    )
+    .with_domains(&["vm"]);
     let hv =
         VirshHypervisor::with_program_and_limit(fake.program(), None, Duration::from_millis(500))
             .unwrap();
@@ -191,7 +226,7 @@ fn a_hung_virsh_is_killed_at_the_limit() {
     assert!(took < Duration::from_secs(5), "took {took:?}");
     // The script and the sleep it started (same process group) are both gone.
     std::thread::sleep(Duration::from_millis(100));
-    assert!(!process_alive(&fake.rec("pid", 1)));
+    assert!(!process_alive(&fake.rec("pid", 2)));
     assert!(!process_alive(&fake.path("rec/sleeper")));
 
     // An agent call that hangs is the agent's timeout: its own seconds plus slack.
@@ -211,7 +246,8 @@ fn a_hung_virsh_is_killed_at_the_limit() {
 fn small_agent_command_is_an_argument() {
     let fake = FakeVirsh::new(
         r#"case "$*" in *qemu-agent-command*) printf '{"return":{"pong":1}}\n'; exit 0;; esac"#,
-    );
+    )
+    .with_domains(&["vm 1"]);
     let hv = VirshHypervisor::with_program(fake.program(), Some("test:///x")).unwrap();
     let cmd = serde_json::json!({"execute": "guest-ping"});
     let reply = hv
@@ -219,13 +255,13 @@ fn small_agent_command_is_an_argument() {
         .unwrap();
     assert_eq!(reply, serde_json::json!({"pong": 1}));
     assert_eq!(
-        fake.argv(1),
+        fake.argv(2),
         [
             "-c",
             "test:///x",
             "qemu-agent-command",
             "--domain",
-            "vm 1",
+            &uuid(0),
             "--timeout",
             "3",
             r#"{"execute":"guest-ping"}"#
@@ -233,7 +269,7 @@ fn small_agent_command_is_an_argument() {
     );
     hv.agent_command("vm 1", &cmd, Duration::from_millis(1))
         .unwrap();
-    assert_eq!(fake.argv(2)[6], "1");
+    assert_eq!(fake.argv(3)[6], "1");
 }
 
 /// Emulates virsh reading commands on stdin: readline echoes the prompt and the line,
@@ -263,19 +299,20 @@ fn large_agent_command_goes_through_stdin_not_argv() {
     let fake = FakeVirsh::new(&STDIN_VIRSH.replace(
         "REPLY_OR_ERROR",
         r#"printf '{"return":{"count":153600,"eof":false}}'"#,
-    ));
+    ))
+    .with_domains(&["it's vm"]);
     let hv = VirshHypervisor::with_program(fake.program(), Some("test:///x")).unwrap();
     let cmd = big_write();
     let reply = hv
         .agent_command("it's vm", &cmd, Duration::from_secs(5))
         .unwrap();
     assert_eq!(reply["count"], 153_600);
-    let argv = fake.argv(1);
+    let argv = fake.argv(2);
     assert_eq!(argv, ["-c", "test:///x", "-q"]);
     let stdin = fs::read_to_string(fake.path("rec/stdin")).unwrap();
     let json = cmd.to_string();
     assert!(stdin.contains(&json));
-    assert!(stdin.contains(r"--domain 'it'\''s vm' --timeout 5 "));
+    assert!(stdin.contains(&format!("--domain '{}' --timeout 5 ", uuid(0))));
 }
 
 #[test]
@@ -283,7 +320,8 @@ fn large_agent_command_failure_is_classified() {
     let fake = FakeVirsh::new(&STDIN_VIRSH.replace(
         "REPLY_OR_ERROR",
         r#"echo "error: Guest agent is not responding: QEMU guest agent is not connected" >&2"#,
-    ));
+    ))
+    .with_domains(&["vm"]);
     let hv = VirshHypervisor::with_program(fake.program(), None).unwrap();
     assert_eq!(
         hv.agent_command("vm", &big_write(), Duration::from_secs(5)),
@@ -313,7 +351,8 @@ fn agent_errors_are_classified() {
     ] {
         let fake = FakeVirsh::new(&format!(
             r#"case "$*" in *qemu-agent-command*) echo "{stderr}" >&2; exit 1;; esac"#
-        ));
+        ))
+        .with_domains(&["vm"]);
         let hv = VirshHypervisor::with_program(fake.program(), None).unwrap();
         let got = hv.agent_command(
             "vm",
@@ -331,7 +370,8 @@ fn update_device_passes_a_private_file_and_reports_a_locked_tray() {
   while [ $# -gt 0 ]; do if [ "$1" = --file ]; then cp "$2" "$rec/device.xml"; stat -c %a "$2" > "$rec/mode"; fi; shift; done
   cat '{}' >&2; exit 1;; esac"#,
         fixture("err_tray_timed_out.txt")
-    ));
+    ))
+    .with_domains(&["vm"]);
     let hv = VirshHypervisor::with_program(fake.program(), None).unwrap();
     let xml = "<disk type='file' device='cdrom'><target dev='sdb' bus='scsi'/><readonly/></disk>";
     let err = hv
@@ -344,8 +384,8 @@ fn update_device_passes_a_private_file_and_reports_a_locked_tray() {
             drive: "sdb".into()
         }
     );
-    let argv = fake.argv(1);
-    assert_eq!(&argv[..3], ["update-device", "--domain", "vm"]);
+    let argv = fake.argv(2);
+    assert_eq!(&argv[..3], ["update-device", "--domain", &uuid(0)]);
     assert_eq!(argv[3], "--file");
     assert_eq!(&argv[5..], ["--live", "--config", "--force"]);
     assert_eq!(
@@ -369,10 +409,11 @@ fn batch_falls_back_to_one_child_per_command_without_echo_err() {
     let fake = FakeVirsh::new(
         r#"case "$last" in
   *"echo --err"*) echo "error: command 'echo' doesn't support option --err" >&2; exit 1;;
-  "dumpxml --domain 'a'") echo "<domain><name>a</name></domain>"; exit 0;;
-  "dumpxml --domain 'b c'") echo "error: failed to get domain 'b c'" >&2; exit 1;;
+  "dumpxml --domain '00000000-0000-4000-8000-000000000000'") echo "<domain><name>a</name></domain>"; exit 0;;
+  "dumpxml --domain '00000000-0000-4000-8000-000000000001'") echo "error: failed to get domain 'x'" >&2; exit 1;;
 esac"#,
-    );
+    )
+    .with_domains(&["a", "b c"]);
     let hv = VirshHypervisor::with_program(fake.program(), None).unwrap();
     let got = hv.domain_xmls(&["a".into(), "b c".into()], XmlScope::Current);
     assert_eq!(
@@ -380,5 +421,6 @@ esac"#,
         "<domain><name>a</name></domain>\n"
     );
     assert_eq!(got[1], Err(HvError::NoSuchDomain("b c".into())));
-    assert_eq!(fake.calls(), 4);
+    // uri, the listing, the framed batch, then one child per command.
+    assert_eq!(fake.calls(), 5);
 }

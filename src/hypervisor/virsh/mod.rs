@@ -24,6 +24,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use self::errors::{classify_connect_error, classify_domain_error, one_line_error};
@@ -78,6 +79,10 @@ pub struct VirshHypervisor {
     child_limit: Duration,
     spawned: AtomicU64,
     nonce: AtomicU64,
+    /// Name → UUID of the domains last listed. Every command about one domain addresses
+    /// it by UUID: virsh reads `--domain 5` as the domain with *id* 5 before it tries the
+    /// *name* "5", so a VM named like another's id would get the other's commands.
+    uuids: Mutex<HashMap<String, String>>,
 }
 
 impl VirshHypervisor {
@@ -105,6 +110,7 @@ impl VirshHypervisor {
             child_limit,
             spawned: AtomicU64::new(0),
             nonce: AtomicU64::new(0),
+            uuids: Mutex::new(HashMap::new()),
         };
         let shown_uri = hv.uri.clone();
         let finished = hv
@@ -285,8 +291,83 @@ impl VirshHypervisor {
         }
     }
 
-    fn dumpxml_command(domain: &str, scope: XmlScope) -> String {
-        let mut cmd = format!("dumpxml --domain {}", quote_for_virsh_shell(domain));
+    fn remember(&self, domains: &[(String, String)]) {
+        let mut map = self.uuids.lock().unwrap_or_else(|e| e.into_inner());
+        map.clear();
+        map.extend(
+            domains
+                .iter()
+                .map(|(uuid, name)| (name.clone(), uuid.clone())),
+        );
+    }
+
+    /// List every domain's UUID and name anew (one process) and remember them.
+    fn refresh_uuids(&self) -> HvResult<Vec<(String, String)>> {
+        let f = self
+            .run(
+                vec![
+                    "list".into(),
+                    "--all".into(),
+                    "--uuid".into(),
+                    "--name".into(),
+                ],
+                None,
+                self.child_limit,
+            )
+            .map_err(|e| self.run_error("list domains", e))?;
+        if !f.status.success() {
+            return Err(
+                classify_connect_error(&self.uri, &f.stderr).unwrap_or_else(|| HvError::Failed {
+                    operation: "list domains",
+                    detail: one_line_error(&f.stderr),
+                }),
+            );
+        }
+        let domains = parse_list_uuid_name(&f.stdout).map_err(|detail| HvError::Failed {
+            operation: "list domains",
+            detail,
+        })?;
+        self.remember(&domains);
+        Ok(domains)
+    }
+
+    /// The UUID of the domain *named* `name`: from the last listing, else from a fresh
+    /// one. `fresh` forces the new listing.
+    fn uuid_of(&self, name: &str, fresh: bool) -> HvResult<String> {
+        if !fresh {
+            let known = self
+                .uuids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(name)
+                .cloned();
+            if let Some(u) = known {
+                return Ok(u);
+            }
+        }
+        self.refresh_uuids()?
+            .into_iter()
+            .find(|(_, n)| n == name)
+            .map(|(u, _)| u)
+            .ok_or_else(|| HvError::NoSuchDomain(name.to_string()))
+    }
+
+    /// Run `op` on the UUID of the domain named `name`; when the remembered UUID is
+    /// gone (the domain was redefined under the same name), look it up once more.
+    fn by_uuid<T>(&self, name: &str, op: impl Fn(&str) -> HvResult<T>) -> HvResult<T> {
+        let cached = self
+            .uuids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name);
+        match op(&self.uuid_of(name, false)?) {
+            Err(HvError::NoSuchDomain(_)) if cached => op(&self.uuid_of(name, true)?),
+            other => other,
+        }
+    }
+
+    fn dumpxml_command(uuid: &str, scope: XmlScope) -> String {
+        let mut cmd = format!("dumpxml --domain {}", quote_for_virsh_shell(uuid));
         if scope == XmlScope::Persistent {
             cmd.push_str(" --inactive");
         }
@@ -343,6 +424,20 @@ impl VirshHypervisor {
         scope: ChangeScope,
         force: bool,
     ) -> HvResult<()> {
+        self.by_uuid(domain, |uuid| {
+            self.device_change_on(operation, domain, uuid, device_xml, scope, force)
+        })
+    }
+
+    fn device_change_on(
+        &self,
+        operation: &'static str,
+        domain: &str,
+        uuid: &str,
+        device_xml: &str,
+        scope: ChangeScope,
+        force: bool,
+    ) -> HvResult<()> {
         if !scope.live && !scope.config {
             return Err(HvError::Failed {
                 operation,
@@ -353,7 +448,7 @@ impl VirshHypervisor {
         let mut args: Vec<OsString> = vec![
             operation.into(),
             "--domain".into(),
-            domain.into(),
+            uuid.into(),
             "--file".into(),
             file.0.clone().into(),
         ];
@@ -379,6 +474,55 @@ impl VirshHypervisor {
         Err(classify_domain_error(
             operation, &self.uri, domain, &f.stderr,
         ))
+    }
+
+    fn agent_command_on(
+        &self,
+        domain: &str,
+        uuid: &str,
+        command: &serde_json::Value,
+        timeout: Duration,
+    ) -> HvResult<serde_json::Value> {
+        let name = command_name(command);
+        let json = command.to_string();
+        let secs = u64::from(super::agent_timeout_secs(timeout));
+        let limit = Duration::from_secs(secs) + AGENT_SLACK.min(self.child_limit);
+        let finished = if json.len() > ARGV_AGENT_LIMIT {
+            // A UUID never holds a line break, whatever the VM is called.
+            debug_assert!(fits_one_stdin_line(uuid));
+            self.agent_via_stdin(uuid, &json, secs, limit)
+        } else {
+            self.run(
+                vec![
+                    "qemu-agent-command".into(),
+                    "--domain".into(),
+                    uuid.into(),
+                    "--timeout".into(),
+                    secs.to_string().into(),
+                    json.into(),
+                ],
+                None,
+                limit,
+            )
+        };
+        let f = finished.map_err(|e| match e {
+            RunError::TimedOut(_) => HvError::AgentTimeout(domain.to_string()),
+            other => self.run_error("qemu-agent-command", other),
+        })?;
+        if !f.status.success() || !f.stderr.trim().is_empty() {
+            if let Some(e) = classify_connect_error(&self.uri, &f.stderr) {
+                return Err(e);
+            }
+            let message = one_line_error(&f.stderr);
+            // Exit status alone (no text) still is a failure.
+            let message = if message.is_empty() {
+                format!("virsh exited with {}", f.status)
+            } else {
+                message
+            };
+            return Err(classify_agent_message(domain, &name, &message));
+        }
+        super::agent_reply(domain, &name, &f.stdout)
     }
 
     /// An agent command too large for an argument: virsh reads it on stdin.
@@ -471,6 +615,7 @@ impl Hypervisor for VirshHypervisor {
             detail,
         };
         let domains = parse_list_uuid_name(&listing.stdout).map_err(fail)?;
+        self.remember(&domains);
         let transient: BTreeSet<String> = parse_lines(&transient.stdout).into_iter().collect();
         // A driver without bulk stats (or one that refuses them) is not an error: every
         // domain then goes to the dominfo round below.
@@ -518,40 +663,88 @@ impl Hypervisor for VirshHypervisor {
     }
 
     fn domain_xml(&self, domain: &str, scope: XmlScope) -> HvResult<String> {
-        let mut args: Vec<OsString> = vec!["dumpxml".into(), "--domain".into(), domain.into()];
-        if scope == XmlScope::Persistent {
-            args.push("--inactive".into());
-        }
-        let f = self
-            .run(args, None, self.child_limit)
-            .map_err(|e| self.run_error("dumpxml", e))?;
-        let item = BatchItem {
-            stdout: f.stdout,
-            stderr: if f.status.success() {
-                String::new()
-            } else {
-                f.stderr
-            },
-        };
-        self.xml_from_item(domain, item)
+        self.by_uuid(domain, |uuid| {
+            let mut args: Vec<OsString> = vec!["dumpxml".into(), "--domain".into(), uuid.into()];
+            if scope == XmlScope::Persistent {
+                args.push("--inactive".into());
+            }
+            let f = self
+                .run(args, None, self.child_limit)
+                .map_err(|e| self.run_error("dumpxml", e))?;
+            let item = BatchItem {
+                stdout: f.stdout,
+                stderr: if f.status.success() {
+                    String::new()
+                } else {
+                    f.stderr
+                },
+            };
+            self.xml_from_item(domain, item)
+        })
     }
 
     fn domain_xmls(&self, domains: &[String], scope: XmlScope) -> Vec<HvResult<String>> {
         if domains.is_empty() {
             return Vec::new();
         }
-        let commands: Vec<String> = domains
-            .iter()
-            .map(|d| VirshHypervisor::dumpxml_command(d, scope))
-            .collect();
-        match self.run_batch("dumpxml", &commands) {
-            Ok(items) => domains
-                .iter()
-                .zip(items)
-                .map(|(d, item)| self.xml_from_item(d, item))
-                .collect(),
-            Err(e) => domains.iter().map(|_| Err(e.clone())).collect(),
+        // By UUID in one batch. Bulk reads come right after a listing (a scan, the drives
+        // of the host): a name it does not know is gone, not worth another process.
+        let listed = !self
+            .uuids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        if !listed {
+            if let Err(e) = self.refresh_uuids() {
+                return domains.iter().map(|_| Err(e.clone())).collect();
+            }
         }
+        let uuids: Vec<HvResult<String>> = {
+            let map = self.uuids.lock().unwrap_or_else(|e| e.into_inner());
+            domains
+                .iter()
+                .map(|d| {
+                    map.get(d)
+                        .cloned()
+                        .ok_or_else(|| HvError::NoSuchDomain(d.clone()))
+                })
+                .collect()
+        };
+        let known: Vec<(usize, &String)> = uuids
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| u.as_ref().ok().map(|u| (i, u)))
+            .collect();
+        let commands: Vec<String> = known
+            .iter()
+            .map(|(_, u)| VirshHypervisor::dumpxml_command(u, scope))
+            .collect();
+        let mut out: Vec<HvResult<String>> = uuids
+            .iter()
+            .map(|u| match u {
+                Ok(_) => Err(HvError::Failed {
+                    operation: "dumpxml",
+                    detail: "no answer".into(),
+                }),
+                Err(e) => Err(e.clone()),
+            })
+            .collect();
+        if commands.is_empty() {
+            return out;
+        }
+        match self.run_batch("dumpxml", &commands) {
+            Ok(items) => {
+                for ((i, _), item) in known.iter().zip(items) {
+                    out[*i] = self.xml_from_item(&domains[*i], item);
+                }
+            }
+            Err(e) => {
+                for (i, _) in &known {
+                    out[*i] = Err(e.clone());
+                }
+            }
+        }
+        out
     }
 
     fn agent_command(
@@ -560,52 +753,9 @@ impl Hypervisor for VirshHypervisor {
         command: &serde_json::Value,
         timeout: Duration,
     ) -> HvResult<serde_json::Value> {
-        let name = command_name(command);
-        let json = command.to_string();
-        let secs = u64::from(super::agent_timeout_secs(timeout));
-        let limit = Duration::from_secs(secs) + AGENT_SLACK.min(self.child_limit);
-        let finished = if json.len() > ARGV_AGENT_LIMIT {
-            if !fits_one_stdin_line(domain) {
-                return Err(HvError::AgentCommandFailed {
-                    domain: domain.to_string(),
-                    command: name,
-                    message: "a VM name with a line break cannot be passed to virsh on stdin"
-                        .to_string(),
-                });
-            }
-            self.agent_via_stdin(domain, &json, secs, limit)
-        } else {
-            self.run(
-                vec![
-                    "qemu-agent-command".into(),
-                    "--domain".into(),
-                    domain.into(),
-                    "--timeout".into(),
-                    secs.to_string().into(),
-                    json.into(),
-                ],
-                None,
-                limit,
-            )
-        };
-        let f = finished.map_err(|e| match e {
-            RunError::TimedOut(_) => HvError::AgentTimeout(domain.to_string()),
-            other => self.run_error("qemu-agent-command", other),
-        })?;
-        if !f.status.success() || !f.stderr.trim().is_empty() {
-            if let Some(e) = classify_connect_error(&self.uri, &f.stderr) {
-                return Err(e);
-            }
-            let message = one_line_error(&f.stderr);
-            // Exit status alone (no text) still is a failure.
-            let message = if message.is_empty() {
-                format!("virsh exited with {}", f.status)
-            } else {
-                message
-            };
-            return Err(classify_agent_message(domain, &name, &message));
-        }
-        super::agent_reply(domain, &name, &f.stdout)
+        self.by_uuid(domain, |uuid| {
+            self.agent_command_on(domain, uuid, command, timeout)
+        })
     }
 
     fn update_device(
