@@ -10,6 +10,8 @@ export LC_ALL=C
 for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do [[ -x "$d/cargo" ]] && PATH="$d:$PATH"; done
 scripts/harness.sh up >/dev/null
 URI="$(scripts/harness.sh uri)"
+# The harness's unpacked QEMU: its daemon has no emulator on PATH.
+EMULATOR="$(eval "$(scripts/harness.sh env)"; printf '%s' "$HARNESS_DIR/pkgs/qemu/usr/bin/qemu-system-x86_64")"
 virsh_() { virsh -q -c "$URI" "$@"; }
 cargo build --release --quiet
 # shellcheck disable=SC2034 # used by the scripts that source this file
@@ -28,6 +30,7 @@ define_shutoff_domains() {
   <vcpu>1</vcpu>
   <os><type arch='x86_64'>hvm</type></os>
   <devices>
+    <emulator>$EMULATOR</emulator>
     <disk type='file' device='cdrom'><target dev='sda' bus='sata'/><readonly/></disk>
   </devices>
 </domain>
