@@ -61,6 +61,8 @@ struct ProbeOutcome {
     os: Option<OsAnswer>,
     /// Why the agent gave no OS.
     reason: Option<String>,
+    /// The connection to libvirt itself failed during the probe.
+    lost: Option<HvError>,
 }
 
 pub struct ProbeManager {
@@ -79,6 +81,7 @@ impl ProbeOutcome {
             agent: AgentStatus::Ok,
             os: Some(os),
             reason: None,
+            lost: None,
         }
     }
 
@@ -87,13 +90,18 @@ impl ProbeOutcome {
             agent,
             os: None,
             reason: Some(reason),
+            lost: None,
         }
     }
 
     /// The agent failed with `e`.
     fn failed(e: &HvError) -> ProbeOutcome {
         let (agent, reason) = agent_failure(e);
-        ProbeOutcome::without_os(agent, reason)
+        let mut o = ProbeOutcome::without_os(agent, reason);
+        if matches!(e, HvError::Unreachable { .. }) {
+            o.lost = Some(e.clone());
+        }
+        o
     }
 }
 
@@ -213,8 +221,9 @@ impl ProbeManager {
         self.scan_with_progress(&Progress::default())
     }
 
-    /// One scan. Errors only when the connection itself fails; per-VM problems end up in
-    /// the rows (and in `Snapshot::errors`).
+    /// One scan. Errors only when the connection itself fails — at the start, or at any
+    /// point of the scan (a table of blanks would pass for guests without agents); per-VM
+    /// problems end up in the rows (and in `Snapshot::errors`).
     pub fn scan_with_progress(&self, progress: &Progress) -> HvResult<Snapshot> {
         let started = Instant::now();
         let deadline = started + self.settings.deadline;
@@ -254,6 +263,7 @@ impl ProbeManager {
         let xmls = read_xmls(&self.hv, names, deadline);
         let mut errors = Vec::new();
         let mut late = 0;
+        let mut lost = None;
         let facts: Vec<Result<domxml::DomainXmlFacts, String>> = domains
             .iter()
             .zip(xmls)
@@ -262,9 +272,14 @@ impl ProbeManager {
                     late += 1;
                     return Err(XML_LATE.to_string());
                 };
-                xml.map_err(|e| e.to_string())
-                    .and_then(|x| domxml::parse(&x))
-                    .inspect_err(|e| errors.push(format!("{}: {e}", d.name)))
+                xml.inspect_err(|e| {
+                    if matches!(e, HvError::Unreachable { .. }) {
+                        lost = Some(e.clone());
+                    }
+                })
+                .map_err(|e| e.to_string())
+                .and_then(|x| domxml::parse(&x))
+                .inspect_err(|e| errors.push(format!("{}: {e}", d.name)))
             })
             .collect();
         if late > 0 {
@@ -276,6 +291,9 @@ impl ProbeManager {
         }
 
         let mut outcomes = collect_probes(pending, deadline, progress);
+        if let Some(e) = lost.or_else(|| outcomes.values().find_map(|(o, _)| o.lost.clone())) {
+            return Err(lost_during_scan(e));
+        }
 
         // Assemble rows, remembering fresh answers and timeouts.
         let now = now_unix();
@@ -474,6 +492,17 @@ fn collect_probes(
         }
     }
     answers
+}
+
+/// The connection failed after the listing: say so, once, instead of one warning per VM.
+fn lost_during_scan(e: HvError) -> HvError {
+    match e {
+        HvError::Unreachable { uri, detail } => HvError::Unreachable {
+            uri,
+            detail: format!("the connection was lost during the scan: {detail}"),
+        },
+        other => other,
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -219,6 +219,29 @@ fn listing_failure_is_the_scans_error() {
 }
 
 #[test]
+fn libvirt_lost_during_the_probes_is_the_scans_error_not_a_table_of_blanks() {
+    let hv = FakeHypervisor::new()
+        .with_domain(FakeDomain::new("ok", DomainState::Running).with_agent(osinfo("Ubuntu")))
+        .with_domain(FakeDomain::new("cut", DomainState::Running).with_agent(
+            |_: &str, _: &Value| {
+                Err(HvError::Unreachable {
+                    uri: "qemu:///system".into(),
+                    detail: "End of file while reading data".into(),
+                })
+            },
+        ));
+    let mut s = settings(1000);
+    s.no_cache = true;
+    let err = manager(&hv, s).scan().unwrap_err();
+    assert!(err.is_connection());
+    assert!(
+        err.to_string()
+            .contains("the connection was lost during the scan: End of file"),
+        "{err}"
+    );
+}
+
+#[test]
 fn many_guests_probe_in_parallel() {
     let mut hv = FakeHypervisor::new();
     for i in 0..40 {

@@ -11,6 +11,7 @@
     reason = "each test binary uses a part of the shared helpers"
 )]
 
+pub mod guest;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};

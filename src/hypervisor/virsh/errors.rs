@@ -20,11 +20,18 @@ pub fn one_line_error(stderr: &str) -> String {
                 .or_else(|| l.strip_prefix("error:"))
         })
         .map(str::trim)
+        // A bare `error:` says nothing; it must not hide the lines that do.
+        .filter(|l| !l.is_empty())
         .collect();
     let mut chosen: Vec<&str> = if errors.is_empty() { lines } else { errors };
-    if chosen.len() > 1 {
-        chosen.retain(|l| !l.eq_ignore_ascii_case("failed to connect to the hypervisor"));
+    let generic = |l: &&str| l.eq_ignore_ascii_case("failed to connect to the hypervisor");
+    // Only when a specific reason is left: dropping every line would say nothing.
+    if chosen.iter().any(|l| !generic(l)) {
+        chosen.retain(|l| !generic(l));
     }
+    // A virsh that retries says the same thing once per command: say it once.
+    let mut seen = std::collections::HashSet::new();
+    chosen.retain(|l| seen.insert(*l));
     chosen.join(": ")
 }
 
@@ -118,6 +125,23 @@ mod tests {
             "failed to get domain 'x'"
         );
         assert_eq!(one_line_error("  plain text \n"), "plain text");
+    }
+
+    #[test]
+    fn a_batch_cut_short_is_one_line_without_framing_or_repeats() {
+        let stderr =
+            super::super::framing::without_markers(&fixture("err_lost_mid_batch.txt"), "5f3a");
+        let e = classify_connect_error("qemu:///session", &stderr).unwrap();
+        assert!(matches!(e, HvError::Unreachable { .. }));
+        assert_eq!(
+            e.to_string(),
+            "cannot reach libvirt at qemu:///session: Disconnected from \
+             qemu+unix:///session?socket=/run/user/1000/libvirt/libvirt-sock due to end of \
+             file: End of file while reading data: Input/output error: Failed to reconnect \
+             to the hypervisor: Cannot recv data: \
+             Connection reset by peer: internal error: client socket is closed (is libvirtd \
+             running?)"
+        );
     }
 
     #[test]

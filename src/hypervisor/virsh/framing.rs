@@ -56,6 +56,15 @@ pub fn split_by_markers<'a>(text: &'a str, markers: &[String]) -> Option<Vec<&'a
 /// the text between the two marker outputs, drop everything from the last prompt on
 /// (the prompt of the closing `echo`; a prompt string inside the reply can only come
 /// before it), and keep the last line of what is left — the reply is one line of JSON.
+/// `text` without the lines of a batch's framing (`nonce` is the batch's own).
+pub fn without_markers(text: &str, nonce: &str) -> String {
+    let ours = format!("@@DIQ:{nonce}:");
+    text.lines()
+        .filter(|l| !l.contains(&ours))
+        .flat_map(|l| [l, "\n"])
+        .collect()
+}
+
 pub fn stdin_command_output<'a>(stdout: &'a str, begin: &str, end: &str) -> Option<&'a str> {
     let start = stdout.find(begin)? + begin.len();
     let stop = start + stdout[start..].find(end)?;

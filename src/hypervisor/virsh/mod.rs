@@ -30,6 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use self::errors::{classify_connect_error, classify_domain_error, one_line_error};
 use self::framing::{
     fits_one_stdin_line, quote_for_virsh_shell, split_by_markers, stdin_command_output,
+    without_markers,
 };
 use self::parse::{
     parse_dominfo, parse_domstats, parse_lines, parse_list_uuid_name, parse_vol_list,
@@ -266,7 +267,10 @@ impl VirshHypervisor {
                 })
                 .collect()),
             _ => {
-                if let Some(e) = classify_connect_error(&self.uri, &f.stderr) {
+                // virsh stopped part-way (the connection went away): its own errors are
+                // what the user needs, not our framing lines.
+                let stderr = without_markers(&f.stderr, &nonce);
+                if let Some(e) = classify_connect_error(&self.uri, &stderr) {
                     return Err(e);
                 }
                 // Not the framing we asked for (a virsh without `echo --err`?): one child

@@ -290,9 +290,17 @@ pub fn parse_vol_list(text: &str) -> Result<Vec<(String, String)>, String> {
     if starts.len() < 2 {
         return Err(format!("unexpected vol-list header {header:?}"));
     }
+    // The rule under the header, only there: a volume may be named `---x.iso`.
+    let mut lines = lines.peekable();
+    if lines
+        .peek()
+        .is_some_and(|l| l.trim_start().starts_with("---"))
+    {
+        lines.next();
+    }
     let mut out = Vec::new();
     for line in lines {
-        if line.trim().is_empty() || line.trim_start().starts_with("---") {
+        if line.trim().is_empty() {
             continue;
         }
         let cells = split_at_columns(line, &starts);

@@ -1,0 +1,403 @@
+//! Faults on the real harness: interrupts in the middle of an upload, a second interrupt
+//! during the rollback, a full local disk, libvirt going away in the middle of a scan.
+//! Nothing may be lost, nothing may hang, and every ending is one clear line.
+//!
+//! The guest is diq-media-a (an honest qemu-ga); these tests only touch files under a
+//! scratch directory of its /tmp, and run one at a time.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::guest::*;
+use common::*;
+
+const VM: &str = "diq-media-a";
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// The tool as a child we can signal; stdout and stderr captured.
+fn spawn(home: &Path, args: &[&str]) -> Child {
+    tool_process(home)
+        .args(["-c", harness_uri(), "--backend", "native"])
+        .args(args)
+        .env("DISMOUNT_ISO_QEMU_STATE_DIR", home.join("state"))
+        .env("DISMOUNT_ISO_QEMU_SYSLOG_SOCKET", home.join("log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finish(mut child: Child, limit: Duration) -> (i32, String, String) {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut out = String::new();
+            let mut err = String::new();
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.code().unwrap_or(-1), out, err);
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("the tool did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+/// Wait until the guest file no longer holds `original`: the upload has begun.
+fn wait_until_changed(path: &str, original: &[u8], limit: Duration) {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        let (code, out) = guest_sh(VM, &format!("head -c 16 '{path}' | od -An -tx1"));
+        let head: String = original[..16].iter().map(|b| format!(" {b:02x}")).collect();
+        if code == 0
+            && String::from_utf8_lossy(&out)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                != head.split_whitespace().collect::<Vec<_>>()
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the upload never began");
+}
+
+fn guest_sha(path: &str) -> String {
+    guest_text(VM, &format!("sha256sum '{path}' | cut -c1-64"))
+}
+
+fn local_sha(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn an_interrupt_mid_push_puts_the_original_back() {
+    if !harness_available() {
+        return;
+    }
+    let _serial = serial();
+    for (sig, name) in [
+        (libc::SIGINT, "SIGINT (Ctrl-C)"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGHUP, "SIGHUP (the terminal went away)"),
+    ] {
+        let home = tempfile::tempdir().unwrap();
+        let dir = GuestDir::new(VM, "fault");
+        let f = dir.file("data.bin");
+        let original = pattern(64 << 10, 1);
+        guest_put(VM, &f, &original);
+        let local = home.path().join("new.bin");
+        std::fs::write(&local, pattern(6 << 20, 2)).unwrap();
+        let t0 = Instant::now();
+        let child = spawn(home.path(), &["push", VM, local.to_str().unwrap(), &f]);
+        wait_until_changed(&f, &original, Duration::from_secs(30));
+        signal(&child, sig);
+        let (code, out, err) = finish(child, Duration::from_secs(60));
+        eprintln!("{name}: {:.1} s: {err}", t0.elapsed().as_secs_f64());
+        assert_eq!(code, 1, "{name}: {err}");
+        assert!(out.is_empty(), "{out}");
+        assert!(
+            err.contains(&format!("was stopped by {name}")),
+            "{name}: {err}"
+        );
+        assert!(
+            err.contains("rollback worked:")
+                && err.contains("original content again (verified by sha256)"),
+            "{name}: {err}"
+        );
+        assert_eq!(
+            guest_sha(&f),
+            local_sha(&original),
+            "{name}: the original is back"
+        );
+        assert!(!err.chars().any(|c| c.is_control() && c != '\n'));
+    }
+}
+
+#[test]
+fn a_second_interrupt_abandons_the_rollback_and_leaves_a_record() {
+    if !harness_available() {
+        return;
+    }
+    let _serial = serial();
+    let home = tempfile::tempdir().unwrap();
+    let log = UnixDatagram::bind(home.path().join("log")).unwrap();
+    log.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let dir = GuestDir::new(VM, "fault");
+    let f = dir.file("big.bin");
+    let original = pattern(6 << 20, 3);
+    // Put the original in place with the tool itself (it is large).
+    let seed = home.path().join("original.bin");
+    std::fs::write(&seed, &original).unwrap();
+    let (code, _, err) = finish(
+        spawn(home.path(), &["push", VM, seed.to_str().unwrap(), &f]),
+        Duration::from_secs(120),
+    );
+    assert_eq!(code, 0, "{err}");
+    let local = home.path().join("new.bin");
+    std::fs::write(&local, pattern(6 << 20, 4)).unwrap();
+
+    let child = spawn(home.path(), &["push", VM, local.to_str().unwrap(), &f]);
+    wait_until_changed(&f, &original, Duration::from_secs(60));
+    signal(&child, libc::SIGINT);
+    // The rollback writes 6 MiB back: interrupt it too.
+    std::thread::sleep(Duration::from_millis(800));
+    signal(&child, libc::SIGINT);
+    let (code, _, err) = finish(child, Duration::from_secs(120));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("ROLLBACK ABANDONED by a second SIGINT (Ctrl-C)"),
+        "{err}"
+    );
+    assert!(err.contains("the original is saved at "), "{err}");
+    assert!(err.contains("recovery record written: "), "{err}");
+
+    // The system log got the audit line and the recovery line.
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = log.recv(&mut buf) {
+        lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(lines.iter().any(|l| l.contains("action=push")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("recovery needed: diq-media-a:")),
+        "{lines:?}"
+    );
+
+    // Every later run reminds of it, until it is dealt with.
+    let (code, out, err) = finish(spawn(home.path(), &["recovery"]), Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("recovery needed: {VM}:{f}")), "{out}");
+    let id = out
+        .split("recovery --done ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    let (_, _, err) = finish(spawn(home.path(), &["isos"]), Duration::from_secs(30));
+    assert!(err.contains("recovery needed"), "{err}");
+    let (code, out, _) = finish(
+        spawn(home.path(), &["recovery", "--done", &id]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("marked dealt with"), "{out}");
+    let (_, _, err) = finish(spawn(home.path(), &["isos"]), Duration::from_secs(30));
+    assert!(!err.contains("recovery needed"), "{err}");
+}
+
+/// A command run with a small tmpfs as its local disk, in a mount namespace of its own
+/// (the host's mounts are not touched).
+fn on_small_disk(home: &Path, disk: &Path, args: &[&str]) -> (i32, String, String) {
+    std::fs::create_dir_all(disk).unwrap();
+    let exe = env!("CARGO_BIN_EXE_dismount_iso_qemu");
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o size=1m tmpfs "$1" && shift && "$@"; rc=$?; echo "left: $(ls -A "$0" | tr '\n' ' ')" >&2; exit $rc"#)
+        .arg(disk)
+        .arg(disk)
+        .arg(exe)
+        .args(["-c", harness_uri(), "--backend", "native"])
+        .args(args);
+    for (k, v) in [
+        ("XDG_CACHE_HOME", home.to_path_buf()),
+        ("XDG_CONFIG_HOME", home.to_path_buf()),
+        ("TMPDIR", disk.to_path_buf()),
+        ("DISMOUNT_ISO_QEMU_STATE_DIR", home.join("state")),
+    ] {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_full_local_disk_is_one_line_and_changes_nothing() {
+    if !harness_available() || !require(on_path("unshare"), "unshare", "it comes with util-linux") {
+        return;
+    }
+    let _serial = serial();
+    let home = tempfile::tempdir().unwrap();
+    let disk = home.path().join("disk");
+    let dir = GuestDir::new(VM, "fault");
+    let f = dir.file("large.bin");
+    let data = pattern(3 << 20, 5);
+    let seed = home.path().join("seed.bin");
+    std::fs::write(&seed, &data).unwrap();
+    let (code, _, err) = finish(
+        spawn(home.path(), &["push", VM, seed.to_str().unwrap(), &f]),
+        Duration::from_secs(120),
+    );
+    assert_eq!(code, 0, "{err}");
+
+    // pull into a 1 MiB disk: no space, no half file left behind.
+    let target = disk.join("large.bin");
+    let (code, out, err) = on_small_disk(
+        home.path(),
+        &disk,
+        &["pull", VM, &f, target.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty());
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains("left: \n") || err.ends_with("left: \n"),
+        "{err}"
+    );
+
+    // edit whose private backup does not fit: refused before any editor, guest intact.
+    let (code, _, err) = on_small_disk(home.path(), &disk, &["edit", VM, &f, "--yes"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(guest_sha(&f), local_sha(&data));
+}
+
+/// A proxy in front of the harness daemon that cuts every connection, and refuses new
+/// ones, once the daemon has sent `budget` bytes through it: libvirt "goes away" at a
+/// chosen point of the conversation, the same point on every run.
+struct CutProxy {
+    path: std::path::PathBuf,
+    served: Arc<AtomicU64>,
+}
+
+impl CutProxy {
+    fn start(dir: &Path, budget: u64) -> CutProxy {
+        let path = dir.join(format!("proxy-{budget}.sock"));
+        let listener = UnixListener::bind(&path).unwrap();
+        let served = Arc::new(AtomicU64::new(0));
+        let total = served.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if total.load(Ordering::SeqCst) >= budget {
+                    continue; // dropped: the daemon is gone
+                }
+                let Ok(server) = UnixStream::connect(harness_socket()) else {
+                    continue;
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut &c2, &mut &s2);
+                    let _ = s2.shutdown(Shutdown::Write);
+                });
+                let total = total.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = match (&server).read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let before = total.fetch_add(n as u64, Ordering::SeqCst);
+                        let keep = budget.saturating_sub(before).min(n as u64) as usize;
+                        if (&client).write_all(&buf[..keep]).is_err() || keep < n {
+                            break;
+                        }
+                    }
+                    let _ = client.shutdown(Shutdown::Both);
+                    let _ = server.shutdown(Shutdown::Both);
+                });
+            }
+        });
+        CutProxy { path, served }
+    }
+
+    fn uri(&self) -> String {
+        format!("qemu+unix:///session?socket={}", self.path.display())
+    }
+}
+
+#[test]
+fn libvirt_going_away_mid_scan_is_one_clear_line() {
+    if !harness_available() {
+        return;
+    }
+    let _serial = serial();
+    for backend in BACKENDS {
+        let home = tempfile::tempdir().unwrap();
+        let scan = |uri: &str| {
+            let child = tool_process(home.path())
+                .args(["-c", uri, "--backend", backend, "--probe-timeout", "5"])
+                .args(["scan", "--no-cache"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let t0 = Instant::now();
+            let (code, out, err) = finish(child, Duration::from_secs(60));
+            (code, out, err, t0.elapsed())
+        };
+        // A whole scan through an uncut proxy measures the conversation...
+        let full = CutProxy::start(home.path(), u64::MAX);
+        let (code, out, err, _) = scan(&full.uri());
+        assert_eq!(code, 0, "{out}{err}");
+        let bytes = full.served.load(Ordering::SeqCst);
+        // ...then libvirt goes away a third and two thirds of the way through.
+        for cut in [bytes / 3, bytes * 2 / 3] {
+            let proxy = CutProxy::start(home.path(), cut);
+            let (code, out, err, took) = scan(&proxy.uri());
+            eprintln!(
+                "{backend}: cut after {cut} of {bytes} bytes: exit {code} after {:.1} s\n{out}{err}",
+                took.as_secs_f64()
+            );
+            assert!(!err.contains("panicked"), "{err}");
+            assert!(!format!("{out}{err}")
+                .chars()
+                .any(|c| c.is_control() && c != '\n'));
+            assert!(took < Duration::from_secs(30), "bounded by the deadlines");
+            // Not a table of blanks with a warning per VM: one line, exit 2.
+            assert_eq!(
+                code, 2,
+                "a scan that lost libvirt does not claim success:\n{out}{err}"
+            );
+            assert!(out.is_empty(), "{out}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.contains("cannot reach libvirt at "), "{err}");
+        }
+    }
+}
