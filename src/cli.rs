@@ -13,9 +13,13 @@ Without a command, the interactive menu starts.
 
 Configuration: flags beat environment (LIBVIRT_URI, then LIBVIRT_DEFAULT_URI) beat the
 config file ($XDG_CONFIG_HOME/dismount_iso_qemu/config.toml: uri, backend, probe_timeout,
-agent_timeout, cache_ttl, jobs, max_size, transfer_timeout, min_rate) beat defaults. OS answers are cached in
-$XDG_CACHE_HOME/dismount_iso_qemu/os-cache.json. The editor is $VISUAL, else $EDITOR,
-else nano (vi when nano is missing).
+agent_timeout, cache_ttl, jobs, max_size, transfer_timeout, min_rate) beat defaults.
+OS answers are cached in $XDG_CACHE_HOME/dismount_iso_qemu/os-cache.json. The editor is
+$VISUAL, else $EDITOR, else nano (vi when nano is missing).
+
+Changes (mount, eject, uploads) are logged to the system log. An upload that could not be
+undone leaves a recovery record in $XDG_STATE_HOME/dismount_iso_qemu/recovery, reported
+by every run until `dismount_iso_qemu recovery --done ID`.
 
 Exit codes: 0 ok; 1 the command ran but some targets failed; 2 usage or connection error.";
 
