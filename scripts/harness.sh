@@ -75,6 +75,7 @@
 #   diq-frozen    alpine   freeze        -                        running, agent stopped (calls time out)
 #   diq-paused    alpine   ok            -                        paused
 #   diq-win2k22   -        -             iso/harness.iso          shut off, libosinfo win2k22, 2 GiB
+#   diq-hostile   alpine   hostile       iso/harness.iso          running, our lying agent, mode honest
 #
 # The media tests (tests/e2e_media.rs) change discs and drives, so they own their guests:
 #   diq-media-a    alpine   ok            iso/harness.iso          running
@@ -103,7 +104,36 @@
 # times out (after libvirt's 5 s guest-sync wait, whatever --timeout says); block-osinfo = qemu-ga --block-rpcs=guest-get-osinfo, so a tool must read
 # /etc/os-release through guest-exec instead; block-exec = qemu-ga
 # --block-rpcs=guest-exec,guest-exec-status, as many distributions ship it (file access works,
-# running commands does not).
+# running commands does not); hostile = diq-hostile-agent instead of qemu-ga (below).
+#
+# The hostile guest. diq-hostile runs diq-hostile-agent (tools/hostile-agent, built with
+# `cargo build --release -p hostile-agent` and copied into the initramfs with its
+# libraries, like qemu-ga; a changed agent changes the image's inputs, so the image is
+# rebuilt and every guest redefined). It speaks QGA on org.qemu.guest_agent.0 like qemu-ga
+# and lies as told while it runs, so one guest serves every mode without a reboot. Its
+# domain has a second virtio-serial channel, org.dismount-iso-qemu.control.0, whose host
+# side is the unix socket $HARNESS_DIR/run/agent/diq-hostile.control.sock (`env` prints it
+# as HARNESS_HOSTILE_CONTROL): write a line "MODE" or "MODE ARG", read back "ok MODE"
+# ("error TEXT" for a line it does not take; "status" says the mode). The modes:
+#   honest                  a normal Linux agent: real files, real programs (killed after
+#                           300 s), fsinfo from /proc/self/mounts with sysfs bus addresses
+#   escapes                 ~100 KB strings of terminal escapes, bidi overrides, CR/LF (and a
+#                           final NUL, where libvirt cuts them) in every string field: osinfo,
+#                           host name, guest-info version, fsinfo names and mount points,
+#                           exec stdout/stderr, error descs
+#   endless-read            guest-file-read gives 1 byte, eof false, forever
+#   count-lies [more|less]  guest-file-read/write counts disagree with the data (+4096, /2)
+#   exec-never-exits        guest-exec-status says exited false forever
+#   many-mounts [N]         fsinfo (and cat /proc/mounts) report N (5000) mounts of /dev/sr0
+#   slow N                  every reply but guest-sync's comes N seconds late
+#   bad-json [syntax|utf8|truncated|not-object|unknown]
+#                           replies libvirt cannot parse, or JSON strings that are not UTF-8
+#   windows [no-osinfo]     a Windows agent: mswindows, "Windows 10 Pro", build 22631 (or
+#                           guest-get-osinfo disabled), cmd.exe /c ver, C:\ and D:\ (paths
+#                           mapped onto a scratch dir)
+# A reply libvirt rejects marks its agent connection broken until the guest reopens the
+# port, so after one the next switch reopens it and answers once libvirt is back. `up`
+# switches it back to honest. Details: tools/hostile-agent/src/main.rs.
 
 set -euo pipefail
 
@@ -578,7 +608,8 @@ readonly PERSONAS=(ubuntu centos debian alpine)
 write_guest_init() {
     cat <<'EOF'
 #!/bin/sh
-# PID 1 of the harness guest: load modules, become a persona, run qemu-ga per diq.agent.
+# PID 1 of the harness guest: load modules, become a persona, run qemu-ga (or, with
+# diq.agent=hostile, diq-hostile-agent) per diq.agent.
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 /bin/busybox --install -s
 log() { echo "diq-init: $*"; }
@@ -618,28 +649,27 @@ else
     log "no persona '$persona': leaving /etc/os-release out"
 fi
 
-find_agent_port() {
-    for f in /sys/class/virtio-ports/*/name; do
-        [ -r "$f" ] || continue
-        if [ "$(cat "$f")" = "org.qemu.guest_agent.0" ]; then
-            d="${f%/name}"
-            echo "/dev/${d##*/}"
-            return 0
-        fi
+# The device of the virtio port named $1 (/dev/vportNpM), waiting up to 10 s for it.
+find_port() {
+    i=0
+    while [ $i -lt 100 ]; do
+        for f in /sys/class/virtio-ports/*/name; do
+            [ -r "$f" ] || continue
+            if [ "$(cat "$f")" = "$1" ]; then
+                d="${f%/name}"
+                [ -c "/dev/${d##*/}" ] || continue
+                echo "/dev/${d##*/}"
+                return 0
+            fi
+        done
+        usleep 100000
+        i=$((i + 1))
     done
     return 1
 }
 
 start_agent() {
-    port=""
-    i=0
-    while [ $i -lt 100 ]; do
-        port="$(find_agent_port)" && [ -c "$port" ] && break
-        port=""
-        usleep 100000
-        i=$((i + 1))
-    done
-    if [ -z "$port" ]; then
+    if ! port="$(find_port org.qemu.guest_agent.0)"; then
         log "no virtio port named org.qemu.guest_agent.0: qemu-ga not started"
         return 0
     fi
@@ -649,10 +679,27 @@ start_agent() {
     log "qemu-ga pid $!"
 }
 
+# Our lying agent on the agent port; its modes are switched over the control port.
+start_hostile_agent() {
+    if ! port="$(find_port org.qemu.guest_agent.0)"; then
+        log "no virtio port named org.qemu.guest_agent.0: diq-hostile-agent not started"
+        return 0
+    fi
+    if control="$(find_port org.dismount-iso-qemu.control.0)"; then
+        log "starting diq-hostile-agent on $port, control port $control"
+        diq-hostile-agent --agent-port "$port" --control-port "$control" --scratch /run/diq-hostile &
+    else
+        log "no virtio port named org.dismount-iso-qemu.control.0: its modes cannot be switched"
+        diq-hostile-agent --agent-port "$port" --scratch /run/diq-hostile &
+    fi
+    log "diq-hostile-agent pid $!"
+}
+
 case "$agent" in
 ok | freeze) start_agent ;;
 block-osinfo) start_agent --block-rpcs=guest-get-osinfo ;;
 block-exec) start_agent --block-rpcs=guest-exec,guest-exec-status ;;
+hostile) start_hostile_agent ;;
 none) log "agent mode none: qemu-ga stays off" ;;
 *) log "unknown agent mode '$agent': qemu-ga stays off" ;;
 esac
@@ -679,6 +726,29 @@ EOF
 
 IMAGE_HASH=""
 
+# Prints the path of cargo (PATH, then rustup's usual homes), or dies.
+find_cargo() {
+    local cargo d
+    cargo=$(command -v cargo || true)
+    for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do
+        [[ -n "$cargo" || ! -x "$d/cargo" ]] || cargo="$d/cargo"
+    done
+    [[ -n "$cargo" ]] || die "no cargo found: install a Rust toolchain with rustup"
+    printf '%s\n' "$cargo"
+}
+
+# Builds the hostile guest's agent (tools/hostile-agent) and prints the binary's path.
+build_hostile_agent() {
+    local cargo target
+    cargo=$(find_cargo)
+    target="${CARGO_TARGET_DIR:-$REPO/target}"
+    [[ "$target" == /* ]] || target="$REPO/$target"
+    (cd "$REPO" && "$cargo" build --release --quiet -p hostile-agent --target-dir "$target" >&2) ||
+        die "building tools/hostile-agent failed"
+    [[ -x "$target/release/diq-hostile-agent" ]] || die "no $target/release/diq-hostile-agent after the build"
+    printf '%s\n' "$target/release/diq-hostile-agent"
+}
+
 # Copies program $1 to path $3 in the staging root $2, with every library ldd says it needs.
 copy_with_libs() {
     local bin="$1" stage="$2" dest="$3" lib
@@ -691,11 +761,12 @@ copy_with_libs() {
 }
 
 ensure_image() {
-    local imgdir="$HARNESS_DIR/image" stage hash old="" mod name p
+    local imgdir="$HARNESS_DIR/image" stage hash old="" mod name p hostile
     mkdir -p "$imgdir"
     local qga="$PKG_DIR/qemu-guest-agent/usr/sbin/qemu-ga" busybox="$PKG_DIR/busybox-static/bin/busybox"
     [[ -x "$qga" ]] || die "$qga missing (run: $0 deps)"
     [[ -x "$busybox" ]] || die "$busybox missing (run: $0 deps)"
+    hostile=$(build_hostile_agent)
     stage="$TMP/initrd"
     mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,usr/lib,etc/diq/personas,lib/modules,proc,sys,dev,run,tmp,mnt,var}
     ln -s ../run "$stage/var/run"
@@ -703,6 +774,7 @@ ensure_image() {
     cp "$busybox" "$stage/bin/busybox"
     ln -s busybox "$stage/bin/sh" # the other applets: busybox --install -s, first thing in /init
     copy_with_libs "$qga" "$stage" /usr/sbin/qemu-ga
+    copy_with_libs "$hostile" "$stage" /usr/sbin/diq-hostile-agent
 
     : >"$stage/etc/diq/modules"
     while read -r mod; do
@@ -731,7 +803,8 @@ ensure_image() {
     printf 'root:x:0:\n' >"$stage/etc/group"
 
     # The inputs' hash: every staged path with its type, mode and link target, every file's
-    # content, and the kernel version (vmlinuz is not staged).
+    # content (qemu-ga, diq-hostile-agent and their libraries among them: a rebuilt agent
+    # that changed is a new image), and the kernel version (vmlinuz is not staged).
     hash=$(cd "$stage" && {
         find . -printf '%y %m %p %l\n' | LC_ALL=C sort
         find . -type f -print0 | xargs -0 sha256sum | LC_ALL=C sort -k2
@@ -791,11 +864,7 @@ take_lock() {
 # selftest) against the harness's daemon.
 xtask() {
     local cargo
-    cargo=$(command -v cargo || true)
-    for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do
-        [[ -n "$cargo" || ! -x "$d/cargo" ]] || cargo="$d/cargo"
-    done
-    [[ -n "$cargo" ]] || die "no cargo found: install a Rust toolchain with rustup"
+    cargo=$(find_cargo)
     local sub="$1"
     shift
     (cd "$REPO" && "$cargo" run --quiet -p xtask -- harness "$sub" --dir "$HARNESS_DIR" --uri "$URI" "$@")
@@ -951,7 +1020,8 @@ cmd_env() {
         "HARNESS_SECOND_ISO_VOLUME=DIQ_SECOND" \
         "HARNESS_SECOND_ISO_FILE=SECOND.TXT" \
         "HARNESS_SECOND_ISO_TEXT=$SECOND_TEXT" \
-        "HARNESS_CONSOLE_DIR=$HARNESS_DIR/console"; do
+        "HARNESS_CONSOLE_DIR=$HARNESS_DIR/console" \
+        "HARNESS_HOSTILE_CONTROL=$RUN_DIR/agent/diq-hostile.control.sock"; do
         printf '%s=%q\n' "${kv%%=*}" "${kv#*=}"
     done
 }

@@ -12,101 +12,16 @@ use std::net::Shutdown;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::child::*;
 use common::guest::*;
 use common::*;
 
 const VM: &str = "diq-media-a";
-
-fn pattern(n: usize, seed: u8) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
-
-/// The tool as a child we can signal; stdout and stderr captured.
-fn spawn(home: &Path, args: &[&str]) -> Child {
-    tool_process(home)
-        .args(["-c", harness_uri(), "--backend", "native"])
-        .args(args)
-        .env("DISMOUNT_ISO_QEMU_STATE_DIR", home.join("state"))
-        .env("DISMOUNT_ISO_QEMU_SYSLOG_SOCKET", home.join("log"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn finish(mut child: Child, limit: Duration) -> (i32, String, String) {
-    let end = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut out = String::new();
-            let mut err = String::new();
-            child
-                .stdout
-                .take()
-                .unwrap()
-                .read_to_string(&mut out)
-                .unwrap();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return (status.code().unwrap_or(-1), out, err);
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            panic!("the tool did not end within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: kill(2) on our own child.
-    unsafe {
-        libc::kill(child.id() as i32, sig);
-    }
-}
-
-/// Wait until the guest file no longer holds `original`: the upload has begun.
-fn wait_until_changed(path: &str, original: &[u8], limit: Duration) {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        let (code, out) = guest_sh(VM, &format!("head -c 16 '{path}' | od -An -tx1"));
-        let head: String = original[..16].iter().map(|b| format!(" {b:02x}")).collect();
-        if code == 0
-            && String::from_utf8_lossy(&out)
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                != head.split_whitespace().collect::<Vec<_>>()
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("the upload never began");
-}
-
-fn guest_sha(path: &str) -> String {
-    guest_text(VM, &format!("sha256sum '{path}' | cut -c1-64"))
-}
-
-fn local_sha(data: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 #[test]
 fn an_interrupt_mid_push_puts_the_original_back() {
@@ -127,8 +42,12 @@ fn an_interrupt_mid_push_puts_the_original_back() {
         let local = home.path().join("new.bin");
         std::fs::write(&local, pattern(6 << 20, 2)).unwrap();
         let t0 = Instant::now();
-        let child = spawn(home.path(), &["push", VM, local.to_str().unwrap(), &f]);
-        wait_until_changed(&f, &original, Duration::from_secs(30));
+        let child = spawn(
+            home.path(),
+            "native",
+            &["push", VM, local.to_str().unwrap(), &f],
+        );
+        wait_until_changed(VM, &f, &original, Duration::from_secs(30));
         signal(&child, sig);
         let (code, out, err) = finish(child, Duration::from_secs(60));
         eprintln!("{name}: {:.1} s: {err}", t0.elapsed().as_secs_f64());
@@ -144,7 +63,7 @@ fn an_interrupt_mid_push_puts_the_original_back() {
             "{name}: {err}"
         );
         assert_eq!(
-            guest_sha(&f),
+            guest_sha(VM, &f),
             local_sha(&original),
             "{name}: the original is back"
         );
@@ -168,15 +87,23 @@ fn a_second_interrupt_abandons_the_rollback_and_leaves_a_record() {
     let seed = home.path().join("original.bin");
     std::fs::write(&seed, &original).unwrap();
     let (code, _, err) = finish(
-        spawn(home.path(), &["push", VM, seed.to_str().unwrap(), &f]),
+        spawn(
+            home.path(),
+            "native",
+            &["push", VM, seed.to_str().unwrap(), &f],
+        ),
         Duration::from_secs(120),
     );
     assert_eq!(code, 0, "{err}");
     let local = home.path().join("new.bin");
     std::fs::write(&local, pattern(6 << 20, 4)).unwrap();
 
-    let child = spawn(home.path(), &["push", VM, local.to_str().unwrap(), &f]);
-    wait_until_changed(&f, &original, Duration::from_secs(60));
+    let child = spawn(
+        home.path(),
+        "native",
+        &["push", VM, local.to_str().unwrap(), &f],
+    );
+    wait_until_changed(VM, &f, &original, Duration::from_secs(60));
     signal(&child, libc::SIGINT);
     // The rollback writes 6 MiB back: interrupt it too.
     std::thread::sleep(Duration::from_millis(800));
@@ -205,7 +132,10 @@ fn a_second_interrupt_abandons_the_rollback_and_leaves_a_record() {
     );
 
     // Every later run reminds of it, until it is dealt with.
-    let (code, out, err) = finish(spawn(home.path(), &["recovery"]), Duration::from_secs(30));
+    let (code, out, err) = finish(
+        spawn(home.path(), "native", &["recovery"]),
+        Duration::from_secs(30),
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&format!("recovery needed: {VM}:{f}")), "{out}");
     let id = out
@@ -214,15 +144,21 @@ fn a_second_interrupt_abandons_the_rollback_and_leaves_a_record() {
         .unwrap()
         .trim()
         .to_string();
-    let (_, _, err) = finish(spawn(home.path(), &["isos"]), Duration::from_secs(30));
+    let (_, _, err) = finish(
+        spawn(home.path(), "native", &["isos"]),
+        Duration::from_secs(30),
+    );
     assert!(err.contains("recovery needed"), "{err}");
     let (code, out, _) = finish(
-        spawn(home.path(), &["recovery", "--done", &id]),
+        spawn(home.path(), "native", &["recovery", "--done", &id]),
         Duration::from_secs(30),
     );
     assert_eq!(code, 0);
     assert!(out.contains("marked dealt with"), "{out}");
-    let (_, _, err) = finish(spawn(home.path(), &["isos"]), Duration::from_secs(30));
+    let (_, _, err) = finish(
+        spawn(home.path(), "native", &["isos"]),
+        Duration::from_secs(30),
+    );
     assert!(!err.contains("recovery needed"), "{err}");
 }
 
@@ -269,7 +205,11 @@ fn a_full_local_disk_is_one_line_and_changes_nothing() {
     let seed = home.path().join("seed.bin");
     std::fs::write(&seed, &data).unwrap();
     let (code, _, err) = finish(
-        spawn(home.path(), &["push", VM, seed.to_str().unwrap(), &f]),
+        spawn(
+            home.path(),
+            "native",
+            &["push", VM, seed.to_str().unwrap(), &f],
+        ),
         Duration::from_secs(120),
     );
     assert_eq!(code, 0, "{err}");
@@ -293,7 +233,7 @@ fn a_full_local_disk_is_one_line_and_changes_nothing() {
     let (code, _, err) = on_small_disk(home.path(), &disk, &["edit", VM, &f, "--yes"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("No space left on device"), "{err}");
-    assert_eq!(guest_sha(&f), local_sha(&data));
+    assert_eq!(guest_sha(VM, &f), local_sha(&data));
 }
 
 /// A proxy in front of the harness daemon that cuts every connection, and refuses new

@@ -109,6 +109,29 @@ pub fn guest_get(vm: &str, path: &str) -> Vec<u8> {
     data
 }
 
+/// Wait until the guest file no longer starts like `original`: an upload has begun.
+pub fn wait_until_changed(vm: &str, path: &str, original: &[u8], limit: Duration) {
+    let end = Instant::now() + limit;
+    let head: Vec<String> = original[..16].iter().map(|b| format!("{b:02x}")).collect();
+    while Instant::now() < end {
+        let (code, out) = guest_sh(vm, &format!("head -c 16 '{path}' | od -An -tx1"));
+        let now: Vec<String> = String::from_utf8_lossy(&out)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if code == 0 && now != head {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the upload to {vm}:{path} never began");
+}
+
+/// SHA-256 (hex) of a guest file, computed in the guest.
+pub fn guest_sha(vm: &str, path: &str) -> String {
+    guest_text(vm, &format!("sha256sum '{path}' | cut -c1-64"))
+}
+
 /// A fresh directory in the guest, removed on drop.
 pub struct GuestDir {
     pub vm: &'static str,

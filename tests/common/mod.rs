@@ -11,7 +11,10 @@
     reason = "each test binary uses a part of the shared helpers"
 )]
 
+pub mod child;
 pub mod guest;
+pub mod hostile;
+pub mod scratch_vm;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};

@@ -1,7 +1,7 @@
 //! The harness's guests: who they are, what state `up` promises for each, and their
 //! domain XML. Every value that goes into the XML is escaped.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use dismount_iso_qemu::domxml::escape_attr;
 use sha2::{Digest, Sha256};
@@ -43,7 +43,8 @@ pub enum Cdrom {
 pub struct Guest {
     pub name: &'static str,
     pub persona: Option<&'static str>,
-    /// The kernel's `diq.agent=` mode: ok, none, freeze, block-osinfo, block-exec.
+    /// The kernel's `diq.agent=` mode: ok, none, freeze, block-osinfo, block-exec, hostile
+    /// (diq-hostile-agent instead of qemu-ga, with a control channel).
     pub agent: &'static str,
     pub cdrom: Cdrom,
     pub expect: Expect,
@@ -118,6 +119,13 @@ pub const GUESTS: &[Guest] = &[
     ),
     guest("diq-win2k22", None, "-", Cdrom::Harness, Expect::Off),
     guest(
+        HOSTILE,
+        Some("alpine"),
+        "hostile",
+        Cdrom::Harness,
+        Expect::Running,
+    ),
+    guest(
         "diq-media-a",
         Some("alpine"),
         "ok",
@@ -157,6 +165,16 @@ pub const GUESTS: &[Guest] = &[
 /// Every harness domain's name starts with this.
 pub const PREFIX: &str = "diq-";
 
+/// The guest whose agent is diq-hostile-agent (tools/hostile-agent).
+pub const HOSTILE: &str = "diq-hostile";
+/// The virtio-serial port over which diq-hostile-agent's mode is switched.
+pub const CONTROL_CHANNEL: &str = "org.dismount-iso-qemu.control.0";
+
+/// The host side of a hostile guest's control channel.
+pub fn control_socket(dir: &Path, name: &str) -> PathBuf {
+    dir.join("run/agent").join(format!("{name}.control.sock"))
+}
+
 /// The harness disc and the second one, under `iso/`.
 pub const HARNESS_ISO: &str = "harness.iso";
 pub const SECOND_ISO: &str = "second disc é.iso";
@@ -171,6 +189,11 @@ impl Guest {
     /// Whether `up` waits for its agent.
     pub fn has_agent(&self) -> bool {
         self.persona.is_some() && self.agent != "none"
+    }
+
+    /// Whether its agent is diq-hostile-agent, switched over a control channel.
+    pub fn is_hostile(&self) -> bool {
+        self.agent == "hostile"
     }
 }
 
@@ -206,6 +229,15 @@ pub fn domain_xml(g: &Guest, dir: &Path, emulator: &Path, image_hash: &str) -> S
              <target dev='sda' bus='sata'/>\n      <readonly/>\n    </disk>"
             .to_string(),
         Cdrom::None => String::new(),
+    };
+    let control = if g.is_hostile() {
+        format!(
+            "\n    <channel type='unix'>\n      <source mode='bind' path='{}'/>\n      \
+             <target type='virtio' name='{CONTROL_CHANNEL}'/>\n    </channel>",
+            esc(&control_socket(dir, g.name).display().to_string())
+        )
+    } else {
+        String::new()
     };
     let (memory, vcpus, metadata, os) = match g.persona {
         None => (
@@ -273,7 +305,7 @@ pub fn domain_xml(g: &Guest, dir: &Path, emulator: &Path, image_hash: &str) -> S
     <channel type='unix'>
       <source mode='bind' path='{agent}'/>
       <target type='virtio' name='org.qemu.guest_agent.0'/>
-    </channel>
+    </channel>{control}
     <memballoon model='virtio'>
       <stats period='5'/>
     </memballoon>
@@ -318,6 +350,18 @@ mod tests {
                 .as_deref(),
             Some("http://microsoft.com/win/2k22")
         );
+        let hostile = domain_xml(
+            Guest::find(HOSTILE).unwrap(),
+            Path::new("/h"),
+            Path::new("/q"),
+            "x",
+        );
+        assert!(hostile.contains(&format!(
+            "<source mode='bind' path='/h/run/agent/diq-hostile.control.sock'/>\n      \
+             <target type='virtio' name='{CONTROL_CHANNEL}'/>"
+        )));
+        assert!(hostile.contains("diq.agent=hostile"));
+        assert!(!win.contains(CONTROL_CHANNEL));
         assert_ne!(uuid("diq-a"), uuid("diq-b"));
         assert_eq!(uuid("diq-a").len(), 36);
     }

@@ -9,6 +9,7 @@
 //! script passes the facts it owns).
 
 mod guests;
+mod hostile;
 mod lifecycle;
 mod selftest;
 mod status;

@@ -8,7 +8,8 @@ use dismount_iso_qemu::agent::Agent;
 use dismount_iso_qemu::domxml::{self, MediaSource};
 use dismount_iso_qemu::hypervisor::{ChangeScope, DomainState, HvError, XmlScope};
 
-use crate::guests::{HARNESS_ISO, HELLO_TEXT, SECOND_ISO, SECOND_TEXT};
+use crate::guests::{HARNESS_ISO, HELLO_TEXT, HOSTILE, SECOND_ISO, SECOND_TEXT};
+use crate::hostile;
 use crate::lifecycle::state;
 use crate::up::{ping, Ping};
 use crate::Harness;
@@ -61,6 +62,16 @@ fn os_release_by_exec<'h>(h: &'h Harness, vm: &'h str, persona: &'h str) -> Chec
             Err(format!("exit {code}: {out:?}"))
         }
     })
+}
+
+/// The hostile guest's agent is in `want` (read-only: "status" switches nothing).
+fn hostile_mode_is<'h>(h: &'h Harness, want: &'h str) -> Check<'h> {
+    Box::new(
+        move || match hostile::control(&h.dir, HOSTILE, "status", Duration::from_secs(5))? {
+            m if m == want => Ok(()),
+            m => Err(format!("mode {m}")),
+        },
+    )
 }
 
 fn ping_is<'h>(h: &'h Harness, vm: &'h str, want: Ping) -> Check<'h> {
@@ -198,7 +209,7 @@ pub fn run(h: &Harness) -> Result<u8, String> {
         ),
         (
             "diq-ubuntu: sda holds harness.iso",
-            drive_holds(h, "diq-ubuntu", harness_iso),
+            drive_holds(h, "diq-ubuntu", harness_iso.clone()),
         ),
         (
             "diq-ubuntu: mount /dev/sr0, read HELLO.TXT, umount",
@@ -215,6 +226,22 @@ pub fn run(h: &Harness) -> Result<u8, String> {
         (
             "diq-centos: sda is empty again",
             drive_holds(h, "diq-centos", None),
+        ),
+        (
+            "diq-hostile: its agent says it is in mode honest",
+            hostile_mode_is(h, "honest"),
+        ),
+        (
+            "diq-hostile: guest-get-osinfo says Alpine Linux v3.20",
+            osinfo_says(h, HOSTILE, "Alpine Linux v3.20"),
+        ),
+        (
+            "diq-hostile: guest-exec cat /etc/os-release gives Alpine's",
+            os_release_by_exec(h, HOSTILE, "alpine"),
+        ),
+        (
+            "diq-hostile: sda holds harness.iso",
+            drive_holds(h, HOSTILE, harness_iso),
         ),
     ];
     let (mut passed, mut failed) = (0, 0);

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use dismount_iso_qemu::hypervisor::DomainState;
 
 use crate::guests::{Expect, Guest, GUESTS, PREFIX};
+use crate::hostile;
 use crate::up::{ping, Ping};
 use crate::{msg, Harness};
 
@@ -45,12 +46,19 @@ pub fn run(h: &Harness) -> Result<u8, String> {
     let mut bad = false;
     for (n, p) in names.iter().zip(pings) {
         let st = state_of(n);
-        let ping_text = match &p {
+        let mut ping_text = match &p {
             None => "-".to_string(),
             Some((Ping::Ok, t)) => format!("answers ({} ms)", t.as_millis()),
             Some((other, _)) => format!("no: {other:?}"),
         };
         let guest = Guest::find(n);
+        if guest.is_some_and(|g| g.is_hostile()) && p.is_some() {
+            // What diq-hostile-agent is lying about (`up` leaves it honest).
+            ping_text += &match hostile::control(&h.dir, n, "status", Duration::from_secs(3)) {
+                Ok(mode) => format!("; mode {mode}"),
+                Err(e) => format!("; mode unknown ({e})"),
+            };
+        }
         let verdict = guest.map(|g| match g.expect {
             Expect::Running if g.agent == "none" => {
                 st == Some(DomainState::Running) && matches!(p, Some((Ping::NotConnected, _)))

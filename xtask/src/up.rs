@@ -1,8 +1,9 @@
 //! `up`: bring every guest to its promised state, repairing what tests left behind —
 //! a changed definition is redefined, a stopped guest started, a paused one resumed, a
-//! guest whose agent hangs rebooted once, the promised disc put back into `sda` — then
-//! wait for the agents (all guests at once), freeze the frozen guest's agent, pause the
-//! paused one. `down`: destroy and undefine every harness domain.
+//! guest whose agent hangs rebooted once, the promised disc put back into `sda`, the
+//! hostile guest's agent switched back to honest — then wait for the agents (all guests
+//! at once), freeze the frozen guest's agent, pause the paused one. `down`: destroy and
+//! undefine every harness domain.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use dismount_iso_qemu::domxml::{self, MediaSource};
 use dismount_iso_qemu::hypervisor::{ChangeScope, DomainState, HvError, XmlScope};
 
 use crate::guests::{domain_xml, Cdrom, Expect, Guest, GUESTS, HARNESS_ISO, PREFIX};
+use crate::hostile;
 use crate::lifecycle::{define, qemu_age, qemu_instance, state, virsh};
 use crate::{msg, Harness};
 
@@ -311,6 +313,19 @@ pub fn run(h: &Harness, image: &Image, boot_timeout: Duration) -> Result<(), Str
             pending.push(g);
         }
         run.ensure_media(g)?;
+    }
+    // A hostile guest a test left lying is made honest again (one just started is).
+    for g in pending.iter().filter(|g| g.is_hostile()) {
+        if run.started.contains_key(g.name) {
+            continue;
+        }
+        match hostile::control(&h.dir, g.name, "honest", Duration::from_secs(20)) {
+            Ok(_) => msg(&format!("{}: agent switched to honest", g.name)),
+            Err(e) => msg(&format!(
+                "{}: could not switch its agent to honest: {e}",
+                g.name
+            )),
+        }
     }
     // A frozen guest whose QEMU instance is the one we froze needs no ping: every call to
     // a frozen agent costs libvirt's 5 s guest-sync timeout.
