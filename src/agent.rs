@@ -166,6 +166,11 @@ impl<'a> Agent<'a> {
     }
 
     /// The same agent with another per-call timeout.
+    /// What libvirt may wait for one call of this agent.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn with_timeout(&self, timeout: Duration) -> Agent<'a> {
         Agent {
             hv: self.hv,
@@ -214,7 +219,8 @@ impl<'a> Agent<'a> {
     /// Poll `guest-exec-status` until the process exits or `deadline` passes. The agent
     /// forgets a process after its first `exited: true` reply, so that reply is the one
     /// we keep.
-    pub fn exec_wait(&self, pid: i64, deadline: Instant) -> HvResult<ExecOutput> {
+    pub fn exec_wait(&self, pid: i64, program: &str, deadline: Instant) -> HvResult<ExecOutput> {
+        let started = Instant::now();
         let mut pause = Duration::from_millis(20);
         loop {
             let v = self.call("guest-exec-status", Some(json!({ "pid": pid })))?;
@@ -237,7 +243,12 @@ impl<'a> Agent<'a> {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(HvError::AgentTimeout(self.domain.to_string()));
+                // The agent answered every poll: it is the program that did not end.
+                return Err(HvError::ExecUnfinished {
+                    domain: self.domain.to_string(),
+                    program: program.to_string(),
+                    seconds: started.elapsed().as_secs_f64().round() as u64,
+                });
             }
             std::thread::sleep(pause.min(deadline - now));
             pause = (pause * 2).min(Duration::from_millis(200));
@@ -247,7 +258,7 @@ impl<'a> Agent<'a> {
     /// Run a program to completion within `deadline`.
     pub fn exec(&self, path: &str, args: &[&str], deadline: Instant) -> HvResult<ExecOutput> {
         let pid = self.exec_start(path, args)?;
-        self.exec_wait(pid, deadline)
+        self.exec_wait(pid, path, deadline)
     }
 
     /// Open a guest file; `mode` as fopen ("r", "w", "a"...). Returns the handle.
@@ -428,7 +439,11 @@ mod tests {
         let err = Agent::new(&hv, "vm", Duration::from_secs(1))
             .exec("/bin/sleep", &["100"], start + Duration::from_millis(150))
             .unwrap_err();
-        assert_eq!(err, HvError::AgentTimeout("vm".into()));
+        assert!(
+            matches!(&err, HvError::ExecUnfinished { program, .. } if program == "/bin/sleep"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("did not finish within"), "{err}");
         assert!(start.elapsed() < Duration::from_secs(2));
     }
 

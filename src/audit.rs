@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::render::text::sanitize;
+use crate::render::text::{sanitize, terminal_line};
 
 /// Who runs the tool: the login behind sudo when there is one, and the uid.
 fn who() -> String {
@@ -45,7 +45,7 @@ fn send(severity: u8, line: &str) {
     let msg = format!(
         "<{pri}>dismount_iso_qemu[{}]: {}",
         std::process::id(),
-        sanitize(line)
+        terminal_line(line)
     );
     if let Ok(sock) = UnixDatagram::unbound() {
         let _ = sock.send_to(msg.as_bytes(), syslog_socket());

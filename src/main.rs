@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use dismount_iso_qemu::cli::Cli;
-use dismount_iso_qemu::render::text::sanitize;
+use dismount_iso_qemu::render::text::terminal_line;
 use dismount_iso_qemu::run;
 
 fn main() -> ExitCode {
@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(f) if f.message.is_empty() => ExitCode::from(f.code),
         Err(f) => {
-            eprintln!("dismount_iso_qemu: error: {}", sanitize(&f.message));
+            eprintln!("dismount_iso_qemu: error: {}", terminal_line(&f.message));
             ExitCode::from(f.code)
         }
     }

@@ -1,5 +1,6 @@
 //! Human units, the one place for them: memory in binary units with one decimal, CPU
-//! time as `1d 23h 18m 39s`, byte counts as `3.0 MiB`, and size limits parsed from `64M`.
+//! time as `1d 23h 18m 39s`, byte counts as `3.0 MiB`, size limits parsed from `64M`, and
+//! text cut to a length (guest-supplied text is bounded wherever it enters a message).
 
 /// KiB → `512.0 KiB`, `256.0 MiB`, `8.0 GiB` (binary units, one decimal).
 pub fn memory_kib(kib: u64) -> String {
@@ -90,6 +91,14 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
         return Ok(0);
     }
     parse_size(t)
+}
+
+/// At most `max` characters of `s`; when cut, it ends with `…[N more bytes]`.
+pub fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((at, _)) => format!("{}…[{} more bytes]", &s[..at], s.len() - at),
+    }
 }
 
 #[cfg(test)]

@@ -430,7 +430,7 @@ fn a_new_file_without_guest_exec_is_a_loud_warning() {
     let mut ed = scripted(|f: &Path| fs::write(f, b"k=v\n").map_err(|e| e.to_string()));
     let (r, out) = run(&hv, &opts("/etc/new.conf"), &mut ed, "");
     assert!(r.is_ok(), "{r:?}");
-    assert!(out.contains("WARNING: /etc/new.conf in \"vm\" was created WORLD-WRITABLE (mode 0666: qemu-ga ignores the umask) and its mode could not be set (guest-exec is disabled in the guest agent). Fix it inside the guest: chmod 644 /etc/new.conf"), "{out}");
+    assert!(out.contains("WARNING: /etc/new.conf in \"vm\" may be WORLD-WRITABLE (qemu-ga creates files with mode 0666, whatever the umask) and its mode could not be set (guest-exec is disabled in the guest agent). Fix it inside the guest: chmod 644 /etc/new.conf"), "{out}");
     assert_eq!(lock(&gfs).modes["/etc/new.conf"], 0o666);
 }
 

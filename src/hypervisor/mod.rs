@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::exit::{self, Failure};
+use crate::units::clip;
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake;
@@ -170,8 +171,16 @@ pub enum HvError {
         "the guest agent of {0:?} is not connected (is qemu-guest-agent running inside the guest?)"
     )]
     AgentNotConnected(String),
+    #[error("the guest agent of {0:?} sent a reply libvirt could not read, and libvirt ignores it until the guest reopens its channel (restart qemu-guest-agent in the guest)")]
+    AgentBroken(String),
     #[error("the guest agent of {0:?} did not answer in time")]
     AgentTimeout(String),
+    #[error("{program} did not finish within {seconds} s in {domain:?} (the guest agent answers; the program keeps running)")]
+    ExecUnfinished {
+        domain: String,
+        program: String,
+        seconds: u64,
+    },
     #[error("the guest agent of {domain:?} has {command} disabled (see qemu-ga's --allow-rpcs/--block-rpcs in the guest)")]
     AgentCommandDisabled { domain: String, command: String },
     #[error("guest agent command {command} failed in {domain:?}: {message}")]
@@ -312,6 +321,10 @@ pub fn find_domain(hv: &dyn Hypervisor, name: &str) -> HvResult<DomainInfo> {
         .ok_or_else(|| HvError::NoSuchDomain(name.to_string()))
 }
 
+/// The most characters of libvirt's or a guest's text an error carries: libvirt quotes a
+/// reply it could not parse whole (up to 10 MiB), and a guest picks its error texts.
+pub const MAX_DETAIL: usize = 1000;
+
 /// The `return` member of a guest agent's reply text, as both adapters receive it from
 /// libvirt. libvirt turns `error` replies into errors itself; one that slips through is
 /// classified like libvirt's own messages, never mistaken for success.
@@ -399,10 +412,17 @@ pub fn classify_agent_message(domain: &str, command: &str, message: &str) -> HvE
     let lower = message.to_ascii_lowercase();
     // libvirt 9.0's wordings for "no agent to talk to" (none configured, none started,
     // gone mid-command, or marked broken after bad data until the guest reconnects).
-    if lower.contains("not connected")
+    if lower.contains("not available due to an error")
+        || lower.contains("cannot parse json")
+        || lower.contains("isn't an object")
+        || lower.contains("unknown json reply")
+        || lower.contains("no complete agent response")
+    {
+        // Garbage from the guest: libvirt refused that reply and, after it, the agent.
+        HvError::AgentBroken(domain.to_string())
+    } else if lower.contains("not connected")
         || lower.contains("agent is not configured")
         || lower.contains("agent disappeared")
-        || lower.contains("not available due to an error")
     {
         HvError::AgentNotConnected(domain.to_string())
     } else if lower.contains("has been disabled") || lower.contains("commanddisabled") {
@@ -427,7 +447,7 @@ pub fn classify_agent_message(domain: &str, command: &str, message: &str) -> HvE
         HvError::AgentCommandFailed {
             domain: domain.to_string(),
             command: command.to_string(),
-            message: message.trim().to_string(),
+            message: clip(message.trim(), MAX_DETAIL),
         }
     }
 }
@@ -601,9 +621,22 @@ mod tests {
 
     #[test]
     fn classifies_libvirt_9_agent_wordings() {
+        // Measured against the harness's lying agent (bad-json modes, a reply over 10 MiB).
+        for broken in [
+            "Guest agent is not responding: QEMU guest agent is not available due to an error",
+            "internal error: cannot parse json {\"return\": [}: parse error: unallowed token at this point in JSON text",
+            "internal error: Parsed JSON reply '[1]' isn't an object",
+            "internal error: Unknown JSON reply '{\"x\": 1}'",
+            "No complete agent response found in 10485760 bytes: Numerical result out of range",
+        ] {
+            assert_eq!(
+                classify_agent_message("vm", "guest-ping", broken),
+                HvError::AgentBroken("vm".into()),
+                "{broken}"
+            );
+        }
         for gone in [
             "argument unsupported: QEMU guest agent is not configured",
-            "Guest agent is not responding: QEMU guest agent is not available due to an error",
             "internal error: Guest agent disappeared while executing command",
         ] {
             assert_eq!(

@@ -28,9 +28,11 @@ use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::sys;
 
+use crate::units::clip;
+
 use super::{
     classify_agent_message, command_name, ChangeScope, DomainInfo, DomainState, HvError, HvResult,
-    Hypervisor, StorageVolume, XmlScope,
+    Hypervisor, StorageVolume, XmlScope, MAX_DETAIL,
 };
 
 /// A `virt` handle whose release we do ourselves, so that a failing free can never panic.
@@ -193,9 +195,13 @@ fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
     })
 }
 
-/// libvirt's message on one line (the daemon sometimes sends several).
+/// libvirt's message on one line (the daemon sometimes sends several), at most
+/// [`MAX_DETAIL`] characters (it may quote a guest's whole reply).
 fn one_line(e: &VirtError) -> String {
-    e.message().split_whitespace().collect::<Vec<_>>().join(" ")
+    clip(
+        &e.message().split_whitespace().collect::<Vec<_>>().join(" "),
+        MAX_DETAIL,
+    )
 }
 
 fn code(e: &VirtError) -> u32 {

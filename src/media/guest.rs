@@ -12,7 +12,8 @@ use std::time::Instant;
 use super::eject::EjectOptions;
 use crate::agent::{Agent, Filesystem};
 use crate::hypervisor::{HvError, Hypervisor};
-use crate::snapshot::media::{GuestUnmount, MediaSlot, VmMedia};
+use crate::snapshot::media::{GuestUnmount, MediaSlot, VmMedia, SHOWN};
+use crate::units::clip;
 
 /// Where a guest device sits, as `guest-get-fsinfo` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +97,10 @@ fn unescape_mounts_field(s: &str) -> String {
 pub fn parse_proc_mounts(text: &str) -> Vec<GuestMount> {
     text.lines()
         .filter_map(|line| {
-            let mut f = line.split_whitespace();
+            // Fields are separated by single spaces; the kernel escapes blanks, tabs and
+            // newlines inside a field, but any other white space (U+00A0, a vertical tab)
+            // is part of the mount point.
+            let mut f = line.split(' ').filter(|f| !f.is_empty());
             let device = unescape_mounts_field(f.next()?);
             let mountpoint = unescape_mounts_field(f.next()?);
             is_cdrom_device(&device).then_some(GuestMount {
@@ -146,6 +150,12 @@ fn agent_reason(e: &HvError) -> String {
             "no guest agent answers (not installed or not running)".to_string()
         }
         HvError::AgentTimeout(_) => "its guest agent did not answer in time".to_string(),
+        HvError::AgentBroken(_) => {
+            "its guest agent sent a reply libvirt could not read".to_string()
+        }
+        HvError::ExecUnfinished { seconds, .. } => {
+            format!("it did not finish within {seconds} s in the guest")
+        }
         HvError::AgentCommandDisabled { command, .. } => {
             format!("its guest agent has {command} disabled")
         }
@@ -156,7 +166,12 @@ fn agent_reason(e: &HvError) -> String {
 
 /// At most `n` items of a list for a message, with how many more there are.
 fn some_of(items: &[String], n: usize) -> String {
-    let mut s = items.iter().take(n).cloned().collect::<Vec<_>>().join(", ");
+    let mut s = items
+        .iter()
+        .take(n)
+        .map(|i| clip(i, SHOWN))
+        .collect::<Vec<_>>()
+        .join(", ");
     if items.len() > n {
         s.push_str(&format!(" and {} more", items.len() - n));
     }
@@ -258,9 +273,10 @@ pub fn unmount(
         to_unmount.truncate(opts.max_unmounts);
     }
     for mp in &to_unmount {
+        let shown = clip(mp, SHOWN);
         if left().is_zero() {
             problems.push(format!(
-                "the time for the guest-side step ran out before umount {mp}"
+                "the time for the guest-side step ran out before umount {shown}"
             ));
             break;
         }
@@ -268,9 +284,9 @@ pub fn unmount(
             Ok(out) if out.success() => result.unmounted.push(mp.clone()),
             Ok(out) => {
                 let err = String::from_utf8_lossy(&out.stderr);
-                let err = err.trim();
+                let err = clip(err.trim(), SHOWN * 2);
                 problems.push(format!(
-                    "umount {mp} failed in the guest{}",
+                    "umount {shown} failed in the guest{}",
                     if err.is_empty() {
                         String::new()
                     } else {
@@ -278,7 +294,7 @@ pub fn unmount(
                     }
                 ));
             }
-            Err(e) => problems.push(format!("umount {mp}: {}", agent_reason(&e))),
+            Err(e) => problems.push(format!("umount {shown}: {}", agent_reason(&e))),
         }
     }
     if !problems.is_empty() {

@@ -108,6 +108,14 @@ impl ProbeOutcome {
 fn agent_failure(e: &HvError) -> (AgentStatus, String) {
     match e {
         HvError::AgentNotConnected(_) => (AgentStatus::Absent, "agent not connected".into()),
+        HvError::AgentBroken(_) => (
+            AgentStatus::Error,
+            "agent sent a reply libvirt could not read".into(),
+        ),
+        HvError::ExecUnfinished { program, .. } => (
+            AgentStatus::Ok,
+            format!("the guest's {program} did not finish by the deadline"),
+        ),
         HvError::AgentTimeout(_) => (AgentStatus::Timeout, "agent timed out".into()),
         HvError::AgentCommandDisabled { command, .. } => (
             AgentStatus::Disabled,

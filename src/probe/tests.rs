@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::hypervisor::fake::{FakeDomain, FakeHypervisor};
-use crate::hypervisor::DomainState;
+use crate::hypervisor::{classify_agent_message, DomainState, MAX_DETAIL};
+use crate::snapshot::MAX_OS_TEXT;
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -239,6 +240,30 @@ fn libvirt_lost_during_the_probes_is_the_scans_error_not_a_table_of_blanks() {
             .contains("the connection was lost during the scan: End of file"),
         "{err}"
     );
+}
+
+#[test]
+fn a_guest_cannot_make_its_os_name_or_error_text_huge() {
+    let huge: &'static str = Box::leak("Ubuntu \u{200b}".repeat(20_000).into_boxed_str());
+    let hv = FakeHypervisor::new()
+        .with_domain(FakeDomain::new("big", DomainState::Running).with_agent(osinfo(huge)))
+        .with_domain(FakeDomain::new("loud", DomainState::Running).with_agent(
+            |d: &str, _: &Value| {
+                Err(classify_agent_message(
+                    d,
+                    "guest-get-osinfo",
+                    &"E".repeat(1 << 20),
+                ))
+            },
+        ));
+    let mut s = settings(2000);
+    s.no_cache = true;
+    let snap = manager(&hv, s).scan().unwrap();
+    let text = snap.vms[0].os.text.as_deref().unwrap();
+    assert!(text.chars().count() < MAX_OS_TEXT + 30, "{}", text.len());
+    assert!(text.ends_with(" more bytes]"));
+    let reason = snap.vms[1].os.reason.as_deref().unwrap();
+    assert!(reason.len() < 2 * MAX_DETAIL, "{}", reason.len());
 }
 
 #[test]

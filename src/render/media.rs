@@ -7,8 +7,8 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::json::SCHEMA_VERSION;
-use super::text::{cell, sanitize};
-use crate::snapshot::media::{DriveOutcome, HostMedia, MediaSlot, VmMedia, VmReport};
+use super::text::{cell, clip, sanitize};
+use crate::snapshot::media::{DriveOutcome, HostMedia, MediaSlot, VmMedia, VmReport, SHOWN};
 
 /// The ISO column's text for one drive: the disc the VM sees now, then where the running
 /// and saved definitions disagree.
@@ -132,7 +132,12 @@ pub fn eject_line(r: &VmReport) -> String {
     if !r.guest.unmounted.is_empty() {
         parts.push(format!(
             "unmounted {} inside the guest first",
-            r.guest.unmounted.join(", ")
+            r.guest
+                .unmounted
+                .iter()
+                .map(|m| clip(m, SHOWN))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     if let Some(skip) = &r.guest.skipped {

@@ -4,8 +4,11 @@
 
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
-/// Replace every control character (C0, DEL, C1) and bidi control with a visible
-/// `\xNN` / `\u{NNNN}` escape. Everything else passes through unchanged.
+pub use crate::units::clip;
+
+/// Replace every control character (C0, DEL, C1), bidi control and invisible format
+/// character with a visible `\xNN` / `\u{NNNN}` escape. Everything else passes through
+/// unchanged.
 pub fn sanitize(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -16,7 +19,7 @@ pub fn sanitize(s: &str) -> String {
             } else {
                 out.push_str(&format!("\\u{{{code:04x}}}"));
             }
-        } else if is_bidi_control(c) {
+        } else if is_invisible(c) {
             out.push_str(&format!("\\u{{{code:04x}}}"));
         } else {
             out.push(c);
@@ -25,14 +28,37 @@ pub fn sanitize(s: &str) -> String {
     out
 }
 
-/// Write one line and its newline to `out`, terminal-safe: the way commands print what
-/// they have to say (a line break inside `line` shows as `\x0a`).
-pub fn write_line(out: &mut dyn std::io::Write, line: &str) -> std::io::Result<()> {
-    writeln!(out, "{}", sanitize(line))
+/// The longest line the tool prints about something (after escaping): a guest that
+/// sends megabytes of error text or a mount point of 100 KB does not flood the terminal.
+pub const MAX_LINE: usize = 2000;
+
+/// `s` escaped and cut to [`MAX_LINE`] characters: what every message line goes through.
+pub fn terminal_line(s: &str) -> String {
+    clip(&sanitize(s), MAX_LINE)
 }
 
-fn is_bidi_control(c: char) -> bool {
-    matches!(c as u32, 0x200e | 0x200f | 0x061c | 0x202a..=0x202e | 0x2066..=0x2069)
+/// Write one line and its newline to `out`, terminal-safe: the way commands print what
+/// they have to say (a line break inside `line` shows as `\x0a`; see [`terminal_line`]).
+pub fn write_line(out: &mut dyn std::io::Write, line: &str) -> std::io::Result<()> {
+    writeln!(out, "{}", terminal_line(line))
+}
+
+/// Characters a terminal shows as nothing, or that reorder what follows: bidi controls,
+/// zero-width and other format characters, tag characters.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00ad
+            | 0x061c
+            | 0x180e
+            | 0x200b..=0x200f
+            | 0x2028..=0x202e
+            | 0x2060..=0x2064
+            | 0x2066..=0x206f
+            | 0xfeff
+            | 0xfff9..=0xfffb
+            | 0xe0000..=0xe007f
+    )
 }
 
 /// Display width of `s` on a terminal.
@@ -84,6 +110,8 @@ mod tests {
         assert_eq!(sanitize("a\nb\tc\u{7f}"), "a\\x0ab\\x09c\\x7f");
         assert_eq!(sanitize("x\u{9b}y"), "x\\x9by");
         assert_eq!(sanitize("evil\u{202e}txt"), "evil\\u{202e}txt");
+        assert_eq!(sanitize("ad\u{200b}min\u{feff}"), "ad\\u{200b}min\\u{feff}");
+        assert_eq!(sanitize("tag\u{e0041}"), "tag\\u{e0041}");
         assert_eq!(
             sanitize("CentOS Stream 10 (Coughlan)"),
             "CentOS Stream 10 (Coughlan)"
@@ -96,6 +124,18 @@ mod tests {
         let mut out = Vec::new();
         write_line(&mut out, "vm\u{202e}: ok").unwrap();
         assert_eq!(out, b"vm\\u{202e}: ok\n");
+    }
+
+    #[test]
+    fn long_lines_are_clipped_with_what_was_left_out() {
+        assert_eq!(clip("abcdef", 6), "abcdef");
+        assert_eq!(clip("abcdef", 4), "abcd…[2 more bytes]");
+        assert_eq!(clip("ééé", 1), "é…[4 more bytes]");
+        let mut out = Vec::new();
+        write_line(&mut out, &"\x1b".repeat(100_000)).unwrap();
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.len() < MAX_LINE + 40, "{}", line.len());
+        assert!(line.ends_with(" more bytes]\n"));
     }
 
     #[test]
@@ -112,7 +152,7 @@ mod tests {
         #[test]
         fn sanitized_text_has_no_controls(s in any::<String>()) {
             let t = sanitize(&s);
-            prop_assert!(!t.chars().any(|c| c.is_control() || is_bidi_control(c)));
+            prop_assert!(!t.chars().any(|c| c.is_control() || is_invisible(c)));
         }
 
         #[test]

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::hypervisor::{HvError, HvResult, Hypervisor};
 use crate::probe::{ProbeManager, ProbeSettings};
-use crate::render::text::sanitize;
+use crate::render::text::{sanitize, terminal_line};
 use crate::snapshot::{AgentStatus, Snapshot};
 
 use health::HealthInputs;
@@ -237,10 +237,10 @@ fn scan_loop(options: ServeOptions, opener: Opener, shared: &Shared, stop: &Atom
                     tracing::warn!(
                         duration_ms = elapsed.as_millis() as u64,
                         "scan failed, retrying every interval: {}",
-                        sanitize(&reason)
+                        terminal_line(&reason)
                     );
                 } else {
-                    tracing::debug!("scan failed again: {}", sanitize(&reason));
+                    tracing::debug!("scan failed again: {}", terminal_line(&reason));
                 }
                 (None, Some(reason))
             }
@@ -287,7 +287,7 @@ impl AgentWatch {
                         domain = %name,
                         agent = status,
                         "guest agent of {name} is {status}: {}",
-                        sanitize(vm.os.reason.as_deref().unwrap_or(""))
+                        terminal_line(vm.os.reason.as_deref().unwrap_or(""))
                     ),
                     // First sight of a quiet, healthy or stopped guest: nothing to say.
                     (None, _) => {}

@@ -9,6 +9,10 @@ use serde::Serialize;
 use crate::domxml::{self, DriveAddress};
 use crate::hypervisor::{ChangeScope, DomainInfo, DomainState};
 
+/// The most characters of one guest-supplied mount point a message shows (a guest picks
+/// its mount points; the harness's lying agent sends 100 KB ones).
+pub const SHOWN: usize = 200;
+
 /// What one definition (running or saved) of a drive holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Content {

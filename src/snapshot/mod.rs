@@ -7,7 +7,13 @@ pub mod media;
 use serde::{Deserialize, Serialize};
 
 use crate::domxml::CdromDrive;
-use crate::hypervisor::DomainState;
+use crate::hypervisor::{DomainState, MAX_DETAIL};
+use crate::units::clip;
+
+/// The most characters of a guest's OS name or id kept.
+pub const MAX_OS_TEXT: usize = 200;
+/// The most characters of why a guest's OS is unknown.
+const MAX_REASON: usize = MAX_DETAIL;
 
 /// Where an OS answer came from (the JSON spells these exactly so).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -77,10 +83,12 @@ pub struct OsAnswer {
 }
 
 impl OsAnswer {
+    /// A guest's answer, bounded: OS names are short, and a guest that sends 100 KB for
+    /// one gets the first [`MAX_OS_TEXT`] characters shown.
     pub fn known(text: String, id: Option<String>, source: OsSource) -> OsAnswer {
         OsAnswer {
-            text: Some(text),
-            id,
+            text: Some(clip(&text, MAX_OS_TEXT)),
+            id: id.map(|i| clip(&i, MAX_OS_TEXT)),
             source: Some(source),
             reason: None,
             cached: false,
@@ -92,7 +100,7 @@ impl OsAnswer {
             text: None,
             id: None,
             source: None,
-            reason: Some(reason.into()),
+            reason: Some(clip(&reason.into(), MAX_REASON)),
             cached: false,
         }
     }

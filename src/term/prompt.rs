@@ -7,7 +7,7 @@
 
 use std::io::{self, BufRead, Write};
 
-use crate::render::text::sanitize;
+use crate::render::text::{sanitize, terminal_line};
 
 /// A question-and-answer session over a reader and a writer.
 pub struct Prompter<'a> {
@@ -28,7 +28,7 @@ impl<'a> Prompter<'a> {
     /// Say one line, escaped (a line break inside it shows as `\x0a`: a guest string
     /// cannot fake a line of ours).
     pub fn say(&mut self, line: &str) -> io::Result<()> {
-        writeln!(self.output, "{}", sanitize(line))
+        writeln!(self.output, "{}", terminal_line(line))
     }
 
     /// Print `question` (no newline, escaped), read one line. `None` at end of input.
@@ -65,9 +65,9 @@ impl<'a> Prompter<'a> {
         if items.is_empty() {
             return Ok(None);
         }
-        writeln!(self.output, "{}", sanitize(title))?;
+        writeln!(self.output, "{}", terminal_line(title))?;
         for (i, item) in items.iter().enumerate() {
-            writeln!(self.output, "{:>3}) {}", i + 1, sanitize(item))?;
+            writeln!(self.output, "{:>3}) {}", i + 1, terminal_line(item))?;
         }
         loop {
             let Some(a) = self.ask(&format!("Choose 1-{} (empty to cancel): ", items.len()))?

@@ -798,9 +798,12 @@ fn remove_new(agent: &Agent, path: &str, can_exec: bool) -> Rollback {
     }
 }
 
-/// Run a program in the guest (no shell) and wait up to 30 s; the error is one line.
+/// Run a small program in the guest (no shell: `chmod`, `rm`) and wait twice the agent's
+/// call timeout for it to end (5–30 s): a guest whose program never exits cannot hold
+/// the command longer. The error is one line.
 pub fn run_guest(agent: &Agent, program: &str, args: &[&str]) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let wait = (agent.timeout() * 2).clamp(Duration::from_secs(5), Duration::from_secs(30));
+    let deadline = Instant::now() + wait;
     let out = agent
         .exec(program, args, deadline)
         .map_err(|e| e.to_string())?;
@@ -847,7 +850,7 @@ pub fn create_with_mode(
 /// The loud warning for a new file left world-writable.
 pub fn world_writable_warning(vm: &str, path: &str, mode: u32, reason: &str) -> String {
     format!(
-        "WARNING: {path} in {vm:?} was created WORLD-WRITABLE (mode 0666: qemu-ga ignores the umask) and its mode could not be set ({reason}). Fix it inside the guest: chmod {mode:o} {path}"
+        "WARNING: {path} in {vm:?} may be WORLD-WRITABLE (qemu-ga creates files with mode 0666, whatever the umask) and its mode could not be set ({reason}). Fix it inside the guest: chmod {mode:o} {path}"
     )
 }
 

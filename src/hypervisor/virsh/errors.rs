@@ -2,7 +2,8 @@
 //! callers decide on meaning. Fixtures under `tests/fixtures/virsh/` pin what libvirt 9.0
 //! prints.
 
-use crate::hypervisor::HvError;
+use crate::hypervisor::{HvError, MAX_DETAIL};
+use crate::units::clip;
 
 /// virsh's error text as one line: `error: ` prefixes stripped, the generic
 /// "failed to connect to the hypervisor" dropped when a specific reason follows, lines
@@ -32,7 +33,7 @@ pub fn one_line_error(stderr: &str) -> String {
     // A virsh that retries says the same thing once per command: say it once.
     let mut seen = std::collections::HashSet::new();
     chosen.retain(|l| seen.insert(*l));
-    chosen.join(": ")
+    clip(&chosen.join(": "), MAX_DETAIL)
 }
 
 /// Whether virsh's stderr says it could not connect at all.
