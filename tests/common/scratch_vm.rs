@@ -32,8 +32,10 @@ fn virsh_ok(args: &[&str]) -> String {
 }
 
 pub struct ScratchVm {
-    /// Leaked once per VM, so guest helpers that take `&'static str` accept it.
+    /// Leaked once per VM, so guest helpers that take `&'static str` accept them.
     pub name: &'static str,
+    /// What raw virsh calls should address it by: a numeric name would be taken as an id.
+    pub uuid: &'static str,
     console: String,
 }
 
@@ -41,13 +43,18 @@ impl ScratchVm {
     /// Define and start a transient guest named `diq-scratch-TAG-PID`; returns once its
     /// agent answers (a TCG boot takes 10–30 s).
     pub fn boot(tag: &str) -> ScratchVm {
-        let name: &'static str =
-            Box::leak(format!("diq-scratch-{tag}-{}", std::process::id()).into_boxed_str());
+        ScratchVm::boot_named(&format!("diq-scratch-{tag}-{}", std::process::id()))
+    }
+
+    /// The same under exactly `name`.
+    pub fn boot_named(name: &str) -> ScratchVm {
+        let name: &'static str = Box::leak(name.to_string().into_boxed_str());
+        let uuid: &'static str = Box::leak(fresh_uuid().into_boxed_str());
         let template = virsh_ok(&["dumpxml", "--inactive", TEMPLATE]);
         let mut xml = String::new();
         for line in template.lines() {
-            // libvirt picks a fresh UUID.
             if line.trim_start().starts_with("<uuid>") {
+                xml.push_str(&format!("  <uuid>{uuid}</uuid>\n"));
                 continue;
             }
             xml.push_str(line);
@@ -74,10 +81,14 @@ impl ScratchVm {
         let file = dir.path().join("domain.xml");
         std::fs::write(&file, &xml).unwrap();
         virsh_ok(&["create", file.to_str().unwrap()]);
-        let vm = ScratchVm { name, console };
+        let vm = ScratchVm {
+            name,
+            uuid,
+            console,
+        };
         let end = Instant::now() + Duration::from_secs(180);
         loop {
-            let ping = virsh(&["qemu-agent-command", name, r#"{"execute":"guest-ping"}"#]);
+            let ping = virsh(&["qemu-agent-command", uuid, r#"{"execute":"guest-ping"}"#]);
             if ping.status.success() {
                 break;
             }
@@ -92,23 +103,31 @@ impl ScratchVm {
 
     /// Pull the plug (`virsh destroy`): the transient VM leaves libvirt.
     pub fn destroy(&self) {
-        virsh_ok(&["destroy", self.name]);
+        virsh_ok(&["destroy", self.uuid]);
     }
 
     /// Freeze it: its agent stops answering, libvirt stays.
     pub fn suspend(&self) {
-        virsh_ok(&["suspend", self.name]);
+        virsh_ok(&["suspend", self.uuid]);
     }
 
     pub fn resume(&self) {
-        virsh_ok(&["resume", self.name]);
+        virsh_ok(&["resume", self.uuid]);
     }
+}
+
+/// A random version-4 UUID, from the kernel's generator.
+fn fresh_uuid() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .expect("the kernel's UUID generator")
+        .trim()
+        .to_string()
 }
 
 impl Drop for ScratchVm {
     fn drop(&mut self) {
         // Best effort, never a panic while unwinding.
-        let _ = virsh(&["destroy", self.name]);
+        let _ = virsh(&["destroy", self.uuid]);
         if !self.console.is_empty() {
             let _ = std::fs::remove_file(&self.console);
         }
