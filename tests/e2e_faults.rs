@@ -7,17 +7,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::Shutdown;
 use std::os::unix::net::UnixDatagram;
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::child::*;
+use common::cut_proxy::CutProxy;
 use common::guest::*;
 use common::*;
 
@@ -236,62 +232,6 @@ fn a_full_local_disk_is_one_line_and_changes_nothing() {
     assert_eq!(guest_sha(VM, &f), local_sha(&data));
 }
 
-/// A proxy in front of the harness daemon that cuts every connection, and refuses new
-/// ones, once the daemon has sent `budget` bytes through it: libvirt "goes away" at a
-/// chosen point of the conversation, the same point on every run.
-struct CutProxy {
-    path: std::path::PathBuf,
-    served: Arc<AtomicU64>,
-}
-
-impl CutProxy {
-    fn start(dir: &Path, budget: u64) -> CutProxy {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let path = dir.join(format!("proxy-{}.sock", N.fetch_add(1, Ordering::SeqCst)));
-        let listener = UnixListener::bind(&path).unwrap();
-        let served = Arc::new(AtomicU64::new(0));
-        let total = served.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                if total.load(Ordering::SeqCst) >= budget {
-                    continue; // dropped: the daemon is gone
-                }
-                let Ok(server) = UnixStream::connect(harness_socket()) else {
-                    continue;
-                };
-                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut &c2, &mut &s2);
-                    let _ = s2.shutdown(Shutdown::Write);
-                });
-                let total = total.clone();
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 4096];
-                    loop {
-                        let n = match (&server).read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        let before = total.fetch_add(n as u64, Ordering::SeqCst);
-                        let keep = budget.saturating_sub(before).min(n as u64) as usize;
-                        if (&client).write_all(&buf[..keep]).is_err() || keep < n {
-                            break;
-                        }
-                    }
-                    let _ = client.shutdown(Shutdown::Both);
-                    let _ = server.shutdown(Shutdown::Both);
-                });
-            }
-        });
-        CutProxy { path, served }
-    }
-
-    fn uri(&self) -> String {
-        format!("qemu+unix:///session?socket={}", self.path.display())
-    }
-}
-
 #[test]
 fn libvirt_going_away_mid_scan_is_one_clear_line() {
     if !harness_available() {
@@ -320,7 +260,7 @@ fn libvirt_going_away_mid_scan_is_one_clear_line() {
                 let full = CutProxy::start(home.path(), u64::MAX);
                 let (code, out, err, _) = scan(&full.uri());
                 assert_eq!(code, 0, "{out}{err}");
-                full.served.load(Ordering::SeqCst)
+                full.served()
             })
             .min()
             .unwrap();

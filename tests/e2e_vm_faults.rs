@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::child::*;
+use common::cut_proxy::CutProxy;
 use common::guest::*;
 use common::scratch_vm::ScratchVm;
 use common::*;
@@ -303,5 +304,143 @@ fn a_vm_named_like_another_vms_id_gets_every_command() {
             "{backend}: {other}'s file"
         );
         assert_eq!(blklist(other), blk_before, "{backend}: {other}'s drives");
+    }
+}
+
+#[test]
+fn libvirt_going_away_mid_eject_batch_never_claims_what_did_not_happen() {
+    if !harness_available() {
+        return;
+    }
+    let _serial = serial();
+    // A disc of the test's own (readable by the harness daemon's user) in three scratch
+    // VMs: the batch touches no shared guest.
+    let share = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(share.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let iso = share.path().join("batch.iso");
+    let harness_iso = blklist("diq-media-b")
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("sda").map(str::trim))
+        .expect("diq-media-b holds the harness ISO")
+        .to_string();
+    std::fs::copy(&harness_iso, &iso).unwrap();
+    std::fs::set_permissions(&iso, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let vms: Vec<ScratchVm> = (0..3)
+        .map(|i| {
+            let iso = iso.clone();
+            std::thread::spawn(move || ScratchVm::boot_holding(&format!("batch{i}"), &iso))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    let home = tempfile::tempdir().unwrap();
+    let iso_s = iso.to_str().unwrap();
+    let eject = |uri: &str| {
+        let t0 = Instant::now();
+        let out = tool_process(home.path())
+            .args(["-c", uri, "--jobs", "1", "--agent-timeout", "3"])
+            .args(["eject", "--iso", iso_s])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            t0.elapsed(),
+        )
+    };
+
+    let holds = |vm: &ScratchVm| blklist(vm.uuid).contains(iso_s);
+    let remount = || {
+        for vm in &vms {
+            if !holds(vm) {
+                let out = tool_on_harness(home.path(), "native")
+                    .args(["mount", vm.name, iso_s, "--drive", "sda"])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    };
+
+    // Uncut proxies measure the conversation: reading every VM's drives (what `isos`
+    // does, and a batch does first), then the whole batch.
+    let reading = {
+        let p = CutProxy::start(home.path(), u64::MAX);
+        let out = tool_process(home.path())
+            .args(["-c", &p.uri(), "isos"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        p.served()
+    };
+    let full = CutProxy::start(home.path(), u64::MAX);
+    let (code, out, err, _) = eject(&full.uri());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("3 VMs: 3 ejected"), "{out}");
+    let bytes = full.served();
+    assert!(bytes > reading, "{bytes} {reading}");
+
+    // libvirt goes away while the drives are read: nothing was changed, one line.
+    remount();
+    let cut = CutProxy::start(home.path(), reading / 2);
+    let (code, out, err, took) = eject(&cut.uri());
+    eprintln!(
+        "cut while reading ({} of {reading} bytes): exit {code} after {:.1} s\n{out}{err}",
+        reading / 2,
+        took.as_secs_f64()
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("the connection was lost while reading the VMs' drives"),
+        "{err}"
+    );
+    assert!(vms.iter().all(holds), "nothing was changed");
+
+    // libvirt goes away between the changes: what was done is said, the rest is one line.
+    let cut_at = reading + (bytes - reading) / 2;
+    let cut = CutProxy::start(home.path(), cut_at);
+    let (code, out, err, took) = eject(&cut.uri());
+    eprintln!(
+        "cut between the changes ({cut_at} of {bytes} bytes): exit {code} after {:.1} s\n{out}{err}",
+        took.as_secs_f64()
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!format!("{out}{err}")
+        .chars()
+        .any(|c| c.is_control() && c != '\n'));
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    assert_eq!(
+        code, 1,
+        "a batch that lost libvirt does not claim success:\n{out}{err}"
+    );
+    assert!(out.lines().last().unwrap().starts_with("3 VMs: "), "{out}");
+    for vm in &vms {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{}:", vm.name)));
+        match line {
+            // No false success: a VM said to be ejected is empty...
+            Some(l) if l.contains(" ejected ") => {
+                assert!(!holds(vm), "{} was reported ejected:\n{out}", vm.name)
+            }
+            Some(_) => {}
+            // ...and one not attempted still holds its disc.
+            None => {
+                assert!(
+                    out.contains("VM(s) not attempted"),
+                    "{} is missing:\n{out}",
+                    vm.name
+                );
+                assert!(holds(vm), "{} was not attempted but changed", vm.name);
+            }
+        }
     }
 }

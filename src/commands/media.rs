@@ -11,6 +11,7 @@ use crate::cli::{EjectArgs, IsosArgs, MountArgs};
 use crate::exit::{self, Failure};
 use crate::hypervisor::find_domain;
 use crate::media::eject::{eject_many, eject_vm, EjectOptions, Which};
+use crate::media::guest::some_of;
 use crate::media::mount::{mount, MountRequest, ScopeChoice};
 use crate::media::{read_host, read_vm, MediaError};
 use crate::render::media::{eject_line, write_isos_json, write_isos_table};
@@ -201,7 +202,13 @@ pub fn write_batch(
     started: Instant,
 ) -> Result<u8, Failure> {
     let (mut ejected, mut empty, mut locked, mut failed) = (0, 0, 0, errors.len());
+    let mut not_attempted = Vec::new();
     for r in reports {
+        if r.not_attempted {
+            not_attempted.push(r.vm.clone());
+            failed += 1;
+            continue;
+        }
         write_line(out, &eject_line(r))?;
         let outcomes: Vec<&DriveOutcome> = r.drives.iter().map(|d| &d.outcome).collect();
         if r.error.is_some() || outcomes.iter().any(|o| matches!(o, DriveOutcome::Error(_))) {
@@ -219,6 +226,16 @@ pub fn write_batch(
     }
     for (vm, e) in errors {
         write_line(out, &format!("{vm}: error: {e}"))?;
+    }
+    if !not_attempted.is_empty() {
+        write_line(
+            out,
+            &format!(
+                "libvirt went away during the batch: {} VM(s) not attempted, their discs are where they were: {}",
+                not_attempted.len(),
+                some_of(&not_attempted, 5)
+            ),
+        )?;
     }
     writeln!(
         out,

@@ -117,6 +117,7 @@ struct State {
     calls: Vec<Call>,
     volumes: Vec<StorageVolume>,
     list_error: Option<HvError>,
+    xml_error: Option<HvError>,
     device_script: Option<DeviceScript>,
 }
 
@@ -144,6 +145,11 @@ impl FakeHypervisor {
     /// Make `list_domains` fail (libvirtd gone).
     pub fn fail_listing(&self, error: HvError) {
         self.lock().list_error = Some(error);
+    }
+
+    /// Make every `domain_xml` fail (libvirtd gone after the listing).
+    pub fn fail_xml(&self, error: HvError) {
+        self.lock().xml_error = Some(error);
     }
 
     /// Script `update_device`/`attach_device`; without a script they succeed.
@@ -214,6 +220,9 @@ impl Hypervisor for FakeHypervisor {
         self.lock()
             .calls
             .push(Call::DomainXml(domain.to_string(), scope));
+        if let Some(e) = self.lock().xml_error.clone() {
+            return Err(e);
+        }
         let d = self.domain(domain)?;
         if !d.xml_delay.is_zero() {
             thread::sleep(d.xml_delay);

@@ -212,6 +212,18 @@ impl HvError {
 
     /// The exit code this failure ends a command with: no connection, or a VM that does
     /// not exist, is bad input (2); anything else happened while working (1).
+    /// A connection lost after the work began says so: "the connection was lost while
+    /// {what}: …". Other errors are unchanged.
+    pub fn during(self, what: &str) -> HvError {
+        match self {
+            HvError::Unreachable { uri, detail } => HvError::Unreachable {
+                uri,
+                detail: format!("the connection was lost while {what}: {detail}"),
+            },
+            other => other,
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         if self.is_connection() || matches!(self, HvError::NoSuchDomain(_)) {
             exit::USAGE

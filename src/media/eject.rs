@@ -2,7 +2,7 @@
 //! and its agent lets us), then empty the drive at the hypervisor — live, saved config or
 //! both, whichever holds the disc. Batches run in parallel and never stop early.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -62,16 +62,26 @@ impl EjectOptions {
 /// Dismount the chosen drives of one VM: unmount inside the guest (when it runs and its
 /// agent lets us), then eject at the hypervisor, live and/or config as each drive needs.
 pub fn eject_vm(hv: &dyn Hypervisor, vm: &VmMedia, which: &Which, opts: &EjectOptions) -> VmReport {
-    eject_vm_until(hv, vm, which, opts, Instant::now() + opts.batch_budget)
+    let lost = AtomicBool::new(false);
+    eject_vm_until(
+        hv,
+        vm,
+        which,
+        opts,
+        Instant::now() + opts.batch_budget,
+        &lost,
+    )
 }
 
-/// [`eject_vm`] within a batch whose guest-side steps must end by `batch_deadline`.
+/// [`eject_vm`] within a batch whose guest-side steps must end by `batch_deadline`;
+/// `lost` is set when the connection to libvirt is found gone.
 fn eject_vm_until(
     hv: &dyn Hypervisor,
     vm: &VmMedia,
     which: &Which,
     opts: &EjectOptions,
     batch_deadline: Instant,
+    lost: &AtomicBool,
 ) -> VmReport {
     let selected: Vec<&MediaSlot> = vm
         .drives
@@ -130,7 +140,7 @@ fn eject_vm_until(
             let outcome = if !scope.live && !scope.config {
                 DriveOutcome::AlreadyEmpty
             } else {
-                eject_drive(hv, &vm.name, d, scope, sources, opts.force)
+                eject_drive(hv, &vm.name, d, scope, sources, opts.force, lost)
             };
             DriveReport {
                 target: d.target.clone(),
@@ -143,6 +153,7 @@ fn eject_vm_until(
         drives,
         guest,
         error: None,
+        not_attempted: false,
     }
 }
 
@@ -153,6 +164,7 @@ fn eject_drive(
     scope: ChangeScope,
     sources: Vec<String>,
     force: bool,
+    lost: &AtomicBool,
 ) -> DriveOutcome {
     let xml = match domxml::cdrom_device_xml(&d.target, d.bus.as_deref(), None) {
         Ok(x) => x,
@@ -165,11 +177,18 @@ fn eject_drive(
             forced: force && scope.live,
         },
         Err(HvError::TrayLocked { .. }) => DriveOutcome::Locked,
-        Err(e) => DriveOutcome::Error(device_error(&e, vm, &d.target)),
+        Err(e) => {
+            if matches!(e, HvError::Unreachable { .. }) {
+                lost.store(true, Ordering::SeqCst);
+            }
+            DriveOutcome::Error(device_error(&e, vm, &d.target))
+        }
     }
 }
 
 /// Run `eject_vm` over many VMs, `opts.jobs` at a time; reports come back sorted by VM.
+/// Once the connection to libvirt is found gone, no further VM is started (each would
+/// fail the same way): those come back [`VmReport::not_attempted`].
 pub fn eject_many(
     hv: &dyn Hypervisor,
     vms: &[VmMedia],
@@ -178,6 +197,7 @@ pub fn eject_many(
 ) -> Vec<VmReport> {
     let batch_deadline = Instant::now() + opts.batch_budget;
     let next = AtomicUsize::new(0);
+    let lost = AtomicBool::new(false);
     let reports = Mutex::new(Vec::with_capacity(vms.len()));
     let workers = opts.jobs.min(vms.len()).max(1);
     std::thread::scope(|s| {
@@ -185,7 +205,11 @@ pub fn eject_many(
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(vm) = vms.get(i) else { break };
-                let report = eject_vm_until(hv, vm, which, opts, batch_deadline);
+                let report = if lost.load(Ordering::SeqCst) {
+                    VmReport::not_attempted(&vm.name)
+                } else {
+                    eject_vm_until(hv, vm, which, opts, batch_deadline, &lost)
+                };
                 reports
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

@@ -53,7 +53,10 @@ pub fn cdrom_mounts(filesystems: &[Filesystem]) -> Vec<GuestMount> {
             .find(|d| d.dev.as_deref().is_some_and(is_cdrom_device));
         let device = match disk.and_then(|d| d.dev.as_deref()) {
             Some(dev) => dev.to_string(),
-            None if is_cdrom_device(&fs.name) => format!("/dev/{}", fs.name),
+            // The kernel's name (`sr0`); a guest may send the node path itself.
+            None if is_cdrom_device(&fs.name) => {
+                format!("/dev/{}", fs.name.strip_prefix("/dev/").unwrap_or(&fs.name))
+            }
             None => continue,
         };
         let address = disk.or(fs.disks.first()).map(|d| GuestAddress {
@@ -165,7 +168,7 @@ fn agent_reason(e: &HvError) -> String {
 }
 
 /// At most `n` items of a list for a message, with how many more there are.
-fn some_of(items: &[String], n: usize) -> String {
+pub fn some_of(items: &[String], n: usize) -> String {
     let mut s = items
         .iter()
         .take(n)

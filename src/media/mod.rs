@@ -64,10 +64,18 @@ pub fn read_host(hv: &dyn Hypervisor) -> Result<HostMedia, HvError> {
         .filter(|i| scopes(i).1)
         .map(|i| i.name.clone())
         .collect();
-    let mut live = hv.domain_xmls(&live_names, XmlScope::Current).into_iter();
-    let mut config = hv
-        .domain_xmls(&config_names, XmlScope::Persistent)
-        .into_iter();
+    let live = hv.domain_xmls(&live_names, XmlScope::Current);
+    let config = hv.domain_xmls(&config_names, XmlScope::Persistent);
+    // The connection went away half-way: one error, not one per VM (nothing changed yet).
+    if let Some(Err(e)) = live
+        .iter()
+        .chain(&config)
+        .find(|x| matches!(x, Err(HvError::Unreachable { .. })))
+    {
+        return Err(e.clone().during("reading the VMs' drives"));
+    }
+    let mut live = live.into_iter();
+    let mut config = config.into_iter();
     let mut host = HostMedia {
         uri: hv.uri(),
         ..HostMedia::default()

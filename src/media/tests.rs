@@ -2,6 +2,7 @@
 //! policy (guest unmount, locked tray, force) and batches.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -502,6 +503,73 @@ fn batches_run_in_parallel() {
     );
     assert_eq!(reports.len(), 8);
     assert!(reports.iter().all(|r| !r.failed()));
+}
+
+#[test]
+fn a_batch_that_loses_libvirt_starts_no_further_vm() {
+    let mut hv = FakeHypervisor::new();
+    for n in ["a", "b", "c", "d"] {
+        hv = hv.with_domain(FakeDomain::new(n, DomainState::ShutOff).with_xml(&xml(
+            n,
+            &[("sda", "sata", Some(ISO), 0)],
+            &["sata"],
+        )));
+    }
+    let host = read_host(&hv).unwrap();
+    // libvirtd dies during the second VM's change.
+    let changes = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = changes.clone();
+    hv.on_device_change(move |_, _, _, _| {
+        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            Ok(())
+        } else {
+            Err(HvError::Unreachable {
+                uri: "qemu:///system".into(),
+                detail: "End of file while reading data".into(),
+            })
+        }
+    });
+    let reports = eject_many(
+        &hv,
+        &host.vms,
+        &Which::All,
+        &EjectOptions {
+            jobs: 1,
+            ..opts(false)
+        },
+    );
+    assert_eq!(
+        changes.load(Ordering::SeqCst),
+        2,
+        "no VM after the loss was tried"
+    );
+    let shape: Vec<(&str, bool, bool)> = reports
+        .iter()
+        .map(|r| (r.vm.as_str(), r.failed(), r.not_attempted))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("a", false, false),
+            ("b", true, false),
+            ("c", true, true),
+            ("d", true, true)
+        ]
+    );
+}
+
+#[test]
+fn a_listing_that_loses_libvirt_half_way_is_one_error() {
+    let hv = FakeHypervisor::new().with_domain(FakeDomain::new("a", DomainState::Running));
+    hv.fail_xml(HvError::Unreachable {
+        uri: "qemu:///system".into(),
+        detail: "client socket is closed".into(),
+    });
+    let e = read_host(&hv).unwrap_err();
+    assert!(e.is_connection());
+    assert!(e.to_string().contains(
+        "the connection was lost while reading the VMs' drives: client socket is closed"
+    ));
 }
 
 // ---------------------------------------------------------------------------------- menu

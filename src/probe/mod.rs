@@ -300,7 +300,7 @@ impl ProbeManager {
 
         let mut outcomes = collect_probes(pending, deadline, progress);
         if let Some(e) = lost.or_else(|| outcomes.values().find_map(|(o, _)| o.lost.clone())) {
-            return Err(lost_during_scan(e));
+            return Err(e.during("scanning"));
         }
 
         // Assemble rows, remembering fresh answers and timeouts.
@@ -500,17 +500,6 @@ fn collect_probes(
         }
     }
     answers
-}
-
-/// The connection failed after the listing: say so, once, instead of one warning per VM.
-fn lost_during_scan(e: HvError) -> HvError {
-    match e {
-        HvError::Unreachable { uri, detail } => HvError::Unreachable {
-            uri,
-            detail: format!("the connection was lost during the scan: {detail}"),
-        },
-        other => other,
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -237,7 +237,7 @@ fn libvirt_lost_during_the_probes_is_the_scans_error_not_a_table_of_blanks() {
     assert!(err.is_connection());
     assert!(
         err.to_string()
-            .contains("the connection was lost during the scan: End of file"),
+            .contains("the connection was lost while scanning: End of file"),
         "{err}"
     );
 }

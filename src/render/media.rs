@@ -141,7 +141,10 @@ pub fn eject_line(r: &VmReport) -> String {
         ));
     }
     if let Some(skip) = &r.guest.skipped {
-        parts.push(format!("not unmounted inside the guest: {skip}"));
+        // The same failure (libvirt gone, say) is said once.
+        if !parts.iter().any(|p| p.ends_with(skip.as_str())) {
+            parts.push(format!("not unmounted inside the guest: {skip}"));
+        }
     }
     format!("{vm}: {}", parts.join("; "))
 }

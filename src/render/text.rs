@@ -84,6 +84,11 @@ pub fn truncate(s: &str, max: usize) -> String {
         out.push(c);
         used += w;
     }
+    // A sequence can be wider than its characters (`5` or `❤` with U+FE0F is an emoji
+    // of two columns): measure what is kept as a whole.
+    while width(&out) > max - 1 {
+        out.pop();
+    }
     out.push('…');
     out
 }

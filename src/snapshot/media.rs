@@ -255,11 +255,25 @@ pub struct VmReport {
     pub guest: GuestUnmount,
     /// A failure before any drive was touched (XML unreadable).
     pub error: Option<String>,
+    /// Not started: the connection to libvirt was gone before this VM's turn.
+    pub not_attempted: bool,
 }
 
 impl VmReport {
+    /// A VM a batch did not start on, because libvirt had gone away.
+    pub fn not_attempted(vm: &str) -> VmReport {
+        VmReport {
+            vm: vm.to_string(),
+            drives: Vec::new(),
+            guest: GuestUnmount::default(),
+            error: None,
+            not_attempted: true,
+        }
+    }
+
     pub fn failed(&self) -> bool {
-        self.error.is_some()
+        self.not_attempted
+            || self.error.is_some()
             || self
                 .drives
                 .iter()

@@ -12,6 +12,7 @@
 )]
 
 pub mod child;
+pub mod cut_proxy;
 pub mod guest;
 pub mod hostile;
 pub mod scratch_vm;

@@ -48,6 +48,17 @@ impl ScratchVm {
 
     /// The same under exactly `name`.
     pub fn boot_named(name: &str) -> ScratchVm {
+        ScratchVm::boot_with(name, None)
+    }
+
+    /// `diq-scratch-TAG-PID` with `iso` (readable by the harness's daemon user) in its
+    /// CD-ROM drive instead of the harness's disc.
+    pub fn boot_holding(tag: &str, iso: &std::path::Path) -> ScratchVm {
+        let name = format!("diq-scratch-{tag}-{}", std::process::id());
+        ScratchVm::boot_with(&name, Some(iso))
+    }
+
+    fn boot_with(name: &str, iso: Option<&std::path::Path>) -> ScratchVm {
         let name: &'static str = Box::leak(name.to_string().into_boxed_str());
         let uuid: &'static str = Box::leak(fresh_uuid().into_boxed_str());
         let template = virsh_ok(&["dumpxml", "--inactive", TEMPLATE]);
@@ -71,6 +82,18 @@ impl ScratchVm {
             )
             .replace(&format!("/{TEMPLATE}.sock"), &format!("/{name}.sock"))
             .replace(&format!("/{TEMPLATE}.log"), &format!("/{name}.log"));
+        let xml = match iso {
+            Some(iso) => {
+                let disc = xml
+                    .split("<source file='")
+                    .nth(1)
+                    .and_then(|s| s.split('\'').next())
+                    .expect("the template holds a disc")
+                    .to_string();
+                xml.replace(&disc, &iso.display().to_string())
+            }
+            None => xml,
+        };
         let console = xml
             .split("<source path='")
             .nth(1)
