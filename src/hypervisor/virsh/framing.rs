@@ -49,13 +49,6 @@ pub fn split_by_markers<'a>(text: &'a str, markers: &[String]) -> Option<Vec<&'a
     )
 }
 
-/// The output of the one command between two markers when virsh read its commands on
-/// stdin. In that mode readline echoes every prompt and input line to stdout
-/// (`virsh # <command>`), long input lines get carriage returns, and the command's own
-/// output loses its final newline so the next prompt follows on the same line. So: take
-/// the text between the two marker outputs, drop everything from the last prompt on
-/// (the prompt of the closing `echo`; a prompt string inside the reply can only come
-/// before it), and keep the last line of what is left — the reply is one line of JSON.
 /// `text` without the lines of a batch's framing (`nonce` is the batch's own).
 pub fn without_markers(text: &str, nonce: &str) -> String {
     let ours = format!("@@DIQ:{nonce}:");
@@ -65,6 +58,13 @@ pub fn without_markers(text: &str, nonce: &str) -> String {
         .collect()
 }
 
+/// The output of the one command between two markers when virsh read its commands on
+/// stdin. In that mode readline echoes every prompt and input line to stdout
+/// (`virsh # <command>`), long input lines get carriage returns, and the command's own
+/// output loses its final newline so the next prompt follows on the same line. So: take
+/// the text between the two marker outputs, drop everything from the last prompt on
+/// (the prompt of the closing `echo`; a prompt string inside the reply can only come
+/// before it), and keep the last line of what is left — the reply is one line of JSON.
 pub fn stdin_command_output<'a>(stdout: &'a str, begin: &str, end: &str) -> Option<&'a str> {
     let start = stdout.find(begin)? + begin.len();
     let stop = start + stdout[start..].find(end)?;

@@ -1,0 +1,6 @@
+#![no_main]
+
+#[path = "../../tests/fuzz_targets/mod.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::guest_proc_mounts(data));
