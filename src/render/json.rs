@@ -1,8 +1,10 @@
-//! `scan --json`: the snapshot as one JSON document (serde, never string pasting).
+//! `scan --json`: the snapshot as one JSON document (serde, never string pasting), and
+//! [`write_pretty`], the way every JSON document of the tool is written.
 
 use std::io::{self, Write};
 
 use serde::Serialize;
+use serde_json::ser::{Formatter, PrettyFormatter};
 
 use crate::snapshot::Snapshot;
 
@@ -22,8 +24,76 @@ pub fn write_json(out: &mut impl Write, snap: &Snapshot) -> io::Result<()> {
         schema_version: SCHEMA_VERSION,
         snapshot: snap,
     };
-    serde_json::to_writer_pretty(&mut *out, &doc)?;
+    write_pretty(out, &doc)
+}
+
+/// `value` as pretty JSON and a newline, with every character a terminal would act on or
+/// hide written as a `\uXXXX` escape: serde_json escapes only C0 controls, and a guest's
+/// DEL, C1 controls (U+009B starts an escape sequence on many terminals), bidi overrides
+/// and zero-width characters would otherwise reach stdout raw. A JSON reader gets the
+/// same strings back; a terminal gets only visible text.
+pub fn write_pretty<W: Write + ?Sized, T: Serialize + ?Sized>(
+    out: &mut W,
+    value: &T,
+) -> io::Result<()> {
+    let mut ser = serde_json::Serializer::with_formatter(&mut *out, TerminalSafe::default());
+    value.serialize(&mut ser)?;
     writeln!(out)
+}
+
+/// serde_json's pretty formatter, escaping what [`crate::render::text::sanitize`] escapes.
+#[derive(Default)]
+struct TerminalSafe(PrettyFormatter<'static>);
+
+fn must_escape(c: char) -> bool {
+    c.is_control() || crate::render::text::is_invisible(c)
+}
+
+impl Formatter for TerminalSafe {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut rest = fragment;
+        while let Some((at, c)) = rest.char_indices().find(|&(_, c)| must_escape(c)) {
+            w.write_all(rest[..at].as_bytes())?;
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                write!(w, "\\u{unit:04x}")?;
+            }
+            rest = &rest[at + c.len_utf8()..];
+        }
+        w.write_all(rest.as_bytes())
+    }
+
+    fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_object_value(w)
+    }
 }
 
 #[cfg(test)]
@@ -57,5 +127,26 @@ mod tests {
         assert_eq!(vm["os"]["source"], "guest-get-osinfo");
         assert_eq!(v["vms"][1]["os"]["text"], serde_json::Value::Null);
         assert_eq!(v["vms"][1]["os"]["reason"], "agent not connected");
+    }
+
+    #[test]
+    fn guest_strings_reach_stdout_escaped_and_come_back_whole() {
+        let hostile = "a\u{1b}[2J\u{9b}31m\u{7f}\u{202e}rtl\u{200b}\u{e0041}\n\"é 😀 z";
+        let mut buf = Vec::new();
+        write_pretty(&mut buf, &serde_json::json!({ "os": hostile })).unwrap();
+        let text = String::from_utf8(buf.clone()).unwrap();
+        let raw: Vec<char> = text
+            .chars()
+            .filter(|&c| c != '\n' && must_escape(c))
+            .collect();
+        assert!(raw.is_empty(), "raw {raw:?} in {text}");
+        assert!(
+            text.contains(r"\u009b") && text.contains(r"\u202e"),
+            "{text}"
+        );
+        assert!(text.contains(r"\udb40\udc41"), "surrogate pair: {text}");
+        assert!(text.contains("é 😀 z"), "{text}");
+        let back: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(back["os"], hostile);
     }
 }

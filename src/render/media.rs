@@ -96,8 +96,7 @@ pub fn write_isos_json(out: &mut dyn Write, host: &HostMedia, vms: &[&VmMedia]) 
             .map(|(vm, error)| VmError { vm, error })
             .collect(),
     };
-    serde_json::to_writer_pretty(&mut *out, &doc)?;
-    writeln!(out)
+    super::json::write_pretty(out, &doc)
 }
 
 /// The one line a VM gets after a dismount (plain text).

@@ -45,7 +45,7 @@ pub fn write_line(out: &mut dyn std::io::Write, line: &str) -> std::io::Result<(
 
 /// Characters a terminal shows as nothing, or that reorder what follows: bidi controls,
 /// zero-width and other format characters, tag characters.
-fn is_invisible(c: char) -> bool {
+pub(crate) fn is_invisible(c: char) -> bool {
     matches!(
         c as u32,
         0x00ad
