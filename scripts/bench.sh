@@ -8,7 +8,9 @@
 # `virsh dominfo` per VM and one `guest-get-osinfo` per running VM), then the ratios.
 # The frozen-agent guest is paused for these figures (its bound is an e2e test) and
 # resumed at the end; the extra domains (diq-bench-*) are undefined at the end (KEEP=1
-# keeps them and the pause, for profiling).
+# keeps them and the pause, for profiling). PRIVATE_DAEMON=1 measures in a libvirtd of
+# the benchmark's own instead (see bench-lib.sh): the harness is left alone, so tests may
+# run on it meanwhile; its figures have no running guests.
 # Targets: cold <= 2x domstats, warm <= 1x domstats, seed-style >= 50x our cold scan.
 
 set -euo pipefail
@@ -24,15 +26,18 @@ work="$(mktemp -d)"
 cleanup() {
     [[ -n "${KEEP:-}" ]] && return
     undefine_domains "$PREFIX"
-    if [[ "$(virsh_ domstate diq-frozen 2>/dev/null)" == paused ]]; then
+    if [[ -z "${PRIVATE_DAEMON:-}" && "$(virsh_ domstate diq-frozen 2>/dev/null)" == paused ]]; then
         virsh_ resume diq-frozen >/dev/null || true
     fi
+    stop_private_daemon
     rm -rf "$work"
 }
 trap cleanup EXIT
 
 define_shutoff_domains "$PREFIX" "$N" "$work"
-[[ "$(virsh_ domstate diq-frozen)" == running ]] && virsh_ suspend diq-frozen >/dev/null
+if [[ -z "${PRIVATE_DAEMON:-}" && "$(virsh_ domstate diq-frozen)" == running ]]; then
+    virsh_ suspend diq-frozen >/dev/null
+fi
 total=$(virsh_ list --all --name | grep -c .)
 echo "domains on $URI: $total"
 

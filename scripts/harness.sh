@@ -45,7 +45,13 @@
 # restarted. Tools reach the harness with
 #   -c 'qemu+unix:///session?socket=$HARNESS_DIR/run/libvirt/libvirt-sock'
 # (`env` prints it as HARNESS_URI). QEMU runs as diq-harness, under TCG, without cgroups,
-# firewall rules or networks of the host's.
+# firewall rules or networks of the host's. The daemon runs in a network and a mount
+# namespace of its own (it needs no network: clients reach it over its socket; the mount
+# namespace only gives it a /dev/net/tun it may open), where one tap device,
+# diq-tap0, owned by diq-harness, is the NIC of the data guest (diq-centos, which also has a
+# 16 MiB data disk): serve's interface statistics need a host-side device, which neither an
+# unprivileged daemon can make nor user-mode networking has. The namespace, and the tap in
+# it, go away with the daemon; the host's network never sees either.
 #
 # Packages: the tool's build and the harness install with apt only what they need, named
 # one by one, with --no-install-recommends. Packages whose installation would start a
@@ -155,6 +161,7 @@ readonly APT_CLIENT=(libvirt-clients) # virsh: the virsh backend, the tests' sec
 readonly APT_HARNESS=(
     libvirt-daemon libvirt-daemon-driver-qemu # libvirtd itself: no units, no config, no network
     cpio xorriso kmod gzip                    # the initramfs (depmod) and the ISOs
+    iproute2                                  # the tap device in the daemon's namespace
     osinfo-db                                 # OS names from libosinfo metadata
     socat tmux vim-tiny                       # serve's outage proxy; a real terminal and editor
 )
@@ -372,14 +379,36 @@ ensure_dirs() {
     chown -R "$HARNESS_USER:$HARNESS_USER" "$HARNESS_DIR/console"
     chmod 0711 "$HARNESS_DIR/console" # root's tests read the logs; QEMU opens them by path
     install -d -m 0700 -o "$HARNESS_USER" -g "$HARNESS_USER" "$RUN_DIR" "$RUN_DIR/agent" "$CFG_DIR/libvirt"
+    install -d -m 0700 -o "$HARNESS_USER" -g "$HARNESS_USER" "$HARNESS_DIR/disks" # xtask makes the data disk
 }
 
 # Runs a command as the harness user, with the environment its session daemon expects.
+# `as_harness --own-netns CMD…` runs it in a network and mount namespace of its own: the
+# tap device of the data guest lives in the first; in the second, /dev/net/tun is a node
+# of a private tmpfs that the harness user may open (hosts often keep theirs 0600 root:
+# libvirt opens it to attach QEMU to the tap). Mounts of the host still propagate in.
 as_harness() {
-    setpriv --reuid="$HARNESS_USER" --regid="$HARNESS_USER" --clear-groups -- \
-        env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$HOME_DIR" USER="$HARNESS_USER" \
-        LOGNAME="$HARNESS_USER" XDG_CONFIG_HOME="$CFG_DIR" XDG_CACHE_HOME="$CACHE_DIR" \
-        XDG_RUNTIME_DIR="$RUN_DIR" LC_ALL=C.UTF-8 "$@"
+    local own_ns=0
+    if [[ "${1:-}" == --own-netns ]]; then
+        own_ns=1
+        shift
+    fi
+    local cmd=(setpriv --reuid="$HARNESS_USER" --regid="$HARNESS_USER" --clear-groups --
+        env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$HOME_DIR" USER="$HARNESS_USER"
+        LOGNAME="$HARNESS_USER" XDG_CONFIG_HOME="$CFG_DIR" XDG_CACHE_HOME="$CACHE_DIR"
+        XDG_RUNTIME_DIR="$RUN_DIR" LC_ALL=C.UTF-8 "$@")
+    if ((own_ns)); then
+        install -d -m 0755 "$HARNESS_DIR/tun"
+        # shellcheck disable=SC2016 # expanded by the inner shell
+        unshare --net --mount --propagation slave -- sh -ec '
+            mount -t tmpfs -o mode=0755,size=16k diq-harness-tun "$1"
+            mknod -m 0666 "$1/tun" c 10 200
+            mount --bind "$1/tun" /dev/net/tun
+            shift
+            exec "$@"' sh "$HARNESS_DIR/tun" "${cmd[@]}"
+    else
+        "${cmd[@]}"
+    fi
 }
 
 # --------------------------------------------------------------------------------- the daemon
@@ -420,14 +449,37 @@ ensure_daemon() {
     if ! daemon_pid >/dev/null; then
         msg "starting the harness's libvirtd as $HARNESS_USER (log: $LOG_DIR/libvirtd.log)"
         # 9>&- keeps the harness lock out of the daemon, which outlives this run.
-        as_harness libvirtd --daemon </dev/null >/dev/null 2>&1 9>&- ||
+        as_harness --own-netns libvirtd --daemon </dev/null >/dev/null 2>&1 9>&- ||
             die "libvirtd --daemon failed as $HARNESS_USER; see $LOG_DIR/libvirtd.log"
     fi
     for ((i = 0; i < 300; i++)); do
-        vsh uri >/dev/null 2>&1 && return 0
+        if vsh uri >/dev/null 2>&1; then
+            ensure_tap
+            return 0
+        fi
         sleep 0.1
     done
     die "the harness's libvirtd does not answer on $URI after 30 s; see $LOG_DIR/libvirtd.log"
+}
+
+# The data guest's NIC (xtask/src/guests.rs, DATA_TAP): a tap device in the daemon's
+# network namespace (as_harness --own-netns), owned by the harness user, up, so the
+# namespace's side sends it a little IPv6 neighbour discovery once QEMU opens it.
+readonly DATA_TAP=diq-tap0
+ensure_tap() {
+    local pid netns
+    pid=$(daemon_pid) || die "the harness's libvirtd has no pid file"
+    netns="/proc/$pid/ns/net"
+    if [[ "$(readlink "$netns")" == "$(readlink /proc/$$/ns/net)" ]]; then
+        die "the harness's libvirtd runs in the host's network namespace (an earlier harness started it): run '$0 down', then '$0 up'"
+    fi
+    command -v ip >/dev/null || die "ip missing (run: $0 deps)"
+    nsenter --net="$netns" -- ip link set lo up
+    if ! nsenter --net="$netns" -- ip link show "$DATA_TAP" >/dev/null 2>&1; then
+        nsenter --net="$netns" -- ip tuntap add dev "$DATA_TAP" mode tap \
+            user "$(harness_uid)" group "$(id -g "$HARNESS_USER")"
+    fi
+    nsenter --net="$netns" -- ip link set "$DATA_TAP" up
 }
 
 # Stops the harness's libvirtd and every process of the harness user (QEMU, helpers).

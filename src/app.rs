@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use crate::cli::GlobalArgs;
+use crate::cli::{GlobalArgs, ServeArgs};
 use crate::config::{self, Settings};
 use crate::exit::Failure;
 use crate::hypervisor::{self, Hypervisor};
 use crate::probe::{ProbeManager, ProbeSettings};
+use crate::snapshot::telemetry::Families;
 use crate::term::interrupt::Cancel;
 use crate::term::progress::ProgressSink;
 use crate::transfer::{Pace, Transfer};
@@ -76,5 +77,22 @@ pub fn probe_settings(settings: &Settings, no_cache: bool) -> ProbeSettings {
         jobs: settings.jobs,
         no_cache,
         cache_path: settings.cache_path.clone(),
+        collect: Families::NONE,
+        ask_agents: true,
     }
+}
+
+/// `probe` (what [`probe_settings`] gives) with `serve`'s metric families: `--collect`
+/// beats the config file's `collect`; every family is on by default.
+pub fn collecting(
+    probe: ProbeSettings,
+    settings: &Settings,
+    args: &ServeArgs,
+) -> Result<ProbeSettings, Failure> {
+    let collect = match &args.collect {
+        Some(list) => Families::parse([list.as_str()])
+            .map_err(|e| Failure::usage(format!("--collect: {e}")))?,
+        None => settings.collect,
+    };
+    Ok(ProbeSettings { collect, ..probe })
 }

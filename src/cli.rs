@@ -13,7 +13,8 @@ Without a command, the interactive menu starts.
 
 Configuration: flags beat environment (LIBVIRT_URI, then LIBVIRT_DEFAULT_URI) beat the
 config file ($XDG_CONFIG_HOME/dismount_iso_qemu/config.toml: uri, backend, probe_timeout,
-agent_timeout, cache_ttl, jobs, max_size, transfer_timeout, min_rate) beat defaults.
+agent_timeout, cache_ttl, jobs, max_size, transfer_timeout, min_rate, web_config_file,
+collect) beat defaults.
 OS answers are cached in $XDG_CACHE_HOME/dismount_iso_qemu/os-cache.json. The editor is
 $VISUAL, else $EDITOR, else nano (vi when nano is missing).
 
@@ -26,7 +27,7 @@ Exit codes: 0 ok; 1 the command ran but some targets failed; 2 usage or connecti
 /// Scan libvirt/QEMU VMs (guest OS, memory, CPU time, mounted ISOs), mount and dismount
 /// ISO images, and edit files inside running guests.
 #[derive(Debug, Parser)]
-#[command(name = "dismount_iso_qemu", version, after_help = AFTER_HELP)]
+#[command(name = "dismount_iso_qemu", version = env!("DIQ_VERSION"), after_help = AFTER_HELP)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -137,6 +138,7 @@ impl GlobalArgs {
                 max_size: self.max_size.clone(),
                 transfer_timeout: self.transfer_timeout,
                 min_rate: self.min_rate.clone(),
+                ..FileConfig::default()
             },
             config_file: self.config.clone(),
         }
@@ -168,6 +170,32 @@ pub enum Command {
     /// Guest files an interrupted or failed upload may have left damaged (recorded until
     /// dealt with); `--done ID` marks one dealt with
     Recovery(RecoveryArgs),
+    /// Print the shell completion script (VM names complete from the connection)
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write every page into a folder
+    Manpage(ManpageArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh or fish
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Args)]
+pub struct ManpageArgs {
+    /// Write dismount_iso_qemu.1 and one page per command (dismount_iso_qemu-scan.1, …)
+    /// into this folder instead of printing the main page
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -309,6 +337,26 @@ pub struct ServeArgs {
     /// Log format on stderr
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// The exporter-toolkit web configuration file (YAML: tls_server_config,
+    /// basic_auth_users), as Prometheus's exporters read it [default: the config file's
+    /// web_config_file; without either: plain HTTP, no auth]
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+    /// Open connections at most; at the cap the longest-idle connection is closed for a
+    /// new one [default: 512, or a quarter of the open-files limit when that is less]
+    #[arg(long = "web.max-connections", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: Option<u32>,
+    /// Metric families to export, comma-separated: block, interface, balloon, vcpu,
+    /// compat (Debian's exporter's names), or all, none [default: the config file's
+    /// collect, else all]
+    #[arg(long, value_name = "FAMILIES")]
+    pub collect: Option<String>,
+    /// Open libvirt read-only and ask no guest agent: for sites that will not give an
+    /// exporter a read-write connection (root-equivalent). Running guests' OS then comes
+    /// from the OS cache and the libosinfo metadata only; agent status shows not-asked
+    #[arg(long)]
+    pub read_only: bool,
 }
 
 #[cfg(test)]

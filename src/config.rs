@@ -13,6 +13,8 @@
 //! max_size = "64M"        # largest file edit/cat/pull/push move through the agent
 //! transfer_timeout = 600  # seconds one download or upload may take in all
 //! min_rate = "32K"        # bytes per second a transfer must keep up (over 30 s)
+//! web_config_file = "web.yml"  # serve: TLS and basic auth (relative to this file)
+//! collect = ["block", "interface", "balloon", "vcpu", "compat"]  # serve's families
 //! ```
 //!
 //! The timeouts are named for what they bound: `scan_deadline` (`--probe-timeout`) is the
@@ -28,6 +30,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::hypervisor::Backend;
+use crate::snapshot::telemetry::Families;
 use crate::units;
 
 pub const DEFAULT_SCAN_DEADLINE_SECS: f64 = 5.0;
@@ -41,7 +44,7 @@ pub const DEFAULT_TRANSFER_TIMEOUT_SECS: u64 = 600;
 /// Default progress floor of a transfer, bytes per second.
 pub const DEFAULT_MIN_RATE: u64 = 32 << 10;
 /// The config keys, for error messages.
-const KEYS: &str = "uri, backend, probe_timeout, agent_timeout, cache_ttl, jobs, max_size, transfer_timeout, min_rate";
+const KEYS: &str = "uri, backend, probe_timeout, agent_timeout, cache_ttl, jobs, max_size, transfer_timeout, min_rate, web_config_file, collect";
 
 /// The settings a user can give — in the config file, or as flags and environment
 /// variables. Unknown keys in the file are an error, so typos are noticed.
@@ -57,6 +60,12 @@ pub struct FileConfig {
     pub max_size: Option<String>,
     pub transfer_timeout: Option<u64>,
     pub min_rate: Option<String>,
+    /// `serve`'s web configuration file (TLS, basic auth); `serve --web.config.file`
+    /// beats it. A relative path is taken from the config file's folder.
+    pub web_config_file: Option<PathBuf>,
+    /// `serve`'s metric families (`block`, `interface`, `balloon`, `vcpu`, `compat`,
+    /// `all`, `none`); `serve --collect` beats it. Default: all.
+    pub collect: Option<Vec<String>>,
 }
 
 /// The settings given on the command line or in the environment (clap reads both), and
@@ -87,6 +96,10 @@ pub struct Settings {
     pub transfer_timeout: Duration,
     /// Bytes per second a transfer must keep up, measured over 30 s.
     pub min_rate: u64,
+    /// `serve`'s web configuration file from the config file, if any.
+    pub web_config_file: Option<PathBuf>,
+    /// `serve`'s metric families from the config file (all unless it says otherwise).
+    pub collect: Families,
 }
 
 /// The default config file location.
@@ -129,10 +142,18 @@ pub fn resolve(o: &Overrides) -> Result<Settings, String> {
         Some(p) => (Some(p.clone()), true),
         None => (default_config_path(), false),
     };
-    let file = match &path {
+    let mut file = match &path {
         Some(p) => read_file(p, explicit)?,
         None => FileConfig::default(),
     };
+    if let (Some(w), Some(dir)) = (
+        &file.web_config_file,
+        path.as_deref().and_then(Path::parent),
+    ) {
+        if w.is_relative() {
+            file.web_config_file = Some(dir.join(w));
+        }
+    }
     resolve_with(o, env_uri(), file)
 }
 
@@ -195,6 +216,12 @@ pub fn resolve_with(
             Some(r) => units::parse_rate(r).map_err(|e| format!("min rate: {e}"))?,
             None => DEFAULT_MIN_RATE,
         },
+        web_config_file: o.web_config_file.clone().or(file.web_config_file.clone()),
+        collect: match o.collect.as_ref().or(file.collect.as_ref()) {
+            Some(names) => Families::parse(names.iter().map(String::as_str))
+                .map_err(|e| format!("collect: {e}"))?,
+            None => Families::ALL,
+        },
         max_size: match (&o.max_size, &file.max_size) {
             (Some(m), _) => units::parse_size(m).map_err(|e| format!("--max-size: {e}"))?,
             (None, Some(m)) => {
@@ -239,6 +266,8 @@ mod tests {
             max_size: Some("1G".into()),
             transfer_timeout: Some(30),
             min_rate: Some("1K".into()),
+            web_config_file: Some("web.yml".into()),
+            collect: Some(vec!["block".into(), "vcpu".into()]),
         };
         let none = Overrides::default();
         let s = resolve_with(&none, None, FileConfig::default()).unwrap();
@@ -248,6 +277,7 @@ mod tests {
         assert_eq!(s.agent_timeout, Duration::from_secs(5));
         assert_eq!(s.cache_ttl, Duration::from_secs(60));
         assert_eq!(s.max_size, DEFAULT_MAX_SIZE);
+        assert_eq!(s.collect, Families::ALL);
 
         let s = resolve_with(&none, None, file).unwrap();
         assert_eq!(s.max_size, 1 << 30);
@@ -258,6 +288,15 @@ mod tests {
         assert_eq!(s.uri.as_deref(), Some("qemu:///session"));
         assert_eq!(s.backend, Backend::Virsh);
         assert_eq!(s.jobs, 3);
+        assert_eq!(s.web_config_file, Some(PathBuf::from("web.yml")));
+        assert_eq!(
+            s.collect,
+            Families {
+                block: true,
+                vcpu: true,
+                ..Families::NONE
+            }
+        );
 
         let file = FileConfig {
             uri: Some("qemu:///session".into()),
@@ -325,6 +364,22 @@ mod tests {
         assert!(e.contains("probe_timout"), "{e}");
         assert!(!e.contains('\n'));
         assert!(read_file(&dir.path().join("missing.toml"), true).is_err());
+        let p = dir.path().join("w.toml");
+        std::fs::write(&p, "web_config_file = \"web.yml\"\n").unwrap();
+        let o = Overrides {
+            config_file: Some(p.clone()),
+            ..Overrides::default()
+        };
+        // Relative to the config file, like the paths inside a web config.
+        assert_eq!(
+            resolve(&o).unwrap().web_config_file,
+            Some(dir.path().join("web.yml"))
+        );
+        std::fs::write(&p, "collect = [\"block\", \"disks\"]\n").unwrap();
+        let e = resolve(&o).unwrap_err();
+        assert!(e.contains("collect") && e.contains("\"disks\""), "{e}");
+        std::fs::write(&p, "web_config_file = 3\n").unwrap();
+        assert!(read_file(&p, true).unwrap_err().contains("web_config_file"));
         assert_eq!(
             read_file(&dir.path().join("missing.toml"), false).unwrap(),
             FileConfig::default()

@@ -1,6 +1,7 @@
-//! Facts read from a domain's XML: its CD-ROM drives and the libosinfo metadata that
-//! virt-install and virt-manager write. Pure functions on text, so every adapter and
-//! every test shares them.
+//! Facts read from a domain's XML: its CD-ROM drives, the libosinfo metadata that
+//! virt-install and virt-manager write, and what describes each disk and network
+//! interface (the `*_info` metrics). Pure functions on text, so every adapter and every
+//! test shares them.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,50 @@ pub struct DomainXmlFacts {
     /// Where each CD-ROM sits on its bus (`<address type='drive'>`), by target, to match
     /// the drive with what the guest agent reports.
     pub cdrom_addresses: Vec<(String, DriveAddress)>,
+    /// Every disk device (disk, CD-ROM, floppy, LUN) with a target, in XML order.
+    pub disks: Vec<DiskFacts>,
+    /// Every network interface, in XML order.
+    pub interfaces: Vec<InterfaceFacts>,
+}
+
+/// What describes one disk device. Every field is text from the XML, empty when absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiskFacts {
+    /// `<target dev>`: `vda`, `sda`, …
+    pub target: String,
+    /// `<target bus>`: `virtio`, `sata`, `scsi`, …
+    pub bus: String,
+    /// `<disk device>`: `disk`, `cdrom`, `floppy`, `lun`.
+    pub device: String,
+    /// `<disk type>`: `file`, `block`, `network`, `volume`, `dir`.
+    pub disk_type: String,
+    /// The source: a file or device path, a network disk's name, a pool volume.
+    pub source: String,
+    /// `<source protocol>` of a network disk (`rbd`, `iscsi`, `nbd`, …).
+    pub source_protocol: String,
+    pub driver_name: String,
+    pub driver_type: String,
+    pub driver_cache: String,
+    pub driver_discard: String,
+    pub serial: String,
+}
+
+/// What describes one network interface. Every field is text from the XML, empty when
+/// absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InterfaceFacts {
+    /// `<interface type>`: `network`, `bridge`, `user`, `direct`, …
+    pub interface_type: String,
+    /// `<target dev>`: the host-side device (`vnet0`); what libvirt's statistics name.
+    pub target: String,
+    pub mac: String,
+    /// `<source bridge>` (also set on a live `network` interface: the network's bridge).
+    pub source_bridge: String,
+    /// `<source network>`.
+    pub source_network: String,
+    /// `<model type>`: `virtio`, `e1000`, …
+    pub model: String,
+    pub mtu: String,
 }
 
 /// A drive's `<address type='drive' controller bus target unit/>`.
@@ -69,6 +114,7 @@ pub fn parse(xml: &str) -> Result<DomainXmlFacts, String> {
                     .and_then(|t| t.attribute("dev"));
                 if let Some(t) = target {
                     facts.disk_targets.push(t.to_string());
+                    facts.disks.push(parse_disk(node, t));
                 }
                 if node.attribute("device") == Some("cdrom") {
                     let drive = parse_cdrom(node);
@@ -78,6 +124,7 @@ pub fn parse(xml: &str) -> Result<DomainXmlFacts, String> {
                     facts.cdroms.push(drive);
                 }
             }
+            "interface" if in_devices(node) => facts.interfaces.push(parse_interface(node)),
             "controller" => {
                 if let Some(t) = node.attribute("type") {
                     if !facts.controllers.iter().any(|c| c == t) {
@@ -89,6 +136,67 @@ pub fn parse(xml: &str) -> Result<DomainXmlFacts, String> {
         }
     }
     Ok(facts)
+}
+
+/// Whether `node` is a device of the domain (`<domain><devices><disk>`), not an element of
+/// the same name elsewhere (a `<backingStore>`'s, or one inside `<metadata>` without a
+/// namespace).
+fn in_devices(node: roxmltree::Node<'_, '_>) -> bool {
+    node.parent_element()
+        .is_some_and(|p| p.has_tag_name("devices"))
+}
+
+/// The attribute `attr` of the first child element `child`, or "".
+fn child_attr(node: roxmltree::Node<'_, '_>, child: &str, attr: &str) -> String {
+    node.children()
+        .find(|c| c.is_element() && c.has_tag_name(child))
+        .and_then(|c| c.attribute(attr))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn parse_disk(disk: roxmltree::Node<'_, '_>, target: &str) -> DiskFacts {
+    let source = disk
+        .children()
+        .find(|c| c.is_element() && c.has_tag_name("source"));
+    let source_attr = |names: &[&str]| {
+        source
+            .and_then(|s| names.iter().find_map(|n| s.attribute(*n)))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let serial = disk
+        .children()
+        .find(|c| c.is_element() && c.has_tag_name("serial"))
+        .and_then(|c| c.text())
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    DiskFacts {
+        target: target.to_string(),
+        bus: child_attr(disk, "target", "bus"),
+        device: disk.attribute("device").unwrap_or("disk").to_string(),
+        disk_type: disk.attribute("type").unwrap_or_default().to_string(),
+        source: source_attr(&["file", "dev", "name", "volume", "dir"]),
+        source_protocol: source_attr(&["protocol"]),
+        driver_name: child_attr(disk, "driver", "name"),
+        driver_type: child_attr(disk, "driver", "type"),
+        driver_cache: child_attr(disk, "driver", "cache"),
+        driver_discard: child_attr(disk, "driver", "discard"),
+        serial,
+    }
+}
+
+fn parse_interface(iface: roxmltree::Node<'_, '_>) -> InterfaceFacts {
+    InterfaceFacts {
+        interface_type: iface.attribute("type").unwrap_or_default().to_string(),
+        target: child_attr(iface, "target", "dev"),
+        mac: child_attr(iface, "mac", "address"),
+        source_bridge: child_attr(iface, "source", "bridge"),
+        source_network: child_attr(iface, "source", "network"),
+        model: child_attr(iface, "model", "type"),
+        mtu: child_attr(iface, "mtu", "size"),
+    }
 }
 
 fn parse_drive_address(disk: roxmltree::Node<'_, '_>) -> Option<DriveAddress> {
@@ -288,6 +396,73 @@ mod tests {
                 }
             )]
         );
+    }
+
+    #[test]
+    fn disks_and_interfaces_are_described() {
+        let xml = r#"<domain><devices>
+          <disk type='file' device='disk'>
+            <driver name='qemu' type='qcow2' cache='none' discard='unmap'/>
+            <source file='/img/a.qcow2'/>
+            <backingStore type='file'><format type='raw'/><source file='/img/base.raw'/></backingStore>
+            <target dev='vda' bus='virtio'/>
+            <serial> S-1 </serial>
+          </disk>
+          <disk type='network' device='disk'>
+            <source protocol='rbd' name='pool/vol'/>
+            <target dev='vdb' bus='virtio'/>
+          </disk>
+          <disk type='file' device='cdrom'><target dev='sda' bus='sata'/><readonly/></disk>
+          <disk type='file' device='floppy'><source file=''/></disk>
+          <interface type='network'>
+            <mac address='52:54:00:12:34:56'/>
+            <source network='default' portid='x' bridge='virbr0'/>
+            <target dev='vnet0'/>
+            <model type='virtio'/>
+            <mtu size='1500'/>
+          </interface>
+          <interface type='user'><mac address='52:54:00:aa:bb:cc'/><model type='e1000'/></interface>
+        </devices>
+        <metadata><interface type='bogus'/></metadata></domain>"#;
+        let f = parse(xml).unwrap();
+        let targets: Vec<&str> = f.disks.iter().map(|d| d.target.as_str()).collect();
+        // The floppy has no target: it has no name to report statistics under.
+        assert_eq!(targets, ["vda", "vdb", "sda"]);
+        assert_eq!(
+            f.disks[0],
+            DiskFacts {
+                target: "vda".into(),
+                bus: "virtio".into(),
+                device: "disk".into(),
+                disk_type: "file".into(),
+                source: "/img/a.qcow2".into(),
+                source_protocol: String::new(),
+                driver_name: "qemu".into(),
+                driver_type: "qcow2".into(),
+                driver_cache: "none".into(),
+                driver_discard: "unmap".into(),
+                serial: "S-1".into(),
+            }
+        );
+        assert_eq!(f.disks[1].source, "pool/vol");
+        assert_eq!(f.disks[1].source_protocol, "rbd");
+        assert_eq!(f.disks[2].device, "cdrom");
+        assert_eq!(f.disks[2].source, "");
+        assert_eq!(f.interfaces.len(), 2, "{:?}", f.interfaces);
+        assert_eq!(
+            f.interfaces[0],
+            InterfaceFacts {
+                interface_type: "network".into(),
+                target: "vnet0".into(),
+                mac: "52:54:00:12:34:56".into(),
+                source_bridge: "virbr0".into(),
+                source_network: "default".into(),
+                model: "virtio".into(),
+                mtu: "1500".into(),
+            }
+        );
+        assert_eq!(f.interfaces[1].interface_type, "user");
+        assert_eq!(f.interfaces[1].target, "");
     }
 
     #[test]

@@ -31,7 +31,8 @@ use std::io::{self, IsTerminal};
 use app::App;
 use cli::{Cli, Command};
 use commands::{
-    edit as edit_cmd, files, media as media_cmd, menu, recovery, scan, serve as serve_cmd,
+    completions, edit as edit_cmd, files, manpage, media as media_cmd, menu, recovery, scan,
+    serve as serve_cmd,
 };
 use exit::Failure;
 use term::progress::ProgressSink;
@@ -52,7 +53,10 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
     let stderr = io::stderr();
     let progress = ProgressSink::stderr_if_terminal();
     let connect = |no_cache| App::connect(&cli.global, no_cache);
-    if !matches!(cli.command, Some(Command::Recovery(_))) {
+    if !matches!(
+        cli.command,
+        Some(Command::Recovery(_) | Command::Completions(_) | Command::Manpage(_))
+    ) {
         recovery::remind(&mut stderr.lock());
     }
     match &cli.command {
@@ -104,6 +108,8 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             files::pull(&connect(false)?, args, &mut stdout.lock(), &progress)
         }
         Some(Command::Recovery(args)) => recovery::run(args, &mut stdout.lock()),
+        Some(Command::Completions(args)) => completions::print(args, &mut stdout.lock()),
+        Some(Command::Manpage(args)) => manpage::run(args, &mut stdout.lock()),
         Some(Command::Push(args)) => files::push(
             &connect(false)?,
             args,

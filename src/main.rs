@@ -6,10 +6,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use dismount_iso_qemu::cli::Cli;
+use dismount_iso_qemu::commands::completions;
 use dismount_iso_qemu::render::text::terminal_line;
 use dismount_iso_qemu::run;
 
 fn main() -> ExitCode {
+    // A completion script asking for candidates: answered, and the process exits here.
+    completions::complete_if_asked();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),

@@ -10,7 +10,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use dismount_iso_qemu::hypervisor::{
-    self, Backend, ChangeScope, DomainState, HvError, Hypervisor, XmlScope,
+    self, Backend, ChangeScope, DomainState, DomainStats, HvError, Hypervisor, StatsGroups,
+    XmlScope,
 };
 use serde_json::json;
 
@@ -148,6 +149,69 @@ fn serves_many_threads_on_one_connection(h: &dyn Hypervisor) {
             });
         }
     });
+}
+
+fn bulk_stats_cover_every_listed_domain(h: &dyn Hypervisor) {
+    let listed = h.list_domains().expect("list_domains");
+    let stats = h.domain_stats(StatsGroups::ALL).expect("domain_stats");
+    for d in &listed {
+        let s = stats
+            .iter()
+            .find(|s| s.name == d.name)
+            .unwrap_or_else(|| panic!("{} has no statistics: {stats:?}", d.name));
+        assert_eq!(s.state, Some(d.state), "{}", d.name);
+    }
+    // libvirt 9.0's test driver implements the `state` group only (measured: `virsh -c
+    // test:///default domstats --raw --block --interface …` prints the state and nothing
+    // else). Nothing is invented where libvirt gave nothing.
+    let test = stats.iter().find(|s| s.name == "test").expect("test");
+    assert!(
+        test.blocks.is_empty() && test.interfaces.is_empty(),
+        "{test:?}"
+    );
+    // Asking for fewer groups is the same call with fewer bits: still every domain.
+    let few = h.domain_stats(StatsGroups::default()).expect("state only");
+    assert_eq!(few.len(), stats.len());
+}
+
+/// The parts of a record that do not move between two calls (counters do).
+fn stable(s: &DomainStats) -> impl PartialEq + std::fmt::Debug {
+    (
+        s.name.clone(),
+        s.state,
+        s.balloon.maximum_kib,
+        s.vcpu.current,
+        s.vcpu.maximum,
+        s.vcpu.vcpus.iter().map(|v| v.id).collect::<Vec<_>>(),
+        s.blocks
+            .iter()
+            .map(|b| (b.name.clone(), b.path.clone(), b.capacity))
+            .collect::<Vec<_>>(),
+        s.interfaces
+            .iter()
+            .map(|i| i.name.clone())
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn both_adapters_read_the_same_statistics(uri: &str) {
+    let native = open(Backend::Native, uri);
+    let virsh = open(Backend::Virsh, uri);
+    let mut a = native.domain_stats(StatsGroups::ALL).expect("native");
+    let mut b = virsh.domain_stats(StatsGroups::ALL).expect("virsh");
+    a.sort_by(|x, y| x.name.cmp(&y.name));
+    b.sort_by(|x, y| x.name.cmp(&y.name));
+    assert_eq!(
+        a.iter().map(|s| &s.name).collect::<Vec<_>>(),
+        b.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    // Other tests pause, resume and eject meanwhile: compare the guests whose state both
+    // calls agree on, and never the media tests' own guests.
+    let calm =
+        |x: &&DomainStats, y: &&DomainStats| x.state == y.state && !x.name.starts_with("diq-media");
+    for (x, y) in a.iter().zip(&b).filter(|(x, y)| calm(x, y)) {
+        assert_eq!(stable(x), stable(y));
+    }
 }
 
 // Opening fails: these take the backend, not a connection.
@@ -318,6 +382,53 @@ fn paused_guest_gets_no_agent_wait(h: &dyn Hypervisor) {
     );
 }
 
+fn harness_guests_have_every_stats_family(h: &dyn Hypervisor) {
+    let stats = h.domain_stats(StatsGroups::ALL).expect("domain_stats");
+    let find = |name: &str| {
+        stats
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("{name} has no statistics"))
+    };
+    for running in [
+        common::UBUNTU,
+        common::CENTOS,
+        common::NO_AGENT,
+        common::FROZEN,
+    ] {
+        let s = find(running);
+        assert_eq!(s.state, Some(DomainState::Running), "{s:?}");
+        assert!(s.cpu_time_ns.unwrap_or(0) > 0, "{s:?}");
+        assert!(s.balloon.maximum_kib.unwrap_or(0) > 0, "{s:?}");
+        assert!(s.balloon.current_kib.unwrap_or(0) > 0, "{s:?}");
+        let vcpus = s.vcpu.current.expect("vcpu.current");
+        assert_eq!(s.vcpu.vcpus.len() as u64, vcpus, "{s:?}");
+        assert!(s.vcpu.vcpus.iter().all(|v| v.time_ns.is_some()), "{s:?}");
+    }
+    // The ubuntu guest's CD-ROM holds the harness disc: a block device with its path and
+    // size, and the reads of its boot.
+    let sda = find(common::UBUNTU)
+        .blocks
+        .iter()
+        .find(|b| b.name == "sda")
+        .expect("sda");
+    assert!(
+        sda.path.as_deref().is_some_and(|p| p.ends_with(".iso")),
+        "{sda:?}"
+    );
+    assert!(
+        sda.capacity.unwrap_or(0) > 0 && sda.rd_reqs.is_some(),
+        "{sda:?}"
+    );
+    // A shut-off guest has no live figures: state, sizes and counts only.
+    let off = find(common::WIN_OFF);
+    assert_eq!(off.state, Some(DomainState::ShutOff));
+    assert!(
+        off.vcpu.vcpus.is_empty() && off.balloon.rss_kib.is_none(),
+        "{off:?}"
+    );
+}
+
 fn frozen_agent_times_out(h: &dyn Hypervisor) {
     let started = Instant::now();
     let err = agent(h, common::FROZEN, "guest-ping", Duration::from_secs(2));
@@ -394,9 +505,22 @@ on_test_driver!(
     lists_volumes_of_active_pools,
     device_changes_fail_cleanly_where_unsupported,
     serves_many_threads_on_one_connection,
+    bulk_stats_cover_every_listed_domain,
 );
 
 on_open!(bad_uri_is_bad_uri, missing_socket_is_unreachable);
+
+#[test]
+fn both_adapters_read_the_same_statistics_on_the_test_driver() {
+    both_adapters_read_the_same_statistics(TEST_URI);
+}
+
+#[test]
+fn both_adapters_read_the_same_statistics_on_the_harness() {
+    if common::harness_available() {
+        both_adapters_read_the_same_statistics(common::harness_uri());
+    }
+}
 
 on_harness!(
     harness_domains_have_their_states,
@@ -408,4 +532,5 @@ on_harness!(
     blocked_command_is_disabled,
     paused_guest_gets_no_agent_wait,
     frozen_agent_times_out,
+    harness_guests_have_every_stats_family,
 );

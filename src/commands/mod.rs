@@ -4,8 +4,10 @@
 //! below become the one line and exit code a command ends with ([`Failure`]), and where
 //! untrusted text is escaped on its way out.
 
+pub mod completions;
 pub mod edit;
 pub mod files;
+pub mod manpage;
 pub mod media;
 pub mod menu;
 pub mod recovery;

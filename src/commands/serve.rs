@@ -8,9 +8,11 @@ use std::time::Duration;
 use crate::app::{probe_settings, resolve};
 use crate::cli::{GlobalArgs, LogFormat, ServeArgs};
 use crate::exit::{self, Failure};
-use crate::hypervisor::{self, Hypervisor};
+use crate::hypervisor::{self, Access, Hypervisor};
+use crate::probe::ProbeSettings;
 use crate::render::text::sanitize;
-use crate::serve::{self, parse_listen, Opener, ServeOptions};
+use crate::serve::http::{Endpoint, Limits, LIMITS};
+use crate::serve::{self, parse_listen, web_config, Opener, ServeOptions};
 
 /// The longest interval and staleness threshold, a day: beyond that a scrape target is
 /// not being monitored.
@@ -33,6 +35,14 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Failure> {
     }
     let settings = resolve(global)?;
     let listen = parse_listen(&args.listen).map_err(Failure::usage)?;
+    let web = match args
+        .web_config_file
+        .as_ref()
+        .or(settings.web_config_file.as_ref())
+    {
+        Some(path) => web_config::load(path).map_err(Failure::usage)?,
+        None => web_config::WebConfig::default(),
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -44,8 +54,13 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Failure> {
 
     let backend = settings.backend;
     let uri = settings.uri.clone();
+    let access = if args.read_only {
+        Access::ReadOnly
+    } else {
+        Access::ReadWrite
+    };
     let opener: Opener = Arc::new(move || {
-        hypervisor::open(backend, uri.as_deref()).map(Arc::<dyn Hypervisor>::from)
+        hypervisor::open_with(backend, uri.as_deref(), access).map(Arc::<dyn Hypervisor>::from)
     });
     let interval = Duration::from_secs(args.interval);
     let options = ServeOptions {
@@ -54,22 +69,68 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Failure> {
             .stale_after
             .map(Duration::from_secs)
             .unwrap_or_else(|| ServeOptions::default_stale_after(interval, settings.scan_deadline)),
-        probes: probe_settings(&settings, false),
+        probes: ProbeSettings {
+            ask_agents: !args.read_only,
+            ..crate::app::collecting(probe_settings(&settings, false), &settings, args)?
+        },
     };
-    let running = serve::start(options, opener, listen, stop).map_err(Failure::usage)?;
+    let auth = web.auth.is_some();
+    let web_file = web
+        .path
+        .as_ref()
+        .map(|p| sanitize(&p.display().to_string()));
+    let endpoint = Endpoint {
+        listen,
+        web,
+        limits: Limits {
+            max_connections: args.max_connections.map(|n| n as usize),
+            ..LIMITS
+        },
+    };
+    let running = serve::start_with(options, opener, endpoint, stop).map_err(Failure::usage)?;
     let uri = sanitize(settings.uri.as_deref().unwrap_or("libvirt's default URI"));
+    let scheme = if running.tls { "https" } else { "http" };
+    let security = match (running.tls, auth) {
+        (true, true) => "TLS and basic auth",
+        (true, false) => "TLS, no auth",
+        (false, true) => "basic auth without TLS",
+        (false, false) => "no TLS, no auth",
+    };
+    let web_file = web_file.unwrap_or_else(|| "none".into());
     if running.addr.ip().is_loopback() {
         tracing::info!(
             addr = %running.addr,
             interval_s = args.interval,
-            "listening on http://{}/metrics (scanning {uri})",
+            max_connections = running.max_connections,
+            web_config = %web_file,
+            "listening on {scheme}://{}/metrics ({security}; scanning {uri})",
             running.addr
         );
-    } else {
+    } else if !auth {
         tracing::warn!(
             addr = %running.addr,
             interval_s = args.interval,
-            "listening on http://{}/metrics beyond loopback: anyone who reaches this address sees VM names and guest OSes (scanning {uri})",
+            max_connections = running.max_connections,
+            web_config = %web_file,
+            "listening on {scheme}://{}/metrics beyond loopback without basic auth: anyone who reaches this address sees VM names and guest OSes (scanning {uri})",
+            running.addr
+        );
+    } else if !running.tls {
+        tracing::warn!(
+            addr = %running.addr,
+            interval_s = args.interval,
+            max_connections = running.max_connections,
+            web_config = %web_file,
+            "listening on {scheme}://{}/metrics beyond loopback with basic auth but without TLS: passwords cross the network in clear text (scanning {uri})",
+            running.addr
+        );
+    } else {
+        tracing::info!(
+            addr = %running.addr,
+            interval_s = args.interval,
+            max_connections = running.max_connections,
+            web_config = %web_file,
+            "listening on {scheme}://{}/metrics ({security}; scanning {uri})",
             running.addr
         );
     }

@@ -2,7 +2,7 @@
 //! (timeouts, caches, conflicts, batches). It records every call so tests can assert on
 //! what was (and was not) asked, and lets each test script agent replies and failures.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{
-    ChangeScope, DomainInfo, DomainState, HvError, HvResult, Hypervisor, StorageVolume, XmlScope,
+    BalloonStats, ChangeScope, DomainInfo, DomainState, DomainStats, HvError, HvResult, Hypervisor,
+    StatsGroups, StorageVolume, VcpuStats, XmlScope,
 };
 
 /// Scripted behaviour of one guest agent: gets the domain name and the request.
@@ -36,6 +37,7 @@ pub enum Call {
         scope: ChangeScope,
     },
     ListVolumes,
+    DomainStats(StatsGroups),
 }
 
 /// One fake domain.
@@ -49,6 +51,9 @@ pub struct FakeDomain {
     pub agent_delay: Duration,
     /// How long reading this domain's XML takes (a daemon whose workers are all busy).
     pub xml_delay: Duration,
+    /// What the bulk statistics call returns for this domain (cut down to the groups
+    /// asked for); `None`: state, CPU time, balloon and vCPU counts from `info`.
+    pub stats: Option<DomainStats>,
 }
 
 impl FakeDomain {
@@ -73,7 +78,36 @@ impl FakeDomain {
             agent: None,
             agent_delay: Duration::ZERO,
             xml_delay: Duration::ZERO,
+            stats: None,
         }
+    }
+
+    /// Script this domain's bulk statistics.
+    pub fn with_stats(mut self, stats: DomainStats) -> FakeDomain {
+        self.stats = Some(stats);
+        self
+    }
+
+    /// What the bulk call reports for this domain when asked for `groups`.
+    fn stats_for(&self, groups: StatsGroups) -> DomainStats {
+        let mut s = self
+            .stats
+            .clone()
+            .unwrap_or_else(|| DomainStats::from_info(&self.info, StatsGroups::ALL));
+        s.name = self.info.name.clone();
+        if !groups.balloon {
+            s.balloon = BalloonStats::default();
+        }
+        if !groups.vcpu {
+            s.vcpu = VcpuStats::default();
+        }
+        if !groups.block {
+            s.blocks.clear();
+        }
+        if !groups.interface {
+            s.interfaces.clear();
+        }
+        s
     }
 
     pub fn with_xml(mut self, xml: &str) -> FakeDomain {
@@ -119,6 +153,10 @@ struct State {
     list_error: Option<HvError>,
     xml_error: Option<HvError>,
     device_script: Option<DeviceScript>,
+    stats_error: Option<HvError>,
+    stats_delay: Duration,
+    /// Domains the bulk statistics call leaves out (libvirt could not read them).
+    stats_missing: HashSet<String>,
 }
 
 /// The fake itself. Cheap to clone: clones share state.
@@ -150,6 +188,21 @@ impl FakeHypervisor {
     /// Make every `domain_xml` fail (libvirtd gone after the listing).
     pub fn fail_xml(&self, error: HvError) {
         self.lock().xml_error = Some(error);
+    }
+
+    /// Make `domain_stats` fail.
+    pub fn fail_stats(&self, error: HvError) {
+        self.lock().stats_error = Some(error);
+    }
+
+    /// Make `domain_stats` take this long (a daemon stuck on a monitor).
+    pub fn delay_stats(&self, delay: Duration) {
+        self.lock().stats_delay = delay;
+    }
+
+    /// Leave `domain` out of the bulk statistics (libvirt could not read it).
+    pub fn omit_stats(&self, domain: &str) {
+        self.lock().stats_missing.insert(domain.to_string());
     }
 
     /// Script `update_device`/`attach_device`; without a script they succeed.
@@ -289,5 +342,26 @@ impl Hypervisor for FakeHypervisor {
         let mut st = self.lock();
         st.calls.push(Call::ListVolumes);
         Ok(st.volumes.clone())
+    }
+
+    fn domain_stats(&self, groups: StatsGroups) -> HvResult<Vec<DomainStats>> {
+        let delay = {
+            let mut st = self.lock();
+            st.calls.push(Call::DomainStats(groups));
+            st.stats_delay
+        };
+        if !delay.is_zero() {
+            thread::sleep(delay);
+        }
+        let st = self.lock();
+        if let Some(e) = &st.stats_error {
+            return Err(e.clone());
+        }
+        Ok(st
+            .domains
+            .values()
+            .filter(|d| !st.stats_missing.contains(&d.info.name))
+            .map(|d| d.stats_for(groups))
+            .collect())
     }
 }

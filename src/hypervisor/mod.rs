@@ -18,7 +18,12 @@ use crate::units::clip;
 pub mod fake;
 #[cfg(feature = "native")]
 pub mod native;
+pub mod stats;
 pub mod virsh;
+
+pub use stats::{
+    BalloonStats, BlockStats, DomainStats, InterfaceStats, StatsGroups, VcpuStat, VcpuStats,
+};
 
 /// Run state of a domain, as libvirt reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -287,6 +292,22 @@ pub trait Hypervisor: Send + Sync {
 
     /// Volumes of every active storage pool.
     fn list_volumes(&self) -> HvResult<Vec<StorageVolume>>;
+
+    /// Statistics of every domain in one bulk call: `state` and `cpu-total` plus
+    /// `groups`. libvirt is told not to wait for a domain whose job is busy
+    /// (`VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT`): such a domain comes back with the
+    /// figures that need no job, and the others are not held up. A domain libvirt could
+    /// not read at all is missing from the result.
+    ///
+    /// The default serves adapters without a bulk call: the listing's facts (state, CPU
+    /// time, memory, vCPU count) and nothing the groups add.
+    fn domain_stats(&self, groups: StatsGroups) -> HvResult<Vec<DomainStats>> {
+        Ok(self
+            .list_domains()?
+            .iter()
+            .map(|d| DomainStats::from_info(d, groups))
+            .collect())
+    }
 }
 
 /// Which adapter to use.
@@ -310,17 +331,38 @@ impl Backend {
     }
 }
 
-/// Open a connection with the chosen adapter. `uri` `None` means libvirt's default.
+/// How a connection is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Access {
+    /// Read-write: what every command but `serve --read-only` uses.
+    #[default]
+    ReadWrite,
+    /// libvirt's read-only connection (`virConnectOpenReadOnly`, `virsh -r`): listing,
+    /// XML and statistics work; guest agent calls and device changes are refused.
+    ReadOnly,
+}
+
+/// Open a read-write connection with the chosen adapter. `uri` `None` means libvirt's
+/// default.
 pub fn open(backend: Backend, uri: Option<&str>) -> HvResult<Box<dyn Hypervisor>> {
+    open_with(backend, uri, Access::ReadWrite)
+}
+
+/// Open a connection with the chosen adapter and access.
+pub fn open_with(
+    backend: Backend,
+    uri: Option<&str>,
+    access: Access,
+) -> HvResult<Box<dyn Hypervisor>> {
     match backend {
         #[cfg(feature = "native")]
-        Backend::Native => Ok(Box::new(native::NativeHypervisor::open(uri)?)),
+        Backend::Native => Ok(Box::new(native::NativeHypervisor::open_with(uri, access)?)),
         #[cfg(not(feature = "native"))]
         Backend::Native => Err(HvError::BackendUnavailable(
             "native",
             "this build was made without the `native` cargo feature; use --backend virsh or rebuild with default features".to_string(),
         )),
-        Backend::Virsh => Ok(Box::new(virsh::VirshHypervisor::open(uri)?)),
+        Backend::Virsh => Ok(Box::new(virsh::VirshHypervisor::open_with(uri, access)?)),
     }
 }
 

@@ -15,6 +15,7 @@
 //!   right after each failing call, so classification below works on that copy.
 
 use std::collections::HashMap;
+use std::ffi::CStr;
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,9 +31,10 @@ use virt::sys;
 
 use crate::units::clip;
 
+use super::stats::StatValue;
 use super::{
-    classify_agent_message, command_name, ChangeScope, DomainInfo, DomainState, HvError, HvResult,
-    Hypervisor, StorageVolume, XmlScope, MAX_DETAIL,
+    classify_agent_message, command_name, Access, ChangeScope, DomainInfo, DomainState,
+    DomainStats, HvError, HvResult, Hypervisor, StatsGroups, StorageVolume, XmlScope, MAX_DETAIL,
 };
 
 /// A `virt` handle whose release we do ourselves, so that a failing free can never panic.
@@ -100,6 +102,175 @@ impl<T: Release> Drop for Owned<T> {
     }
 }
 
+/// The records of one `virConnectGetAllDomainStats`, always released with
+/// `virDomainStatsRecordListFree` — records, their typed parameters and their domain
+/// references. (The `virt` crate's `all_domain_stats` frees only the array: every call
+/// leaks each record, its parameters and a domain reference.)
+struct StatsRecords {
+    /// libvirt's NULL-terminated array, or null when the call returned nothing.
+    list: *mut sys::virDomainStatsRecordPtr,
+    len: usize,
+}
+
+impl StatsRecords {
+    /// One bulk call: `stats` is a set of `VIR_DOMAIN_STATS_*` bits, `flags` of
+    /// `VIR_CONNECT_GET_ALL_DOMAINS_STATS_*`.
+    fn fetch(conn: &Connect, stats: u32, flags: u32) -> Result<StatsRecords, VirtError> {
+        let mut list: *mut sys::virDomainStatsRecordPtr = std::ptr::null_mut();
+        // SAFETY: `conn` is a live connection and `list` a valid out-pointer; libvirt sets
+        // it only on success, to an array of the returned length (plus a NULL end) that
+        // we own from here on.
+        let n = unsafe { sys::virConnectGetAllDomainStats(conn.as_ptr(), stats, &mut list, flags) };
+        // Owned before anything can return: whatever libvirt handed out is freed.
+        let records = StatsRecords {
+            list,
+            len: usize::try_from(n).unwrap_or(0),
+        };
+        if n < 0 {
+            // Read before `records` is dropped: freeing resets libvirt's last error.
+            return Err(VirtError::last_error());
+        }
+        Ok(records)
+    }
+
+    /// The records, borrowed for as long as the list lives.
+    fn iter(&self) -> impl Iterator<Item = &sys::virDomainStatsRecord> + '_ {
+        (0..self.len).filter_map(move |i| {
+            if self.list.is_null() {
+                return None;
+            }
+            // SAFETY: `list` holds `len` record pointers (libvirt's contract), valid until
+            // Drop frees them; the returned reference borrows `self`, so it cannot outlive
+            // the list.
+            unsafe { (*self.list.add(i)).as_ref() }
+        })
+    }
+}
+
+impl Drop for StatsRecords {
+    fn drop(&mut self) {
+        if !self.list.is_null() {
+            // SAFETY: the array came from virConnectGetAllDomainStats and is freed once,
+            // here; no reference into it survives (see `iter`).
+            unsafe { sys::virDomainStatsRecordListFree(self.list) }
+        }
+    }
+}
+
+/// One typed parameter's value, copied out of libvirt's memory.
+#[derive(Debug, Clone, PartialEq)]
+enum Param {
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Bool(bool),
+    Text(String),
+}
+
+impl Param {
+    fn value(&self) -> StatValue<'_> {
+        match self {
+            Param::Int(v) => StatValue::Int(*v),
+            Param::UInt(v) => StatValue::UInt(*v),
+            Param::Float(v) => StatValue::Float(*v),
+            Param::Bool(v) => StatValue::Bool(*v),
+            Param::Text(t) => StatValue::Text(t),
+        }
+    }
+}
+
+/// A C string libvirt owns, copied; `None` for a null pointer.
+///
+/// # Safety
+/// `p` is null or points to a NUL-terminated string that stays valid during the call.
+unsafe fn c_text(p: *const std::os::raw::c_char) -> Option<String> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-null and NUL-terminated, as the caller promises.
+    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
+
+/// The name (`field`) of a typed parameter: up to the first NUL of its fixed buffer,
+/// never beyond it even when libvirt filled all 80 bytes.
+fn param_name(p: &sys::virTypedParameter) -> String {
+    let bytes: Vec<u8> = p
+        .field
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// One typed parameter, read by its declared type; an unknown type is skipped.
+fn param_value(p: &sys::virTypedParameter) -> Option<Param> {
+    let kind = u32::try_from(p.type_).ok()?;
+    // SAFETY: each arm reads the union member that `type_` says is set.
+    unsafe {
+        Some(match kind {
+            sys::VIR_TYPED_PARAM_INT => Param::Int(i64::from(p.value.i)),
+            sys::VIR_TYPED_PARAM_UINT => Param::UInt(u64::from(p.value.ui)),
+            sys::VIR_TYPED_PARAM_LLONG => Param::Int(p.value.l),
+            sys::VIR_TYPED_PARAM_ULLONG => Param::UInt(p.value.ul),
+            sys::VIR_TYPED_PARAM_DOUBLE => Param::Float(p.value.d),
+            sys::VIR_TYPED_PARAM_BOOLEAN => Param::Bool(p.value.b != 0),
+            sys::VIR_TYPED_PARAM_STRING => Param::Text(c_text(p.value.s)?),
+            _ => return None,
+        })
+    }
+}
+
+/// Every parameter of one record, copied.
+fn record_params(rec: &sys::virDomainStatsRecord) -> Vec<(String, Param)> {
+    let n = usize::try_from(rec.nparams).unwrap_or(0);
+    if rec.params.is_null() || n == 0 {
+        return Vec::new();
+    }
+    // SAFETY: libvirt gives `nparams` parameters at `params`, alive while the record is.
+    let params = unsafe { std::slice::from_raw_parts(rec.params, n) };
+    params
+        .iter()
+        .filter_map(|p| Some((param_name(p), param_value(p)?)))
+        .collect()
+}
+
+/// The name of a record's domain (cached in the handle: no round trip).
+fn record_name(rec: &sys::virDomainStatsRecord) -> Option<String> {
+    if rec.dom.is_null() {
+        return None;
+    }
+    // SAFETY: `dom` is the record's live domain reference; the name it returns belongs
+    // to it and is copied at once.
+    unsafe { c_text(sys::virDomainGetName(rec.dom)) }
+}
+
+/// One record as the port's plain data.
+fn record_stats(rec: &sys::virDomainStatsRecord) -> Option<DomainStats> {
+    let name = record_name(rec)?;
+    let params = record_params(rec);
+    Some(DomainStats::from_fields(
+        &name,
+        params.iter().map(|(k, v)| (k.as_str(), v.value())),
+    ))
+}
+
+/// `VIR_DOMAIN_STATS_*` bits: state and cpu-total always, plus `groups`.
+fn stats_bits(groups: StatsGroups) -> u32 {
+    let mut bits = sys::VIR_DOMAIN_STATS_STATE | sys::VIR_DOMAIN_STATS_CPU_TOTAL;
+    for (on, bit) in [
+        (groups.balloon, sys::VIR_DOMAIN_STATS_BALLOON),
+        (groups.vcpu, sys::VIR_DOMAIN_STATS_VCPU),
+        (groups.interface, sys::VIR_DOMAIN_STATS_INTERFACE),
+        (groups.block, sys::VIR_DOMAIN_STATS_BLOCK),
+    ] {
+        if on {
+            bits |= bit;
+        }
+    }
+    bits
+}
+
 /// The native adapter: one libvirt connection shared by every caller.
 pub struct NativeHypervisor {
     /// Listing, XML, device changes, storage.
@@ -112,6 +283,14 @@ pub struct NativeHypervisor {
     /// with "no domain" and the name is looked up afresh.
     listed: Mutex<HashMap<String, Arc<Owned<Domain>>>>,
     uri: String,
+    access: Access,
+}
+
+fn connect(uri: Option<&str>, access: Access) -> Result<Connect, VirtError> {
+    match access {
+        Access::ReadWrite => Connect::open(uri),
+        Access::ReadOnly => Connect::open_read_only(uri),
+    }
 }
 
 /// Connections for agent calls: with libvirtd's 5 requests per connection, 20 agent calls
@@ -121,10 +300,16 @@ const AGENT_CONNECTIONS: usize = 4;
 impl NativeHypervisor {
     /// Connect to `uri` (libvirt's default when `None`) and classify why that failed.
     pub fn open(uri: Option<&str>) -> HvResult<NativeHypervisor> {
+        NativeHypervisor::open_with(uri, Access::ReadWrite)
+    }
+
+    /// [`open`](Self::open) with the given access: read-only uses
+    /// `virConnectOpenReadOnly` for every connection, agent ones included.
+    pub fn open_with(uri: Option<&str>, access: Access) -> HvResult<NativeHypervisor> {
         // Without this libvirt prints every error to stderr itself, before we classify it.
         virt::error::clear_error_callback();
         let shown_uri = uri.unwrap_or("(libvirt default)").to_string();
-        let conn = Connect::open(uri).map_err(|e| classify_open_error(&shown_uri, &e))?;
+        let conn = connect(uri, access).map_err(|e| classify_open_error(&shown_uri, &e))?;
         let conn = Owned::new(conn);
         let uri = conn.uri().unwrap_or(shown_uri);
         Ok(NativeHypervisor {
@@ -133,6 +318,7 @@ impl NativeHypervisor {
             next_agent_conn: AtomicUsize::new(0),
             listed: Mutex::new(HashMap::new()),
             uri,
+            access,
         })
     }
 
@@ -143,7 +329,7 @@ impl NativeHypervisor {
         let turn = self.next_agent_conn.fetch_add(1, Ordering::Relaxed);
         let mut pool = self.agent_conns.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < AGENT_CONNECTIONS {
-            if let Ok(c) = Connect::open(Some(&self.uri)) {
+            if let Ok(c) = connect(Some(&self.uri), self.access) {
                 let c = Arc::new(Owned::new(c));
                 pool.push(Arc::clone(&c));
                 return c;
@@ -152,6 +338,23 @@ impl NativeHypervisor {
         match pool.len() {
             0 => Arc::clone(&self.conn),
             n => Arc::clone(&pool[turn % n]),
+        }
+    }
+
+    /// One bulk statistics call with NOWAIT; a libvirt older than 4.5 refuses that flag,
+    /// and is then asked without it.
+    fn stats_records(&self, stats: u32, flags: u32) -> HvResult<StatsRecords> {
+        let nowait = sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT;
+        let fail =
+            |e: &VirtError| classify_domain_error(&self.uri, "reading domain statistics", "*", e);
+        match StatsRecords::fetch(&self.conn, stats, flags | nowait) {
+            Err(e)
+                if code(&e) == sys::VIR_ERR_INVALID_ARG
+                    && e.message().contains("unsupported flags") =>
+            {
+                StatsRecords::fetch(&self.conn, stats, flags).map_err(|e| fail(&e))
+            }
+            other => other.map_err(|e| fail(&e)),
         }
     }
 
@@ -482,6 +685,11 @@ impl Hypervisor for NativeHypervisor {
         let dom = self.lookup(domain, "adding a device")?;
         dom.attach_device_flags(device_xml, device_flags(scope, false))
             .map_err(|e| self.classify("adding a device", domain, &e))
+    }
+
+    fn domain_stats(&self, groups: StatsGroups) -> HvResult<Vec<DomainStats>> {
+        let records = self.stats_records(stats_bits(groups), 0)?;
+        Ok(records.iter().filter_map(record_stats).collect())
     }
 
     fn list_volumes(&self) -> HvResult<Vec<StorageVolume>> {

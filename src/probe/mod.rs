@@ -12,19 +12,23 @@ pub mod os;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::agent::Agent;
 use crate::domxml;
-use crate::hypervisor::{DomainInfo, HvError, HvResult, Hypervisor, XmlScope};
+use crate::hypervisor::{DomainInfo, DomainStats, HvError, HvResult, Hypervisor, XmlScope};
+use crate::snapshot::telemetry::{DomainTelemetry, Families, Telemetry};
 use crate::snapshot::{AgentStatus, OsAnswer, OsSource, Snapshot, VmRow};
 use crate::term::progress::Progress;
 
 use cache::{now_unix, CacheEntry, OsCache};
 use os::OsinfoDb;
+
+/// Why a running guest's agent was not asked with `ask_agents` off.
+pub const NOT_ASKED_READ_ONLY: &str = "read-only: guest agents are not asked";
 
 /// Settings of the probe manager (from flags, environment, config file, defaults).
 #[derive(Debug, Clone)]
@@ -39,6 +43,13 @@ pub struct ProbeSettings {
     pub no_cache: bool,
     /// Where the cache persists; `None` keeps it in memory only.
     pub cache_path: Option<PathBuf>,
+    /// `serve`'s metric families: with any on, each scan also makes one bulk statistics
+    /// call and keeps what describes each disk and interface ([`Snapshot::telemetry`]).
+    /// `scan` collects none.
+    pub collect: Families,
+    /// Ask guest agents. `serve --read-only` does not (a read-only connection may not):
+    /// running guests then get their OS from the cache and the libosinfo metadata only.
+    pub ask_agents: bool,
 }
 
 impl Default for ProbeSettings {
@@ -49,6 +60,8 @@ impl Default for ProbeSettings {
             jobs: 32,
             no_cache: false,
             cache_path: None,
+            collect: Families::NONE,
+            ask_agents: true,
         }
     }
 }
@@ -72,6 +85,9 @@ pub struct ProbeManager {
     /// UUIDs whose probe is still running (possibly from an earlier scan): never start a
     /// second one, libvirt would only queue it behind the first.
     in_flight: Arc<Mutex<HashSet<String>>>,
+    /// A bulk statistics call is still running (possibly from an earlier scan): never
+    /// start a second one, it would only queue behind the first.
+    stats_busy: Arc<AtomicBool>,
     osinfo: OsinfoDb,
 }
 
@@ -207,6 +223,7 @@ impl ProbeManager {
             settings,
             cache: Mutex::new(cache),
             in_flight: Arc::new(Mutex::new(HashSet::new())),
+            stats_busy: Arc::new(AtomicBool::new(false)),
             osinfo: OsinfoDb::system(),
         }
     }
@@ -254,6 +271,9 @@ impl ProbeManager {
                         continue;
                     }
                 }
+                if !self.settings.ask_agents {
+                    continue;
+                }
                 if in_flight.insert(d.uuid.clone()) {
                     tasks.push(Task {
                         uuid: d.uuid.clone(),
@@ -265,8 +285,13 @@ impl ProbeManager {
             }
         }
 
-        // Probes start first; the XML (media, libosinfo metadata) is read while they run.
+        // Probes start first; the XML (media, libosinfo metadata) and the bulk statistics
+        // are read while they run.
         let pending = self.start_probes(tasks, deadline, progress);
+        let collect = self.settings.collect;
+        let stats = collect
+            .need_stats()
+            .then(|| self.start_stats(collect, deadline));
         let names: Vec<String> = domains.iter().map(|d| d.name.clone()).collect();
         let xmls = read_xmls(&self.hv, names, deadline);
         let mut errors = Vec::new();
@@ -298,6 +323,7 @@ impl ProbeManager {
             ));
         }
 
+        let mut stats = stats.map(|s| s.wait());
         let mut outcomes = collect_probes(pending, deadline, progress);
         if let Some(e) = lost.or_else(|| outcomes.values().find_map(|(o, _)| o.lost.clone())) {
             return Err(e.during("scanning"));
@@ -307,11 +333,24 @@ impl ProbeManager {
         let now = now_unix();
         let mut cache = lock(&self.cache);
         let mut vms = Vec::with_capacity(domains.len());
+        let mut telemetry = Vec::with_capacity(domains.len());
         for (d, facts) in domains.into_iter().zip(facts) {
-            let (f, media_error) = match facts {
+            let (mut f, media_error) = match facts {
                 Ok(f) => (f, None),
                 Err(e) => (domxml::DomainXmlFacts::default(), Some(e)),
             };
+            if collect != Families::NONE {
+                let (stats, stats_error) = match &mut stats {
+                    Some(s) => s.take(&d.name),
+                    None => (None, None),
+                };
+                telemetry.push(DomainTelemetry {
+                    stats,
+                    stats_error,
+                    disks: std::mem::take(&mut f.disks),
+                    interfaces: std::mem::take(&mut f.interfaces),
+                });
+            }
             let (agent, mut os, probe_ms) = if !d.state.agent_may_answer() {
                 (
                     AgentStatus::NotAsked,
@@ -322,6 +361,12 @@ impl ProbeManager {
                 let mut os = e.os;
                 os.cached = true;
                 (e.agent, os, None)
+            } else if !self.settings.ask_agents {
+                (
+                    AgentStatus::NotAsked,
+                    OsAnswer::unknown(NOT_ASKED_READ_ONLY),
+                    None,
+                )
             } else if busy.contains(&d.uuid) {
                 (
                     AgentStatus::Timeout,
@@ -376,13 +421,44 @@ impl ProbeManager {
         if let Err(e) = cache.save(ttl) {
             errors.push(format!("could not save the OS cache: {e}"));
         }
+        if let Some(line) = stats.as_ref().and_then(StatsOutcome::summary) {
+            errors.push(line);
+        }
         Ok(Snapshot {
             uri,
             taken_at: now_unix(),
             duration_ms: started.elapsed().as_millis() as u64,
             vms,
             errors,
+            telemetry: (collect != Families::NONE).then_some(Telemetry {
+                families: collect,
+                domains: telemetry,
+            }),
         })
+    }
+
+    /// Start the bulk statistics call on a detached thread (a libvirtd whose workers are
+    /// all stuck can hold it for long; the scan must not wait past its deadline), unless
+    /// an earlier one is still running.
+    fn start_stats(&self, collect: Families, deadline: Instant) -> PendingStats {
+        if self.stats_busy.swap(true, Ordering::SeqCst) {
+            return PendingStats::Busy;
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let hv = Arc::clone(&self.hv);
+        let busy = Arc::clone(&self.stats_busy);
+        let groups = collect.groups();
+        thread::spawn(move || {
+            let result = hv.domain_stats(groups);
+            busy.store(false, Ordering::SeqCst);
+            // The scan may be over: then nobody listens and the answer is dropped.
+            let _ = tx.send(result);
+        });
+        PendingStats::Started {
+            rx,
+            deadline,
+            limit: self.settings.deadline,
+        }
     }
 
     /// Start the probes on a bounded pool of detached workers.
@@ -428,6 +504,96 @@ impl ProbeManager {
 }
 
 const XML_LATE: &str = "domain XML not returned within the probe deadline";
+
+/// A bulk statistics call of this scan.
+enum PendingStats {
+    Started {
+        rx: crossbeam_channel::Receiver<HvResult<Vec<DomainStats>>>,
+        deadline: Instant,
+        limit: Duration,
+    },
+    /// An earlier scan's call has not returned: this scan has no statistics.
+    Busy,
+}
+
+impl PendingStats {
+    /// The call's answer, or why there is none, by the scan's deadline (with the same
+    /// grace as the XML: a healthy libvirtd answers in milliseconds).
+    fn wait(self) -> StatsOutcome {
+        match self {
+            PendingStats::Busy => StatsOutcome::Failed(
+                "an earlier statistics call is still waiting on libvirt".to_string(),
+            ),
+            PendingStats::Started {
+                rx,
+                deadline,
+                limit,
+            } => {
+                let until = deadline.max(Instant::now() + Duration::from_millis(200));
+                match rx.recv_deadline(until) {
+                    Ok(Ok(all)) => StatsOutcome::Got {
+                        by_name: all.into_iter().map(|s| (s.name.clone(), s)).collect(),
+                        missing: Vec::new(),
+                    },
+                    Ok(Err(e)) => StatsOutcome::Failed(format!("statistics call failed: {e}")),
+                    Err(_) => StatsOutcome::Failed(format!(
+                        "no statistics within the scan deadline ({}s)",
+                        limit.as_secs_f64()
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// What the scan's statistics call gave.
+enum StatsOutcome {
+    Got {
+        by_name: HashMap<String, DomainStats>,
+        /// Listed domains libvirt gave no record for (filled by [`StatsOutcome::take`]).
+        missing: Vec<String>,
+    },
+    /// Every domain's reason: the call failed, timed out, or could not start.
+    Failed(String),
+}
+
+/// A domain the listing has and the statistics call left out.
+const STATS_MISSING: &str = "libvirt returned no statistics for this domain";
+
+impl StatsOutcome {
+    /// `domain`'s record, or why it has none.
+    fn take(&mut self, domain: &str) -> (Option<DomainStats>, Option<String>) {
+        match self {
+            StatsOutcome::Got { by_name, missing } => match by_name.remove(domain) {
+                Some(s) => (Some(s), None),
+                None => {
+                    missing.push(domain.to_string());
+                    (None, Some(STATS_MISSING.to_string()))
+                }
+            },
+            StatsOutcome::Failed(reason) => (None, Some(reason.clone())),
+        }
+    }
+
+    /// One line for the snapshot's errors when some domain has no statistics.
+    fn summary(&self) -> Option<String> {
+        match self {
+            StatsOutcome::Got { missing, .. } if !missing.is_empty() => {
+                const SHOWN: usize = 5;
+                let mut names = missing[..missing.len().min(SHOWN)].join(", ");
+                if missing.len() > SHOWN {
+                    names.push_str(&format!(" and {} more", missing.len() - SHOWN));
+                }
+                Some(format!(
+                    "domain statistics: libvirt returned none for {} VM(s): {names}",
+                    missing.len()
+                ))
+            }
+            StatsOutcome::Got { .. } => None,
+            StatsOutcome::Failed(reason) => Some(format!("domain statistics: {reason}")),
+        }
+    }
+}
 
 /// How many domains one XML request covers: small enough that a slow daemon still yields
 /// partial results, large enough that the virsh adapter needs few processes.

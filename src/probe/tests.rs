@@ -23,6 +23,8 @@ fn settings(timeout_ms: u64) -> ProbeSettings {
         jobs: 4,
         no_cache: false,
         cache_path: None,
+        collect: Families::NONE,
+        ask_agents: true,
     }
 }
 
@@ -158,6 +160,45 @@ fn disabled_commands_and_metadata_fallback_keep_the_reason() {
     let reason = r.os.reason.as_deref().unwrap();
     assert!(reason.contains("guest-get-osinfo is disabled"), "{reason}");
     assert!(reason.contains("guest-exec is disabled"), "{reason}");
+}
+
+#[test]
+fn read_only_asks_no_agent_and_uses_the_cache_and_the_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(1000);
+    s.cache_path = Some(dir.path().join("os-cache.json"));
+    let hv = FakeHypervisor::new()
+        .with_domain(FakeDomain::new("known", DomainState::Running).with_agent(osinfo("Ubuntu")))
+        .with_domain(
+            FakeDomain::new("meta", DomainState::Running)
+                .with_xml(WIN_XML)
+                .with_agent(osinfo("never asked")),
+        )
+        .with_domain(FakeDomain::new("new", DomainState::Running).with_agent(osinfo("Debian")));
+    // An earlier run with agents answered for "known" only.
+    let earlier = FakeHypervisor::new()
+        .with_domain(FakeDomain::new("known", DomainState::Running).with_agent(osinfo("Ubuntu")));
+    manager(&earlier, s.clone()).scan().unwrap();
+
+    s.ask_agents = false;
+    let snap = manager(&hv, s).scan().unwrap();
+    assert!(
+        ["known", "meta", "new"]
+            .iter()
+            .all(|d| hv.agent_calls(d).is_empty()),
+        "{:?}",
+        hv.calls()
+    );
+    let known = find(&snap, "known");
+    assert_eq!(known.os.text.as_deref(), Some("Ubuntu"));
+    assert!(known.os.cached);
+    let meta = find(&snap, "meta");
+    assert_eq!(meta.agent, AgentStatus::NotAsked);
+    assert_eq!(meta.os.source, Some(OsSource::LibosinfoMetadata));
+    let new = find(&snap, "new");
+    assert_eq!(new.agent, AgentStatus::NotAsked);
+    assert_eq!(new.os.text, None);
+    assert_eq!(new.os.reason.as_deref(), Some(NOT_ASKED_READ_ONLY));
 }
 
 #[test]
@@ -309,6 +350,213 @@ fn a_stuck_daemon_cannot_hold_the_table_past_the_deadline() {
         snap.errors
             .iter()
             .any(|e| e.contains("did not return the XML of")),
+        "{:?}",
+        snap.errors
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// `serve`'s bulk statistics.
+
+const DISK_XML: &str = r#"<domain><name>a</name><devices>
+  <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/img/a.qcow2'/><target dev='vda' bus='virtio'/></disk>
+  <disk type='file' device='cdrom'><target dev='sda' bus='sata'/><readonly/></disk>
+  <interface type='network'><mac address='52:54:00:00:00:01'/><source network='default' bridge='virbr0'/><target dev='vnet0'/><model type='virtio'/></interface>
+</devices></domain>"#;
+
+fn collecting(timeout_ms: u64, collect: Families) -> ProbeSettings {
+    ProbeSettings {
+        collect,
+        ..settings(timeout_ms)
+    }
+}
+
+fn stats_calls(hv: &FakeHypervisor) -> Vec<crate::hypervisor::StatsGroups> {
+    hv.calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            crate::hypervisor::fake::Call::DomainStats(g) => Some(g),
+            _ => None,
+        })
+        .collect()
+}
+
+fn telemetry_of<'a>(snap: &'a Snapshot, name: &str) -> &'a DomainTelemetry {
+    let t = snap.telemetry.as_ref().expect("telemetry");
+    assert_eq!(t.domains.len(), snap.vms.len(), "one entry per row");
+    let i = snap.vms.iter().position(|r| r.name == name).unwrap();
+    &t.domains[i]
+}
+
+fn two_domains() -> FakeHypervisor {
+    let vda = crate::hypervisor::BlockStats {
+        name: "vda".into(),
+        rd_bytes: Some(4096),
+        ..Default::default()
+    };
+    FakeHypervisor::new()
+        .with_domain(
+            FakeDomain::new("a", DomainState::Running)
+                .with_xml(DISK_XML)
+                .with_stats(DomainStats {
+                    blocks: vec![vda],
+                    cpu_time_ns: Some(5),
+                    ..DomainStats::default()
+                }),
+        )
+        .with_domain(FakeDomain::new("b", DomainState::ShutOff))
+}
+
+#[test]
+fn scan_makes_no_statistics_call() {
+    let hv = two_domains();
+    let snap = manager(&hv, settings(500)).scan().unwrap();
+    assert!(stats_calls(&hv).is_empty());
+    assert_eq!(snap.telemetry, None);
+}
+
+#[test]
+fn serve_scans_carry_statistics_and_device_facts_per_row() {
+    let hv = two_domains();
+    let snap = manager(&hv, collecting(500, Families::ALL)).scan().unwrap();
+    assert_eq!(stats_calls(&hv), vec![crate::hypervisor::StatsGroups::ALL]);
+    assert_eq!(snap.telemetry.as_ref().unwrap().families, Families::ALL);
+    let a = telemetry_of(&snap, "a");
+    assert_eq!(a.stats_error, None);
+    let stats = a.stats.as_ref().unwrap();
+    assert_eq!(stats.blocks[0].rd_bytes, Some(4096));
+    let targets: Vec<&str> = a.disks.iter().map(|d| d.target.as_str()).collect();
+    assert_eq!(targets, ["vda", "sda"]);
+    assert_eq!(a.interfaces[0].source_bridge, "virbr0");
+    // The CD-ROM facts still reach the table's columns.
+    assert_eq!(find(&snap, "a").media.len(), 1);
+    let b = telemetry_of(&snap, "b");
+    assert_eq!(b.stats.as_ref().unwrap().state, Some(DomainState::ShutOff));
+    assert!(snap.errors.is_empty(), "{:?}", snap.errors);
+}
+
+#[test]
+fn families_switched_off_are_not_asked_of_libvirt() {
+    let hv = two_domains();
+    let only_balloon = Families {
+        balloon: true,
+        ..Families::NONE
+    };
+    let snap = manager(&hv, collecting(500, only_balloon)).scan().unwrap();
+    assert_eq!(
+        stats_calls(&hv),
+        vec![crate::hypervisor::StatsGroups {
+            balloon: true,
+            ..Default::default()
+        }]
+    );
+    assert!(telemetry_of(&snap, "a")
+        .stats
+        .as_ref()
+        .unwrap()
+        .blocks
+        .is_empty());
+    // The Debian-compatible series need no statistics call at all.
+    hv.clear_calls();
+    let compat = Families {
+        compat: true,
+        ..Families::NONE
+    };
+    let snap = manager(&hv, collecting(500, compat)).scan().unwrap();
+    assert!(stats_calls(&hv).is_empty());
+    assert_eq!(snap.telemetry.as_ref().unwrap().families, compat);
+    assert_eq!(telemetry_of(&snap, "a").stats_error, None);
+}
+
+#[test]
+fn a_failed_statistics_call_marks_every_domain_and_keeps_the_scan() {
+    for error in [
+        HvError::Failed {
+            operation: "reading domain statistics",
+            detail: "*: internal error".into(),
+        },
+        // Even a lost connection only costs the statistics: the listing and XML decide
+        // whether the scan (and libvirt_up) failed.
+        HvError::Unreachable {
+            uri: "x".into(),
+            detail: "cannot recv data".into(),
+        },
+    ] {
+        let hv = two_domains();
+        hv.fail_stats(error);
+        let snap = manager(&hv, collecting(500, Families::ALL)).scan().unwrap();
+        for name in ["a", "b"] {
+            let t = telemetry_of(&snap, name);
+            assert_eq!(t.stats, None);
+            assert!(
+                t.stats_error
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("statistics call failed"),
+                "{t:?}"
+            );
+        }
+        // The devices are still described: the XML was read.
+        assert_eq!(telemetry_of(&snap, "a").disks.len(), 2);
+        let lines: Vec<&String> = snap
+            .errors
+            .iter()
+            .filter(|e| e.starts_with("domain statistics"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{:?}", snap.errors);
+    }
+}
+
+#[test]
+fn a_stuck_statistics_call_ends_at_the_deadline_and_is_not_stacked() {
+    let hv = two_domains();
+    hv.delay_stats(Duration::from_millis(1500));
+    let probes = manager(&hv, collecting(300, Families::ALL));
+    let t0 = Instant::now();
+    let snap = probes.scan().unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t0.elapsed()
+    );
+    let a = telemetry_of(&snap, "a");
+    assert_eq!(a.stats, None);
+    assert!(
+        a.stats_error.as_deref().unwrap().contains("deadline"),
+        "{a:?}"
+    );
+    // The first call still runs: the next scan starts none and says why.
+    let snap = probes.scan().unwrap();
+    assert!(
+        telemetry_of(&snap, "b")
+            .stats_error
+            .as_deref()
+            .unwrap()
+            .contains("still waiting"),
+        "{snap:?}"
+    );
+    assert_eq!(stats_calls(&hv).len(), 1);
+    // Once it returned, scans get statistics again.
+    std::thread::sleep(Duration::from_millis(1500));
+    hv.delay_stats(Duration::ZERO);
+    let snap = probes.scan().unwrap();
+    assert_eq!(telemetry_of(&snap, "a").stats_error, None);
+    assert_eq!(stats_calls(&hv).len(), 2);
+}
+
+#[test]
+fn a_domain_libvirt_left_out_is_marked_alone() {
+    let hv = two_domains();
+    hv.omit_stats("b");
+    let snap = manager(&hv, collecting(500, Families::ALL)).scan().unwrap();
+    assert!(telemetry_of(&snap, "a").stats.is_some());
+    let b = telemetry_of(&snap, "b");
+    assert_eq!(b.stats, None);
+    assert_eq!(b.stats_error.as_deref(), Some(STATS_MISSING));
+    assert!(
+        snap.errors
+            .iter()
+            .any(|e| e == "domain statistics: libvirt returned none for 1 VM(s): b"),
         "{:?}",
         snap.errors
     );

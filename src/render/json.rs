@@ -57,7 +57,7 @@ impl Formatter for TerminalSafe {
     ) -> io::Result<()> {
         let mut rest = fragment;
         while let Some((at, c)) = rest.char_indices().find(|&(_, c)| must_escape(c)) {
-            w.write_all(rest[..at].as_bytes())?;
+            w.write_all(&rest.as_bytes()[..at])?;
             let mut units = [0u16; 2];
             for unit in c.encode_utf16(&mut units) {
                 write!(w, "\\u{unit:04x}")?;
@@ -112,6 +112,7 @@ mod tests {
                 row("c", None, 1, 2, 0.0),
             ],
             errors: vec![],
+            telemetry: None,
         };
         let mut buf = Vec::new();
         write_json(&mut buf, &snap).unwrap();

@@ -117,6 +117,7 @@ pub(crate) mod tests {
             duration_ms: 0,
             vms,
             errors: vec![],
+            telemetry: None,
         }
     }
 

@@ -308,6 +308,10 @@ impl Collector for SnapshotCollector {
             }),
         )?;
 
+        if let Some(telemetry) = self.snapshot.as_ref().and_then(|s| s.telemetry.as_ref()) {
+            stats::encode(&mut enc, rows, &names, telemetry)?;
+        }
+
         gauges(
             &mut enc,
             "dismount_iso_qemu_scan_duration",
@@ -347,5 +351,6 @@ impl Collector for SnapshotCollector {
     }
 }
 
+mod stats;
 #[cfg(test)]
 mod tests;

@@ -2,13 +2,16 @@
 //!
 //! One background thread scans every interval with the same probe manager (and so the
 //! same OS cache and deadlines) as `scan`, renders the metrics once and publishes the
-//! bytes. HTTP workers only copy a pointer to those bytes: a scrape never calls libvirt
-//! or a guest agent, so a frozen guest or a dead libvirtd cannot slow it down. When the
-//! connection breaks (libvirtd restarted), the next interval opens a new one.
+//! bytes. The HTTP side ([`http`]: hyper on a single-threaded tokio runtime, TLS and
+//! basic auth from [`web_config`]) only copies a pointer to those bytes: a scrape never
+//! calls libvirt or a guest agent, so a frozen guest or a dead libvirtd cannot slow it
+//! down. When the connection breaks (libvirtd restarted), the next interval opens a new
+//! one.
 
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod web_config;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -29,9 +32,6 @@ use metrics::{Exposition, ScanStats};
 /// Opens (or re-opens) the hypervisor connection.
 pub type Opener = Arc<dyn Fn() -> HvResult<Arc<dyn Hypervisor>> + Send + Sync>;
 
-/// HTTP worker threads. Each only hands out bytes, but a write to a slow reader blocks its
-/// worker until the socket drains, so there are more workers than cores.
-const HTTP_WORKERS: usize = 16;
 /// How often blocked loops look at the stop flag.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -87,19 +87,21 @@ pub fn parse_listen(listen: &str) -> Result<SocketAddr, String> {
 pub struct Running {
     pub addr: SocketAddr,
     pub shared: Arc<Shared>,
+    /// Whether connections speak TLS.
+    pub tls: bool,
+    /// The connection cap in force.
+    pub max_connections: usize,
     stop: Arc<AtomicBool>,
-    http: Vec<thread::JoinHandle<()>>,
+    http: thread::JoinHandle<()>,
     scanner: thread::JoinHandle<()>,
 }
 
 impl Running {
-    /// Wait until the stop flag is set and the HTTP workers have finished. The scan
+    /// Wait until the stop flag is set and the HTTP thread has finished. The scan
     /// thread gets a moment to finish its scan; one stuck on libvirt is left behind (the
     /// process is about to exit, and the OS cache was saved after the last scan).
     pub fn wait(self) {
-        for h in self.http {
-            let _ = h.join();
-        }
+        let _ = self.http.join();
         let give_up = Instant::now() + Duration::from_secs(2);
         while !self.scanner.is_finished() && Instant::now() < give_up {
             thread::sleep(Duration::from_millis(20));
@@ -136,21 +138,27 @@ impl ServeOptions {
     }
 }
 
-/// Start listening and scanning. Returns once the socket is bound; the error is one line.
+/// Start listening (plain HTTP on `listen`) and scanning. Returns once the socket is
+/// bound; the error is one line.
 pub fn start(
     options: ServeOptions,
     opener: Opener,
     listen: SocketAddr,
     stop: Arc<AtomicBool>,
 ) -> Result<Running, String> {
-    let server =
-        tiny_http::Server::http(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let addr = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| format!("{listen} is not an IP address"))?;
-    let server = Arc::new(server);
+    start_with(options, opener, http::Endpoint::plain(listen), stop)
+}
+
+/// [`start`] with TLS, basic auth or other limits (`endpoint`).
+pub fn start_with(
+    options: ServeOptions,
+    opener: Opener,
+    endpoint: http::Endpoint,
+    stop: Arc<AtomicBool>,
+) -> Result<Running, String> {
     let shared = Arc::new(Shared::new(options.stale_after));
+    let server = http::Server::bind(endpoint, Arc::clone(&shared))?;
+    let (addr, tls, max_connections) = (server.addr, server.tls(), server.max_connections);
 
     let scanner = {
         let shared = Arc::clone(&shared);
@@ -160,22 +168,14 @@ pub fn start(
             .spawn(move || scan_loop(options, opener, &shared, &stop))
             .map_err(|e| format!("cannot start the scan thread: {e}"))?
     };
-    let mut workers = Vec::new();
-    for i in 0..HTTP_WORKERS {
-        let server = Arc::clone(&server);
-        let shared = Arc::clone(&shared);
-        let stop = Arc::clone(&stop);
-        let h = thread::Builder::new()
-            .name(format!("http-{i}"))
-            .spawn(move || http::worker(&server, &shared, &stop))
-            .map_err(|e| format!("cannot start an HTTP thread: {e}"))?;
-        workers.push(h);
-    }
+    let http = server.spawn(Arc::clone(&stop))?;
     Ok(Running {
         addr,
         shared,
+        tls,
+        max_connections,
         stop,
-        http: workers,
+        http,
         scanner,
     })
 }

@@ -393,6 +393,7 @@ fn agent_changes_are_logged_once() {
         duration_ms: 0,
         vms: Vec::new(),
         errors: Vec::new(),
+        telemetry: None,
     };
     let mut row = crate::snapshot::VmRow {
         name: "diq-frozen".into(),

@@ -3,6 +3,7 @@
 //! them calls libvirt itself.
 
 pub mod media;
+pub mod telemetry;
 
 use serde::{Deserialize, Serialize};
 
@@ -139,4 +140,8 @@ pub struct Snapshot {
     pub vms: Vec<VmRow>,
     /// Per-VM problems that are not about the guest agent (e.g. unreadable XML).
     pub errors: Vec<String>,
+    /// `serve`'s statistics and device descriptions, when the scan collected them (never
+    /// for `scan`: not part of its JSON).
+    #[serde(skip)]
+    pub telemetry: Option<telemetry::Telemetry>,
 }

@@ -15,6 +15,7 @@ pub mod child;
 pub mod cut_proxy;
 pub mod guest;
 pub mod hostile;
+pub mod prometheus;
 pub mod scratch_vm;
 use std::path::Path;
 use std::process::Command;

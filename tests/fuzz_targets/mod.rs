@@ -243,6 +243,12 @@ pub fn virsh_domstats(data: &[u8]) {
         );
         for r in &records {
             assert!(!r.name.contains('\n'));
+            // The typed statistics: named devices only, vCPUs once each and in order.
+            let stats = r.to_stats();
+            assert_eq!(stats.name, r.name);
+            assert!(stats.blocks.iter().all(|b| !b.name.is_empty()));
+            assert!(stats.interfaces.iter().all(|i| !i.name.is_empty()));
+            assert!(stats.vcpu.vcpus.windows(2).all(|w| w[0].id < w[1].id));
             if let Some(info) = r.to_info("u", true) {
                 assert_eq!(Some(info.state), r.state());
                 assert_eq!(info.name, r.name);

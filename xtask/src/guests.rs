@@ -48,6 +48,9 @@ pub struct Guest {
     pub agent: &'static str,
     pub cdrom: Cdrom,
     pub expect: Expect,
+    /// A small data disk (`vda`, virtio) and a NIC (`DATA_TAP`): the block and interface
+    /// statistics `serve` exports need a device of each kind to have values.
+    pub data_devices: bool,
 }
 
 const fn guest(
@@ -63,6 +66,15 @@ const fn guest(
         agent,
         cdrom,
         expect,
+        data_devices: false,
+    }
+}
+
+/// `g` with a data disk and a NIC.
+const fn with_data_devices(g: Guest) -> Guest {
+    Guest {
+        data_devices: true,
+        ..g
     }
 }
 
@@ -75,13 +87,13 @@ pub const GUESTS: &[Guest] = &[
         Cdrom::Harness,
         Expect::Running,
     ),
-    guest(
+    with_data_devices(guest(
         "diq-centos",
         Some("centos"),
         "ok",
         Cdrom::Empty,
         Expect::Running,
-    ),
+    )),
     guest(
         "diq-debian",
         Some("debian"),
@@ -167,6 +179,18 @@ pub const PREFIX: &str = "diq-";
 
 /// The guest whose agent is diq-hostile-agent (tools/hostile-agent).
 pub const HOSTILE: &str = "diq-hostile";
+/// The tap device of the data guest's NIC. scripts/harness.sh makes it, owned by the
+/// harness user, in the network namespace its libvirtd runs in (never the host's), and
+/// libvirt opens it as it is (`managed='no'`): an unprivileged daemon cannot make one, and
+/// user-mode networking has no host device, so libvirt reports no statistics for it.
+pub const DATA_TAP: &str = "diq-tap0";
+/// The data guest's NIC's MAC address.
+pub const DATA_MAC: &str = "52:54:00:d1:0a:01";
+
+/// The data disk of guest `name` (a 16 MiB raw file scripts/harness.sh makes).
+pub fn data_disk(dir: &Path, name: &str) -> PathBuf {
+    dir.join("disks").join(format!("{name}.img"))
+}
 /// The virtio-serial port over which diq-hostile-agent's mode is switched.
 pub const CONTROL_CHANNEL: &str = "org.dismount-iso-qemu.control.0";
 
@@ -239,6 +263,17 @@ pub fn domain_xml(g: &Guest, dir: &Path, emulator: &Path, image_hash: &str) -> S
     } else {
         String::new()
     };
+    let data = if g.data_devices {
+        format!(
+            "\n    <disk type='file' device='disk'>\n      <driver name='qemu' type='raw'/>\n      \
+             <source file='{}'/>\n      <target dev='vda' bus='virtio'/>\n    </disk>\n    \
+             <interface type='ethernet'>\n      <mac address='{DATA_MAC}'/>\n      \
+             <target dev='{DATA_TAP}' managed='no'/>\n      <model type='virtio'/>\n    </interface>",
+            esc(&data_disk(dir, g.name).display().to_string())
+        )
+    } else {
+        String::new()
+    };
     let (memory, vcpus, metadata, os) = match g.persona {
         None => (
             2048,
@@ -295,7 +330,7 @@ pub fn domain_xml(g: &Guest, dir: &Path, emulator: &Path, image_hash: &str) -> S
   <on_crash>destroy</on_crash>
   <devices>
     <emulator>{emulator}</emulator>
-    {disk}
+    {disk}{data}
     <controller type='usb' model='none'/>
     <controller type='scsi' index='0' model='virtio-scsi'/>
     <serial type='file'>
@@ -361,6 +396,12 @@ mod tests {
              <target type='virtio' name='{CONTROL_CHANNEL}'/>"
         )));
         assert!(hostile.contains("diq.agent=hostile"));
+        let data: Vec<_> = GUESTS.iter().filter(|g| g.data_devices).collect();
+        assert_eq!(data.len(), 1, "one guest has the data disk and the NIC");
+        let xml = domain_xml(data[0], Path::new("/h"), Path::new("/q"), "x");
+        assert!(xml.contains(&format!("<source file='/h/disks/{}.img'/>", data[0].name)));
+        assert!(xml.contains(&format!("<target dev='{DATA_TAP}' managed='no'/>")));
+        assert!(!hostile.contains("<interface"));
         assert!(!win.contains(CONTROL_CHANNEL));
         assert_ne!(uuid("diq-a"), uuid("diq-b"));
         assert_eq!(uuid("diq-a").len(), 36);

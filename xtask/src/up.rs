@@ -6,14 +6,14 @@
 //! undefine every harness domain.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use dismount_iso_qemu::agent::Agent;
 use dismount_iso_qemu::domxml::{self, MediaSource};
 use dismount_iso_qemu::hypervisor::{ChangeScope, DomainState, HvError, XmlScope};
 
-use crate::guests::{domain_xml, Cdrom, Expect, Guest, GUESTS, HARNESS_ISO, PREFIX};
+use crate::guests::{data_disk, domain_xml, Cdrom, Expect, Guest, GUESTS, HARNESS_ISO, PREFIX};
 use crate::hostile;
 use crate::lifecycle::{define, qemu_age, qemu_instance, state, virsh};
 use crate::{msg, Harness};
@@ -54,6 +54,21 @@ fn logs_hint(h: &Harness, name: &str) -> String {
 
 fn frozen_marker(h: &Harness, name: &str) -> PathBuf {
     h.dir.join("state").join(format!("{name}.frozen"))
+}
+
+/// The data disk of guest `name`: 16 MiB of zeros (sparse), made once, owned like the
+/// `disks` folder scripts/harness.sh gives the harness user.
+fn ensure_data_disk(dir: &Path, name: &str) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let path = data_disk(dir, name);
+    if path.exists() {
+        return Ok(());
+    }
+    let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    let folder = std::fs::metadata(dir.join("disks")).map_err(err)?;
+    let f = std::fs::File::create(&path).map_err(err)?;
+    f.set_len(16 << 20).map_err(err)?;
+    std::os::unix::fs::chown(&path, Some(folder.uid()), Some(folder.gid())).map_err(err)
 }
 
 /// One run of `up`: when each guest was (re)started by it.
@@ -97,6 +112,9 @@ impl Run<'_> {
             virsh(&self.h.uri, &["undefine", g.name])?;
         } else {
             msg(&format!("{}: defining", g.name));
+        }
+        if g.data_devices {
+            ensure_data_disk(&self.h.dir, g.name)?;
         }
         define(&self.h.uri, &self.h.dir, g.name, xml)?;
         std::fs::write(&stored, xml).map_err(|e| format!("{}: {e}", stored.display()))?;

@@ -45,8 +45,8 @@ pub(crate) fn fixture(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 use super::{
-    classify_agent_message, command_name, ChangeScope, DomainInfo, HvError, HvResult, Hypervisor,
-    StorageVolume, XmlScope,
+    classify_agent_message, command_name, Access, ChangeScope, DomainInfo, DomainStats, HvError,
+    HvResult, Hypervisor, StatsGroups, StorageVolume, XmlScope,
 };
 
 /// Wall-clock limit of a virsh child unless the operation needs more.
@@ -84,6 +84,8 @@ pub struct VirshHypervisor {
     /// it by UUID: virsh reads `--domain 5` as the domain with *id* 5 before it tries the
     /// *name* "5", so a VM named like another's id would get the other's commands.
     uuids: Mutex<HashMap<String, String>>,
+    /// `virsh -r`: libvirt's read-only connection.
+    read_only: bool,
 }
 
 impl VirshHypervisor {
@@ -104,6 +106,21 @@ impl VirshHypervisor {
         uri: Option<&str>,
         child_limit: Duration,
     ) -> HvResult<VirshHypervisor> {
+        VirshHypervisor::build(program, uri, child_limit, Access::ReadWrite)
+    }
+
+    /// [`open`](Self::open) with the given access: read-only runs every virsh with `-r`,
+    /// the check of the connection included.
+    pub fn open_with(uri: Option<&str>, access: Access) -> HvResult<VirshHypervisor> {
+        VirshHypervisor::build(PathBuf::from("virsh"), uri, DEFAULT_CHILD_LIMIT, access)
+    }
+
+    fn build(
+        program: PathBuf,
+        uri: Option<&str>,
+        child_limit: Duration,
+        access: Access,
+    ) -> HvResult<VirshHypervisor> {
         let mut hv = VirshHypervisor {
             program,
             given_uri: uri.map(str::to_string),
@@ -112,6 +129,7 @@ impl VirshHypervisor {
             spawned: AtomicU64::new(0),
             nonce: AtomicU64::new(0),
             uuids: Mutex::new(HashMap::new()),
+            read_only: access == Access::ReadOnly,
         };
         let shown_uri = hv.uri.clone();
         let finished = hv
@@ -155,10 +173,14 @@ impl VirshHypervisor {
     }
 
     fn base_args(&self) -> Vec<OsString> {
-        match &self.given_uri {
+        let mut args: Vec<OsString> = match &self.given_uri {
             Some(u) => vec!["-c".into(), u.into()],
             None => Vec::new(),
+        };
+        if self.read_only {
+            args.push("-r".into());
         }
+        args
     }
 
     /// Start one child with our connection arguments in front of `args`.
@@ -574,6 +596,21 @@ impl VirshHypervisor {
     }
 }
 
+/// `domstats --raw` for `groups`; `nowait`: `--nowait`, so a domain whose job is busy
+/// (a long monitor command, a migration) gives what needs no job instead of holding the
+/// whole listing up (virsh 4.5 and later).
+fn domstats_command(groups: StatsGroups, nowait: bool) -> String {
+    let mut cmd = String::from("domstats --raw");
+    if nowait {
+        cmd.push_str(" --nowait");
+    }
+    for flag in groups.virsh_flags() {
+        cmd.push(' ');
+        cmd.push_str(flag);
+    }
+    cmd
+}
+
 /// A private temporary file, removed when dropped.
 struct TempFile(PathBuf);
 
@@ -594,7 +631,14 @@ impl Hypervisor for VirshHypervisor {
             &[
                 "list --all --uuid --name".to_string(),
                 "list --all --transient --uuid".to_string(),
-                "domstats --raw --state --cpu-total --balloon --vcpu".to_string(),
+                domstats_command(
+                    StatsGroups {
+                        balloon: true,
+                        vcpu: true,
+                        ..StatsGroups::default()
+                    },
+                    true,
+                ),
             ],
         )?;
         let [listing, transient, stats] =
@@ -774,6 +818,27 @@ impl Hypervisor for VirshHypervisor {
 
     fn attach_device(&self, domain: &str, device_xml: &str, scope: ChangeScope) -> HvResult<()> {
         self.device_change("attach-device", domain, device_xml, scope, false)
+    }
+
+    fn domain_stats(&self, groups: StatsGroups) -> HvResult<Vec<DomainStats>> {
+        let args = |nowait| -> Vec<OsString> {
+            domstats_command(groups, nowait)
+                .split(' ')
+                .map(OsString::from)
+                .collect()
+        };
+        let text = match self.run_simple("domstats", args(true)) {
+            // A virsh older than 4.5 has no --nowait.
+            Err(HvError::Failed { detail, .. }) if detail.contains("--nowait") => {
+                self.run_simple("domstats", args(false))
+            }
+            other => other,
+        }?;
+        let records = parse_domstats(&text).map_err(|detail| HvError::Failed {
+            operation: "domstats",
+            detail,
+        })?;
+        Ok(records.iter().map(parse::DomStats::to_stats).collect())
     }
 
     fn list_volumes(&self) -> HvResult<Vec<StorageVolume>> {

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use unicode_width::UnicodeWidthChar;
 
-use crate::hypervisor::{DomainInfo, DomainState};
+use crate::hypervisor::stats::StatValue;
+use crate::hypervisor::{DomainInfo, DomainState, DomainStats};
 
 /// Parse a decimal like `6.1`, `6,1` (translated) or `1795627652` seconds into
 /// nanoseconds without going through a float.
@@ -154,6 +155,16 @@ impl DomStats {
         self.u64_field("state.state")
             .and_then(|c| u32::try_from(c).ok())
             .map(DomainState::from_libvirt)
+    }
+
+    /// The record as the port's typed statistics (every value travels as text).
+    pub fn to_stats(&self) -> DomainStats {
+        DomainStats::from_fields(
+            &self.name,
+            self.fields
+                .iter()
+                .map(|(k, v)| (k.as_str(), StatValue::Text(v))),
+        )
     }
 
     /// Our fields, when the record has all we need. Drivers differ: the QEMU driver
@@ -458,6 +469,94 @@ mod tests {
     fn domstats_running_without_cpu_time_needs_dominfo() {
         let stats = parse_domstats(&fixture("domstats_running_no_cpu.txt")).unwrap();
         assert_eq!(stats[0].to_info("u", true), None);
+    }
+
+    #[test]
+    fn domstats_families_as_libvirt_9_prints_them() {
+        // Captured on the harness: `virsh domstats --raw --nowait --state --cpu-total
+        // --balloon --vcpu --interface --block` for a running guest with its disc, one
+        // with an empty drive, a paused one, shut-off ones with and without a drive.
+        let stats: Vec<DomainStats> = parse_domstats(&fixture("domstats_harness_families.txt"))
+            .unwrap()
+            .iter()
+            .map(DomStats::to_stats)
+            .collect();
+        let names: Vec<&str> = stats.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "diq-ubuntu",
+                "diq-centos",
+                "diq-paused",
+                "diq-win2k22",
+                "diq-media-bare"
+            ]
+        );
+        let ubuntu = &stats[0];
+        assert_eq!(ubuntu.state, Some(DomainState::Running));
+        assert_eq!(ubuntu.cpu_time_ns, Some(35_280_000_000));
+        assert_eq!(ubuntu.balloon.maximum_kib, Some(262_144));
+        assert_eq!(ubuntu.balloon.rss_kib, Some(259_480));
+        assert_eq!(ubuntu.balloon.disk_caches_kib, Some(11_588));
+        assert_eq!(ubuntu.balloon.minor_fault, Some(1_802));
+        assert_eq!(ubuntu.vcpu.current, Some(1));
+        assert_eq!(ubuntu.vcpu.vcpus.len(), 1);
+        assert_eq!(ubuntu.vcpu.vcpus[0].delay_ns, Some(42_860_323_268));
+        assert!(ubuntu.interfaces.is_empty());
+        let sda = &ubuntu.blocks[0];
+        assert_eq!(sda.name, "sda");
+        assert_eq!(
+            sda.path.as_deref(),
+            Some("/var/lib/dismount-iso-qemu-harness/iso/harness.iso")
+        );
+        assert_eq!(
+            (sda.rd_reqs, sda.rd_bytes, sda.rd_times_ns),
+            (Some(6), Some(2150), Some(502_220))
+        );
+        assert_eq!((sda.fl_reqs, sda.fl_times_ns), (Some(0), Some(0)));
+        assert_eq!(
+            (sda.allocation, sda.capacity, sda.physical),
+            (Some(0), Some(376_832), Some(376_832))
+        );
+        // An empty drive: counters, no path, no sizes.
+        let empty = &stats[1].blocks[0];
+        assert_eq!(
+            (empty.path.as_deref(), empty.capacity, empty.rd_reqs),
+            (None, None, Some(9))
+        );
+        assert_eq!(stats[2].state, Some(DomainState::Paused));
+        assert!(stats[2].blocks.is_empty());
+        let off = &stats[3];
+        assert_eq!(off.state, Some(DomainState::ShutOff));
+        assert!(off.vcpu.vcpus.is_empty() && off.balloon.rss_kib.is_none());
+        assert_eq!(off.blocks[0].rd_reqs, None);
+        assert_eq!(off.blocks[0].physical, Some(376_832));
+        assert!(stats[4].blocks.is_empty());
+    }
+
+    #[test]
+    fn domstats_interfaces() {
+        // libvirt's documented `net.*` keys (the harness guests have no NIC yet); a
+        // user-mode NIC has no host device, and libvirt counts it without figures.
+        let stats: Vec<DomainStats> = parse_domstats(&fixture("domstats_net.txt"))
+            .unwrap()
+            .iter()
+            .map(DomStats::to_stats)
+            .collect();
+        let web = &stats[0];
+        assert_eq!(web.interfaces.len(), 2);
+        let vnet0 = &web.interfaces[0];
+        assert_eq!(vnet0.name, "vnet0");
+        assert_eq!(
+            (vnet0.rx_bytes, vnet0.rx_pkts, vnet0.rx_errs, vnet0.rx_drop),
+            (Some(5006), Some(61), Some(0), Some(3))
+        );
+        assert_eq!(
+            (vnet0.tx_bytes, vnet0.tx_pkts, vnet0.tx_errs, vnet0.tx_drop),
+            (Some(13_262), Some(94), Some(0), Some(0))
+        );
+        assert_eq!(web.interfaces[1].name, "macvtap0");
+        assert!(stats[1].interfaces.is_empty());
     }
 
     #[test]

@@ -2,7 +2,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::*;
-use crate::domxml::CdromDrive;
+use crate::domxml::{CdromDrive, DiskFacts, InterfaceFacts};
+use crate::hypervisor::{
+    BalloonStats, BlockStats, DomainStats, InterfaceStats, VcpuStat, VcpuStats,
+};
+use crate::snapshot::telemetry::{DomainTelemetry, Families, Telemetry};
 use crate::snapshot::{OsAnswer, OsSource, VmRow};
 
 fn vm(name: &str, state: DomainState) -> VmRow {
@@ -61,6 +65,165 @@ fn fixed_snapshot() -> Snapshot {
         duration_ms: 1234,
         vms: vec![frozen, ubuntu, win],
         errors: vec!["diq-x: domain XML: bad".into()],
+        telemetry: Some(fixed_telemetry(Families::ALL)),
+    }
+}
+
+fn disk(target: &str, bus: &str, device: &str, source: &str) -> DiskFacts {
+    DiskFacts {
+        target: target.into(),
+        bus: bus.into(),
+        device: device.into(),
+        disk_type: "file".into(),
+        source: source.into(),
+        driver_name: "qemu".into(),
+        driver_type: if device == "disk" { "qcow2" } else { "raw" }.into(),
+        ..DiskFacts::default()
+    }
+}
+
+/// Statistics as libvirt 9.0 gives them for the fixed snapshot's three guests: the frozen
+/// one's call timed out, ubuntu runs with a disk, its CD-ROM and a NIC, the Windows guest
+/// is shut off (sizes and counts only).
+fn fixed_telemetry(families: Families) -> Telemetry {
+    let frozen = DomainTelemetry {
+        stats: None,
+        stats_error: Some("no statistics within the scan deadline (5s)".into()),
+        disks: vec![disk("hdc", "ide", "cdrom", "")],
+        interfaces: Vec::new(),
+    };
+    let ubuntu = DomainTelemetry {
+        stats: Some(DomainStats {
+            name: "diq-ubuntu".into(),
+            state: Some(DomainState::Running),
+            cpu_time_ns: Some(6_250_000_000),
+            balloon: BalloonStats {
+                current_kib: Some(262_144),
+                maximum_kib: Some(524_288),
+                swap_in_kib: Some(0),
+                swap_out_kib: Some(0),
+                major_fault: Some(7),
+                minor_fault: Some(9352),
+                unused_kib: Some(166_832),
+                available_kib: Some(210_752),
+                usable_kib: Some(170_336),
+                rss_kib: Some(261_724),
+                disk_caches_kib: Some(11_588),
+            },
+            vcpu: VcpuStats {
+                current: Some(2),
+                maximum: Some(2),
+                vcpus: vec![
+                    VcpuStat {
+                        id: 0,
+                        state: Some(1),
+                        time_ns: Some(22_700_000_000),
+                        wait_ns: Some(0),
+                        delay_ns: Some(55_636_708_751),
+                    },
+                    VcpuStat {
+                        id: 1,
+                        state: Some(1),
+                        time_ns: Some(1_500_000_000),
+                        wait_ns: Some(0),
+                        delay_ns: Some(1_000),
+                    },
+                ],
+            },
+            blocks: vec![
+                BlockStats {
+                    name: "vda".into(),
+                    path: Some("/var/lib/libvirt/images/ubuntu.qcow2".into()),
+                    rd_reqs: Some(10),
+                    rd_bytes: Some(1024),
+                    rd_times_ns: Some(1_500_000),
+                    wr_reqs: Some(4),
+                    wr_bytes: Some(4096),
+                    wr_times_ns: Some(2_000_000),
+                    fl_reqs: Some(2),
+                    fl_times_ns: Some(250_000),
+                    capacity: Some(1 << 30),
+                    allocation: Some(200 << 20),
+                    physical: Some(201 << 20),
+                },
+                BlockStats {
+                    name: "sda".into(),
+                    path: Some("/var/lib/libvirt/images/ubuntu.iso".into()),
+                    rd_reqs: Some(6),
+                    rd_bytes: Some(2150),
+                    rd_times_ns: Some(502_220),
+                    wr_reqs: Some(0),
+                    wr_bytes: Some(0),
+                    wr_times_ns: Some(0),
+                    fl_reqs: Some(0),
+                    fl_times_ns: Some(0),
+                    capacity: Some(376_832),
+                    allocation: Some(0),
+                    physical: Some(376_832),
+                },
+            ],
+            interfaces: vec![InterfaceStats {
+                name: "vnet0".into(),
+                rx_bytes: Some(5000),
+                rx_pkts: Some(50),
+                rx_errs: Some(0),
+                rx_drop: Some(1),
+                tx_bytes: Some(3000),
+                tx_pkts: Some(30),
+                tx_errs: Some(0),
+                tx_drop: Some(0),
+            }],
+        }),
+        stats_error: None,
+        disks: vec![
+            disk(
+                "vda",
+                "virtio",
+                "disk",
+                "/var/lib/libvirt/images/ubuntu.qcow2",
+            ),
+            disk("sda", "sata", "cdrom", "/var/lib/libvirt/images/ubuntu.iso"),
+        ],
+        interfaces: vec![InterfaceFacts {
+            interface_type: "network".into(),
+            target: "vnet0".into(),
+            mac: "52:54:00:12:34:56".into(),
+            source_bridge: "virbr0".into(),
+            source_network: "default".into(),
+            model: "virtio".into(),
+            mtu: String::new(),
+        }],
+    };
+    let win = DomainTelemetry {
+        stats: Some(DomainStats {
+            name: "diq-win2k22".into(),
+            state: Some(DomainState::ShutOff),
+            cpu_time_ns: Some(184_080_000_000),
+            balloon: BalloonStats {
+                current_kib: Some(524_288),
+                maximum_kib: Some(524_288),
+                ..BalloonStats::default()
+            },
+            vcpu: VcpuStats {
+                current: Some(2),
+                maximum: Some(2),
+                vcpus: Vec::new(),
+            },
+            blocks: vec![BlockStats {
+                name: "sda".into(),
+                path: None,
+                capacity: Some(0),
+                ..BlockStats::default()
+            }],
+            interfaces: Vec::new(),
+        }),
+        stats_error: None,
+        disks: vec![disk("sda", "sata", "cdrom", "")],
+        interfaces: Vec::new(),
+    };
+    Telemetry {
+        families,
+        domains: vec![frozen, ubuntu, win],
     }
 }
 
@@ -213,6 +376,7 @@ fn hostile_label_values_are_escaped_and_capped() {
         duration_ms: 1,
         vms: vec![row],
         errors: Vec::new(),
+        telemetry: None,
     };
     let e = render(Some(Arc::new(snap)), &up_stats());
     for body in [text(&e.text), text(&e.openmetrics)] {
@@ -270,4 +434,281 @@ fn states_and_statuses_are_snake_case() {
     }
     assert_eq!(agent_label(AgentStatus::NotAsked), "not_asked");
     assert_eq!(agent_label(AgentStatus::Timeout), "timeout");
+}
+
+/// Every sample name and its label names, in order of appearance.
+fn sample_shapes(exposition: &str) -> Vec<(String, Vec<String>)> {
+    parse_samples(exposition)
+        .into_iter()
+        .map(|(n, l, _)| (n, l.into_iter().map(|(k, _)| k).collect()))
+        .collect()
+}
+
+/// Debian's prometheus-libvirt-exporter 0.2.0 (kumina's libvirt_exporter v0.2.0, read
+/// from its source and from the binary's output on the harness): every per-domain series
+/// name with its labels.
+const DEBIAN_SERIES: &[(&str, &[&str])] = &[
+    ("libvirt_domain_state_code", &["domain", "uuid"]),
+    (
+        "libvirt_domain_info_maximum_memory_bytes",
+        &["domain", "uuid"],
+    ),
+    (
+        "libvirt_domain_info_memory_usage_bytes",
+        &["domain", "uuid"],
+    ),
+    ("libvirt_domain_info_virtual_cpus", &["domain", "uuid"]),
+    (
+        "libvirt_domain_info_cpu_time_seconds_total",
+        &["domain", "uuid"],
+    ),
+    (
+        "libvirt_domain_block_stats_read_bytes_total",
+        &["domain", "uuid", "source_file", "target_device"],
+    ),
+    (
+        "libvirt_domain_block_stats_read_requests_total",
+        &["domain", "uuid", "source_file", "target_device"],
+    ),
+    (
+        "libvirt_domain_block_stats_read_seconds_total",
+        &["domain", "uuid", "source_file", "target_device"],
+    ),
+    (
+        "libvirt_domain_block_stats_write_bytes_total",
+        &["domain", "uuid", "source_file", "target_device"],
+    ),
+    (
+        "libvirt_domain_block_stats_write_requests_total",
+        &["domain", "uuid", "source_file", "target_device"],
+    ),
+    (
+        "libvirt_domain_block_stats_write_seconds_total",
+        &["domain", "uuid", "source_file", "target_device"],
+    ),
+    (
+        "libvirt_domain_block_stats_flush_requests_total",
+        &["domain", "uuid", "source_file", "target_device"],
+    ),
+    (
+        "libvirt_domain_block_stats_flush_seconds_total",
+        &["domain", "uuid", "source_file", "target_device"],
+    ),
+    (
+        "libvirt_domain_interface_stats_receive_bytes_total",
+        &["domain", "uuid", "source_bridge", "target_device"],
+    ),
+    (
+        "libvirt_domain_interface_stats_receive_packets_total",
+        &["domain", "uuid", "source_bridge", "target_device"],
+    ),
+    (
+        "libvirt_domain_interface_stats_receive_errors_total",
+        &["domain", "uuid", "source_bridge", "target_device"],
+    ),
+    (
+        "libvirt_domain_interface_stats_receive_drops_total",
+        &["domain", "uuid", "source_bridge", "target_device"],
+    ),
+    (
+        "libvirt_domain_interface_stats_transmit_bytes_total",
+        &["domain", "uuid", "source_bridge", "target_device"],
+    ),
+    (
+        "libvirt_domain_interface_stats_transmit_packets_total",
+        &["domain", "uuid", "source_bridge", "target_device"],
+    ),
+    (
+        "libvirt_domain_interface_stats_transmit_errors_total",
+        &["domain", "uuid", "source_bridge", "target_device"],
+    ),
+    (
+        "libvirt_domain_interface_stats_transmit_drops_total",
+        &["domain", "uuid", "source_bridge", "target_device"],
+    ),
+];
+
+/// inovex's prometheus-libvirt-exporter (v2.5.0) names for what Debian's lacks, with the
+/// identifying labels our series carry.
+const INOVEX_SERIES: &[(&str, &[&str])] = &[
+    (
+        "libvirt_domain_block_stats_capacity_bytes",
+        &["domain", "target_device"],
+    ),
+    (
+        "libvirt_domain_memory_stats_current_balloon_bytes",
+        &["domain"],
+    ),
+    ("libvirt_domain_memory_stats_maximum_bytes", &["domain"]),
+    ("libvirt_domain_memory_stats_swap_in_bytes", &["domain"]),
+    ("libvirt_domain_memory_stats_swap_out_bytes", &["domain"]),
+    ("libvirt_domain_memory_stats_major_fault_total", &["domain"]),
+    ("libvirt_domain_memory_stats_minor_fault_total", &["domain"]),
+    ("libvirt_domain_memory_stats_unused_bytes", &["domain"]),
+    ("libvirt_domain_memory_stats_available_bytes", &["domain"]),
+    ("libvirt_domain_memory_stats_usable_bytes", &["domain"]),
+    ("libvirt_domain_memory_stats_rss_bytes", &["domain"]),
+    ("libvirt_domain_memory_stats_disk_caches_bytes", &["domain"]),
+    ("libvirt_domain_vcpu_current", &["domain"]),
+    ("libvirt_domain_vcpu_maximum", &["domain"]),
+    ("libvirt_domain_vcpu_state", &["domain", "vcpu"]),
+    (
+        "libvirt_domain_vcpu_time_seconds_total",
+        &["domain", "vcpu"],
+    ),
+    (
+        "libvirt_domain_vcpu_wait_seconds_total",
+        &["domain", "vcpu"],
+    ),
+    (
+        "libvirt_domain_vcpu_delay_seconds_total",
+        &["domain", "vcpu"],
+    ),
+];
+
+#[test]
+fn peer_exporters_names_and_labels_are_exported_exactly() {
+    let e = render(Some(Arc::new(fixed_snapshot())), &up_stats());
+    for body in [text(&e.text), text(&e.openmetrics)] {
+        let shapes = sample_shapes(&body);
+        for (name, labels) in DEBIAN_SERIES.iter().chain(INOVEX_SERIES) {
+            let found: Vec<&Vec<String>> = shapes
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, l)| l)
+                .collect();
+            assert!(!found.is_empty(), "no {name} in\n{body}");
+            for l in found {
+                assert_eq!(l, labels, "{name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn debian_series_cover_active_domains_with_their_values() {
+    let e = render(Some(Arc::new(fixed_snapshot())), &up_stats());
+    let om = text(&e.text);
+    for needle in [
+        "libvirt_domains_number 2\n",
+        "libvirt_domain_state_code{domain=\"diq-ubuntu\",uuid=\"uuid-diq-ubuntu\"} 1\n",
+        "libvirt_domain_info_maximum_memory_bytes{domain=\"diq-ubuntu\",uuid=\"uuid-diq-ubuntu\"} 536870912\n",
+        "libvirt_domain_info_memory_usage_bytes{domain=\"diq-ubuntu\",uuid=\"uuid-diq-ubuntu\"} 268435456\n",
+        "libvirt_domain_info_virtual_cpus{domain=\"diq-ubuntu\",uuid=\"uuid-diq-ubuntu\"} 2\n",
+        "libvirt_domain_info_cpu_time_seconds_total{domain=\"diq-ubuntu\",uuid=\"uuid-diq-ubuntu\"} 6.25\n",
+        "libvirt_domain_block_stats_read_bytes_total{domain=\"diq-ubuntu\",uuid=\"uuid-diq-ubuntu\",source_file=\"/var/lib/libvirt/images/ubuntu.qcow2\",target_device=\"vda\"} 1024\n",
+        "libvirt_domain_block_stats_read_seconds_total{domain=\"diq-ubuntu\",uuid=\"uuid-diq-ubuntu\",source_file=\"/var/lib/libvirt/images/ubuntu.qcow2\",target_device=\"vda\"} 0.0015\n",
+        "libvirt_domain_interface_stats_receive_drops_total{domain=\"diq-ubuntu\",uuid=\"uuid-diq-ubuntu\",source_bridge=\"virbr0\",target_device=\"vnet0\"} 1\n",
+        "libvirt_domain_block_stats_capacity_bytes{domain=\"diq-win2k22\",target_device=\"sda\"} 0\n",
+        "libvirt_domain_memory_stats_rss_bytes{domain=\"diq-ubuntu\"} 268005376\n",
+        "libvirt_domain_vcpu_delay_seconds_total{domain=\"diq-ubuntu\",vcpu=\"0\"} 55.636708751\n",
+        "libvirt_domain_vcpu_maximum{domain=\"diq-win2k22\"} 2\n",
+        "libvirt_domain_stats_error{domain=\"diq-frozen\"} 1\n",
+        "libvirt_domain_stats_error{domain=\"diq-ubuntu\"} 0\n",
+        "libvirt_domain_block_stats_info{domain=\"diq-frozen\",target_device=\"hdc\",target_bus=\"ide\",device=\"cdrom\",disk_type=\"file\",source_file=\"\",source_protocol=\"\",driver_name=\"qemu\",driver_type=\"raw\",driver_cache=\"\",driver_discard=\"\",serial=\"\"} 1\n",
+        "libvirt_domain_interface_stats_info{domain=\"diq-ubuntu\",target_device=\"vnet0\",interface_type=\"network\",mac_address=\"52:54:00:12:34:56\",model_type=\"virtio\",mtu_size=\"\",source_bridge=\"virbr0\",source_network=\"default\"} 1\n",
+    ] {
+        assert!(om.contains(needle), "missing {needle:?} in\n{om}");
+    }
+    // Debian's exporter lists active domains only; the shut-off guest is in ours.
+    assert!(!om.contains("libvirt_domain_state_code{domain=\"diq-win2k22\""));
+    // A domain without statistics has no device series, but its XML's devices.
+    assert!(!om.contains("target_device=\"hdc\"} "), "{om}");
+    // A shut-off domain's stale CPU time and absent counters give no series.
+    assert!(!om.contains("libvirt_domain_block_stats_read_bytes_total{domain=\"diq-win2k22\""));
+    assert!(!om.contains("libvirt_domain_memory_stats_rss_bytes{domain=\"diq-win2k22\""));
+}
+
+/// The family names (descriptor lines) of an exposition.
+fn families_in(exposition: &str) -> Vec<String> {
+    exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn each_family_switches_alone() {
+    let all = families_in(&text(
+        &render(Some(Arc::new(fixed_snapshot())), &up_stats()).text,
+    ));
+    let with = |families: Families| {
+        let mut snap = fixed_snapshot();
+        snap.telemetry = Some(fixed_telemetry(families));
+        families_in(&text(&render(Some(Arc::new(snap)), &up_stats()).text))
+    };
+    let none = with(Families::NONE);
+    // Without a switchable family only the always-on ones remain, as before them.
+    let mut plain = fixed_snapshot();
+    plain.telemetry = None;
+    assert_eq!(
+        none,
+        families_in(&text(&render(Some(Arc::new(plain)), &up_stats()).text))
+    );
+    let prefixes: [(&str, &[&str]); 5] = [
+        ("block", &["libvirt_domain_block_stats_"]),
+        ("interface", &["libvirt_domain_interface_stats_"]),
+        ("balloon", &["libvirt_domain_memory_stats_"]),
+        ("vcpu", &["libvirt_domain_vcpu_"]),
+        (
+            "compat",
+            &[
+                "libvirt_domains_number",
+                "libvirt_domain_state_code",
+                "libvirt_domain_info_",
+            ],
+        ),
+    ];
+    for (name, owned) in prefixes {
+        let one = with(Families::parse([name]).unwrap());
+        let added: Vec<&String> = one.iter().filter(|f| !none.contains(f)).collect();
+        assert!(!added.is_empty(), "{name} adds nothing");
+        for f in &added {
+            assert!(
+                owned.iter().any(|p| f.starts_with(p)) || *f == "libvirt_domain_stats_error",
+                "{name} brought {f}"
+            );
+        }
+        // Everything the family owns is in the full exposition too.
+        assert!(added.iter().all(|f| all.contains(f)), "{name}");
+        assert_eq!(
+            one.contains(&"libvirt_domain_stats_error".to_string()),
+            name != "compat",
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn hostile_device_labels_are_escaped_and_capped() {
+    let hostile = "/isos/evil\"} libvirt_up 1\n\x1b[2J".to_string() + &"x".repeat(300);
+    let mut snap = fixed_snapshot();
+    let tel = snap.telemetry.as_mut().unwrap();
+    let ubuntu = &mut tel.domains[1];
+    ubuntu.disks[0].source = hostile.clone();
+    ubuntu.disks[0].serial = "\u{202e}serial".into();
+    ubuntu.interfaces[0].source_bridge = hostile.clone();
+    let stats = ubuntu.stats.as_mut().unwrap();
+    stats.blocks[0].path = Some(hostile.clone());
+    let e = render(Some(Arc::new(snap)), &up_stats());
+    for body in [text(&e.text), text(&e.openmetrics)] {
+        assert!(!body.contains('\x1b') && !body.contains('\u{202e}'));
+        let samples = parse_samples(&body);
+        assert_eq!(samples.iter().filter(|s| s.0 == "libvirt_up").count(), 1);
+        for (name, labels, _) in &samples {
+            for (k, v) in labels {
+                assert!(v.chars().count() <= MAX_LABEL_CHARS, "{name} {k}={v}");
+            }
+        }
+        let read = samples
+            .iter()
+            .find(|s| s.0 == "libvirt_domain_block_stats_read_bytes_total" && s.1[3].1 == "vda")
+            .expect("vda read bytes");
+        assert!(
+            read.1[2].1.starts_with("/isos/evil\"} libvirt_up 1\\x0a"),
+            "{read:?}"
+        );
+        assert!(read.1[2].1.ends_with('…'));
+    }
 }
