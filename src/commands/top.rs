@@ -283,7 +283,12 @@ fn interactive(
             last_draw = Some(Instant::now());
             dirty = false;
         }
-        if !event::poll(Duration::from_millis(100))? {
+        if !event::poll(Duration::ZERO)? {
+            // Wait for input ourselves: a terminal that hung up (its window closed) is
+            // readable for ever and would keep crossterm's reader spinning.
+            if terminal_gone(Duration::from_millis(100)) {
+                break;
+            }
             continue;
         }
         dirty = true;
@@ -349,6 +354,18 @@ fn interactive(
     drop(screen);
     drop(signals);
     Ok(exit::OK)
+}
+
+/// Wait up to `timeout` for input on stdin; `true` when the terminal hung up.
+fn terminal_gone(timeout: Duration) -> bool {
+    let mut fd = libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, and its count.
+    let r = unsafe { libc::poll(&mut fd, 1, timeout.as_millis() as libc::c_int) };
+    r > 0 && fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
 }
 
 /// `edit VM PATH` on the plain terminal, then a pause so its last words can be read.

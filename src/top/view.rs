@@ -22,7 +22,7 @@ const PRIORITY: [(Column, u16, u16); 12] = [
     (Column::Vm, 10, 28),
     (Column::Cpu, 5, 5),
     (Column::State, 8, 8),
-    (Column::Mem, 11, 11),
+    (Column::Mem, 12, 12),
     (Column::Os, 10, 32),
     (Column::Iso, 12, 48),
     (Column::Read, 6, 8),
@@ -30,7 +30,7 @@ const PRIORITY: [(Column, u16, u16); 12] = [
     (Column::Rx, 6, 8),
     (Column::Tx, 6, 8),
     (Column::Agent, 9, 9),
-    (Column::Host, 5, 5),
+    (Column::Host, 6, 6),
 ];
 
 /// The columns that fit in `total` cells (one cell between columns), in table order,
@@ -281,15 +281,18 @@ fn header_text(ui: &Ui) -> String {
         "▲"
     };
     let mut t = format!(
-        "top  {}  {} VMs, {running} running  every {} s  {age}  sort {} {arrow}",
-        sanitize(&ui.uri),
+        "top  {} VMs, {running} running  sort {} {arrow}",
         ui.shown.len(),
-        ui.interval_secs,
         ui.sort.header(),
     );
     if !ui.filter.is_empty() {
         t.push_str(&format!("  filter \"{}\"", sanitize(&ui.filter)));
     }
+    t.push_str(&format!(
+        "  every {} s  {age}  {}",
+        ui.interval_secs,
+        sanitize(&ui.uri)
+    ));
     t
 }
 
