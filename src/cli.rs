@@ -167,6 +167,9 @@ pub enum Command {
     Push(PushArgs),
     /// Serve Prometheus metrics and a health check from a background scan
     Serve(ServeArgs),
+    /// A live table of every VM: CPU, memory, disk and network rates, agent, ISO; keys to
+    /// sort, filter, see details, dismount, mount and edit (`--batch`: CSV or JSON lines)
+    Top(TopArgs),
     /// Guest files an interrupted or failed upload may have left damaged (recorded until
     /// dealt with); `--done ID` marks one dealt with
     Recovery(RecoveryArgs),
@@ -313,6 +316,41 @@ pub struct PushArgs {
     /// Mode of the guest file if push creates it, octal [default: 0644]
     #[arg(long, value_name = "OCTAL")]
     pub mode: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Seconds between samples (0.2 to 3600)
+    #[arg(
+        short = 'd',
+        long = "delay",
+        value_name = "SECS",
+        default_value_t = 2.0
+    )]
+    pub delay: f64,
+    /// Sort by this column: vm, os, state, cpu, host, mem, read, write, rx, tx, agent, iso
+    /// [default: cpu; vm with --batch]
+    #[arg(long, value_name = "FIELD")]
+    pub sort: Option<String>,
+    /// Show only VMs whose name, OS, state or ISO contains this text (any case)
+    #[arg(long, value_name = "TEXT")]
+    pub filter: Option<String>,
+    /// No screen: print one record per VM per interval to stdout
+    #[arg(long)]
+    pub batch: bool,
+    /// With --batch: stop after N intervals [default: run until interrupted]
+    #[arg(long, value_name = "N", requires = "batch",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub iterations: Option<u64>,
+    /// With --batch: the record format
+    #[arg(long, value_enum, default_value_t = TopFormat::Csv)]
+    pub format: TopFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TopFormat {
+    Csv,
+    Jsonl,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

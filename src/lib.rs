@@ -23,6 +23,7 @@ pub mod render;
 pub mod serve;
 pub mod snapshot;
 pub mod term;
+pub mod top;
 pub mod transfer;
 pub mod units;
 
@@ -32,7 +33,7 @@ use app::App;
 use cli::{Cli, Command};
 use commands::{
     completions, edit as edit_cmd, files, manpage, media as media_cmd, menu, recovery, scan,
-    serve as serve_cmd,
+    serve as serve_cmd, top as top_cmd,
 };
 use exit::Failure;
 use term::progress::ProgressSink;
@@ -41,7 +42,7 @@ use term::progress::ProgressSink;
 pub const FLOORS: &[&[&str]] = &[
     &["commands"],
     &["cli", "app"],
-    &["probe", "media", "transfer", "edit", "serve"],
+    &["probe", "media", "transfer", "edit", "serve", "top"],
     &["agent", "snapshot", "render", "config", "term", "audit"],
     &["hypervisor", "domxml"],
     &["exit", "units"],
@@ -85,6 +86,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Some(Command::Eject(args)) => media_cmd::eject(&connect(false)?, args, &mut stdout.lock()),
         Some(Command::Serve(args)) => serve_cmd::run(&cli.global, args),
+        Some(Command::Top(args)) => top_cmd::run(connect(false)?, args),
         Some(Command::Edit(args)) => {
             let app = connect(false)?;
             let guard = edit_cmd::interrupts()?;

@@ -9,7 +9,7 @@ use crate::app::App;
 use crate::audit::{self, Change};
 use crate::cli::{EjectArgs, IsosArgs, MountArgs};
 use crate::exit::{self, Failure};
-use crate::hypervisor::find_domain;
+use crate::hypervisor::{find_domain, HvError, StorageVolume};
 use crate::media::eject::{eject_many, eject_vm, EjectOptions, Which};
 use crate::media::guest::some_of;
 use crate::media::mount::{mount, MountRequest, ScopeChoice};
@@ -118,30 +118,56 @@ pub fn eject_options(app: &App, force: bool) -> EjectOptions {
     EjectOptions::new(force, app.settings.agent_timeout, app.settings.jobs)
 }
 
+/// Dismount the discs of one VM (or of its drive `drive`), audited: what `eject VM` and
+/// `top`'s `e` do. Bad input (unknown VM or drive, a VM without drive) is an error and
+/// changes nothing; the report says what happened to each drive.
+pub fn eject_one(
+    app: &App,
+    name: &str,
+    drive: Option<&str>,
+    force: bool,
+) -> Result<VmReport, Failure> {
+    let hv = app.hv.as_ref();
+    let info = find_domain(hv, name)?;
+    let vm = read_vm(hv, &info)?;
+    if vm.drives.is_empty() {
+        return Err(MediaError::NoDrive(vm.name).into());
+    }
+    let which = match drive {
+        Some(t) if vm.drive(t).is_none() => {
+            return Err(MediaError::NoSuchDrive {
+                drives: vm.target_list(),
+                vm: vm.name,
+                drive: t.to_string(),
+            }
+            .into())
+        }
+        Some(t) => Which::Drive(t.to_string()),
+        None => Which::All,
+    };
+    let report = eject_vm(hv, &vm, &which, &eject_options(app, force));
+    audit_ejects(app, std::slice::from_ref(&report));
+    Ok(report)
+}
+
+/// The storage pools' ISO volumes (by name or path ending in `.iso`), sorted by path:
+/// what the menu and `top` offer to mount.
+pub fn iso_volumes(app: &App) -> Result<Vec<StorageVolume>, HvError> {
+    let mut volumes = app.hv.list_volumes()?;
+    volumes.retain(|v| {
+        v.path.to_ascii_lowercase().ends_with(".iso")
+            || v.name.to_ascii_lowercase().ends_with(".iso")
+    });
+    volumes.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(volumes)
+}
+
 /// `eject VM [--drive T]`, `eject --iso PATH`, `eject --all` (each with `--force`).
 pub fn eject(app: &App, args: &EjectArgs, out: &mut impl Write) -> Result<u8, Failure> {
     let hv = app.hv.as_ref();
     let opts = eject_options(app, args.force);
     if let Some(name) = &args.vm {
-        let info = find_domain(hv, name)?;
-        let vm = read_vm(hv, &info)?;
-        if vm.drives.is_empty() {
-            return Err(MediaError::NoDrive(vm.name).into());
-        }
-        let which = match &args.drive {
-            Some(t) if vm.drive(t).is_none() => {
-                return Err(MediaError::NoSuchDrive {
-                    drives: vm.target_list(),
-                    vm: vm.name,
-                    drive: t.clone(),
-                }
-                .into())
-            }
-            Some(t) => Which::Drive(t.clone()),
-            None => Which::All,
-        };
-        let report = eject_vm(hv, &vm, &which, &opts);
-        audit_ejects(app, std::slice::from_ref(&report));
+        let report = eject_one(app, name, args.drive.as_deref(), args.force)?;
         write_line(out, &eject_line(&report))?;
         out.flush()?;
         return Ok(if report.failed() {

@@ -15,6 +15,7 @@ pub mod scan;
 pub mod serve;
 #[cfg(test)]
 mod tests;
+pub mod top;
 
 use crate::edit::EditError;
 use crate::exit::Failure;

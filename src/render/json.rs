@@ -41,6 +41,29 @@ pub fn write_pretty<W: Write + ?Sized, T: Serialize + ?Sized>(
     writeln!(out)
 }
 
+/// `value` as one line of JSON and a newline (JSON lines), terminal-safe like
+/// [`write_pretty`]: serde_json escapes C0 controls in strings, and every other character
+/// [`must_escape`] names can only stand inside a string, where `\uXXXX` is the same text.
+pub fn write_compact<W: Write + ?Sized, T: Serialize + ?Sized>(
+    out: &mut W,
+    value: &T,
+) -> io::Result<()> {
+    let text = serde_json::to_string(value)?;
+    let mut line = String::with_capacity(text.len() + 1);
+    for c in text.chars() {
+        if must_escape(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                line.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            line.push(c);
+        }
+    }
+    line.push('\n');
+    out.write_all(line.as_bytes())
+}
+
 /// serde_json's pretty formatter, escaping what [`crate::render::text::sanitize`] escapes.
 #[derive(Default)]
 struct TerminalSafe(PrettyFormatter<'static>);

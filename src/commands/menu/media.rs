@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use crate::app::App;
-use crate::commands::media::{audit_ejects, audit_mount, eject_options};
+use crate::commands::media::{audit_ejects, audit_mount, eject_options, iso_volumes};
 use crate::exit::Failure;
 use crate::media::eject::{eject_many, eject_vm, Which};
 use crate::media::mount::{mount, MountRequest, ScopeChoice};
@@ -165,18 +165,13 @@ pub fn mount_flow(app: &App, p: &mut Prompter<'_>) -> Result<(), Failure> {
 
 /// The storage pools' ISO volumes, plus "Type a path".
 fn pick_iso(app: &App, p: &mut Prompter<'_>) -> Result<Option<PathBuf>, Failure> {
-    let mut volumes = match app.hv.list_volumes() {
+    let volumes = match iso_volumes(app) {
         Ok(v) => v,
         Err(e) => {
             p.say(&format!("(cannot list storage pools: {e})"))?;
             Vec::new()
         }
     };
-    volumes.retain(|v| {
-        v.path.to_ascii_lowercase().ends_with(".iso")
-            || v.name.to_ascii_lowercase().ends_with(".iso")
-    });
-    volumes.sort_by(|a, b| a.path.cmp(&b.path));
     let mut items: Vec<String> = volumes
         .iter()
         .map(|v| format!("{} (pool {})", v.path, v.pool))
