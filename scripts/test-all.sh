@@ -7,8 +7,11 @@
 # Steps: the Debian packages that are missing (scripts/harness.sh deps: named one by one,
 # --no-install-recommends, refusing to upgrade or remove anything installed), the harness
 # (its own libvirtd, run as the user diq-harness, with the test guests), then cargo fmt
-# --check, cargo clippy -D warnings (with and without the native feature) and cargo test
-# (unit, contract, fake-virsh and end-to-end tests). At the end the harness is taken down
+# --check, cargo clippy -D warnings (with and without the native feature), cargo test
+# (unit, contract, fake-virsh and end-to-end tests) and the Debian package's check
+# (scripts/deb-check.sh: built, then installed, used and purged in a throwaway chroot —
+# never on this host — with VM names completed from the harness; it installs mmdebstrap,
+# dpkg-dev and binutils the way deps does). At the end the harness is taken down
 # again; KEEP_HARNESS=1 leaves it up for the next run. The host's own libvirtd, its
 # configuration, networks and guests are never touched; `scripts/harness.sh purge` removes
 # everything the harness made. With CI=true the end-to-end tests refuse to skip.
@@ -64,3 +67,7 @@ cargo clippy --no-default-features --all-targets -- -D warnings
 step "cargo test (unit, contract, fake virsh, end-to-end)"
 # The e2e binaries share one libvirtd; each file serialises its own state changes.
 cargo test --workspace --all-targets --no-fail-fast -- --test-threads=4
+
+# While the harness is up: bash completion in the chroot lists its VMs.
+step "Debian package: built, installed, used and purged in a throwaway chroot (scripts/deb-check.sh)"
+scripts/deb-check.sh
