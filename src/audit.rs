@@ -40,6 +40,10 @@ fn syslog_socket() -> PathBuf {
 /// Send one line to the system log (severity: `notice` for changes, `crit` for data at
 /// risk). Every value is escaped: no guest string can forge a log line.
 fn send(severity: u8, line: &str) {
+    send_to(&syslog_socket(), severity, line);
+}
+
+fn send_to(socket: &std::path::Path, severity: u8, line: &str) {
     const FACILITY_USER: u8 = 1;
     let pri = FACILITY_USER * 8 + severity;
     let msg = format!(
@@ -47,8 +51,13 @@ fn send(severity: u8, line: &str) {
         std::process::id(),
         terminal_line(line)
     );
+    // Never blocking: a log daemon that stopped reading (its queue holds only
+    // net.unix.max_dgram_qlen datagrams, 10 on some hosts) must not hang the command; the
+    // line is then lost, the change itself is not.
     if let Ok(sock) = UnixDatagram::unbound() {
-        let _ = sock.send_to(msg.as_bytes(), syslog_socket());
+        if sock.set_nonblocking(true).is_ok() {
+            let _ = sock.send_to(msg.as_bytes(), socket);
+        }
     }
 }
 
@@ -220,6 +229,24 @@ pub fn done(id: &str) -> Result<Recovery, String> {
 mod tests {
     use super::*;
 
+    /// A log daemon that never reads: its queue fills, and sending goes on at once.
+    #[test]
+    fn a_log_daemon_that_stops_reading_never_blocks_a_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deaf");
+        let deaf = UnixDatagram::bind(&path).unwrap();
+        let t = std::time::Instant::now();
+        // Far beyond any receive queue: with a blocking socket this never returns.
+        for i in 0..1000 {
+            send_to(&path, 5, &format!("line {i}"));
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        // What fitted in the queue did arrive.
+        let mut buf = [0u8; 256];
+        let n = deaf.recv(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).ends_with("line 0"));
+    }
+
     /// The syslog socket and state directory are process-wide: one test covers both.
     #[test]
     fn records_persist_until_done_and_lines_reach_the_log() {
@@ -238,9 +265,16 @@ mod tests {
             what: "sda /isos/a.iso",
             result: "ok",
         });
+        // Other tests of this process may log meanwhile (the socket is process-wide).
         let mut buf = [0u8; 2048];
-        let n = sock.recv(&mut buf).unwrap();
-        let line = String::from_utf8_lossy(&buf[..n]).to_string();
+        let mut next_line = |wanted: &str| loop {
+            let n = sock.recv(&mut buf).unwrap();
+            let line = String::from_utf8_lossy(&buf[..n]).to_string();
+            if line.contains(wanted) {
+                break line;
+            }
+        };
+        let line = next_line("vm=\"web");
         assert!(line.starts_with("<13>dismount_iso_qemu["), "{line}");
         assert!(
             line.contains(r#"action=eject host=qemu:///system vm="web\u{1b}[2J01""#),
@@ -259,8 +293,7 @@ mod tests {
             edited: None,
         };
         let at = record_recovery(&r).unwrap();
-        let n = sock.recv(&mut buf).unwrap();
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("<10>"));
+        assert!(next_line("vm/1").starts_with("<10>"));
         assert!(record_recovery(&r).is_err(), "never overwritten");
         assert_eq!(pending(), vec![r.clone()]);
         assert!(r.reminder().contains(&format!("recovery --done {}", r.id)));
