@@ -348,14 +348,21 @@ fn batch_records_match_their_schema_on_both_backends() {
                 .expect("a running VM has a CPU figure");
             assert!((0.0..=100.5).contains(&cpu), "{ubuntu}");
             assert!(ubuntu["disk_read_bps"].is_u64(), "{backend}: {ubuntu}");
-            // The harness's guests have no network card.
+            // Only the data guest (diq-centos) has a network card.
             assert_eq!(ubuntu["missing"]["net_rx_bps"], "no-nic", "{ubuntu}");
             let off = of(WIN_OFF, it);
             assert_eq!(off["state"], "shut_off");
             assert!(off["cpu_pct"].is_null());
             assert_eq!(off["missing"]["cpu_pct"], "not-running");
             assert_eq!(of(PAUSED, it)["missing"]["mem_used_kib"], "paused");
-            assert_eq!(of(NO_AGENT, it)["missing"]["os"], "no-agent");
+            // Absent agents are not remembered, so each interval asks again; when the
+            // previous interval's probe has not returned yet (a loaded libvirtd), the
+            // guest counts as timed out rather than being asked twice at once.
+            let reason = &of(NO_AGENT, it)["missing"]["os"];
+            assert!(
+                reason == "no-agent" || reason == "agent-timeout",
+                "{backend}: {reason}"
+            );
         }
         let t1 = of(UBUNTU, 1)["time"].as_f64().unwrap();
         let t2 = of(UBUNTU, 2)["time"].as_f64().unwrap();
