@@ -100,13 +100,14 @@ impl Exporter {
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Logged before it is announced: whoever wakes up on the address sees it.
+                sink.lock().unwrap().push(line.clone());
                 for scheme in ["listening on http://", "listening on https://"] {
                     if let Some(i) = line.find(scheme) {
                         let rest = &line[i + scheme.len()..];
                         let _ = tx.send(rest.split('/').next().unwrap_or("").to_string());
                     }
                 }
-                sink.lock().unwrap().push(line);
             }
         });
         let addr = rx
