@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -36,36 +36,18 @@ struct Exporter {
 impl Exporter {
     fn start(backend: &str, uri: &str, extra_global: &[&str], interval: u64) -> Exporter {
         let cache = tempfile::tempdir().unwrap();
-        let mut child = tool_process(cache.path())
-            .args(["-c", uri, "--backend", backend])
-            .args(extra_global)
-            .args(["serve", "--listen", "127.0.0.1:0", "--interval"])
-            .arg(interval.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on http://") {
-                    let rest = &line[i + "listening on http://".len()..];
-                    let addr = rest.split('/').next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("no listening line; log: {:?}", log.lock().unwrap()));
+        let (child, addr, log) = spawn_serve(
+            tool_process(cache.path())
+                .args(["-c", uri, "--backend", backend])
+                .args(extra_global)
+                .args(["serve", "--listen", "127.0.0.1:0", "--interval"])
+                .arg(interval.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null()),
+        );
         Exporter {
             child,
-            addr: addr.parse().unwrap(),
+            addr,
             log,
             _cache: cache,
         }

@@ -14,7 +14,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -93,29 +93,10 @@ impl Exporter {
                 });
             }
         }
-        let mut child = cmd.spawn().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // Logged before it is announced: whoever wakes up on the address sees it.
-                sink.lock().unwrap().push(line.clone());
-                for scheme in ["listening on http://", "listening on https://"] {
-                    if let Some(i) = line.find(scheme) {
-                        let rest = &line[i + scheme.len()..];
-                        let _ = tx.send(rest.split('/').next().unwrap_or("").to_string());
-                    }
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("no listening line; log: {:?}", log.lock().unwrap()));
+        let (child, addr, log) = spawn_serve(&mut cmd);
         Exporter {
             child,
-            addr: addr.parse().unwrap(),
+            addr,
             log,
             _home: home,
         }

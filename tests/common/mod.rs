@@ -146,3 +146,38 @@ pub fn tool_on_harness(home: &Path, backend: &str) -> assert_cmd::Command {
     c.args(["-c", harness_uri(), "--backend", backend]);
     c
 }
+
+/// What [`spawn_serve`] gives back: the running `serve`, its address, and every line it
+/// logged so far (kept filling by a reader thread).
+pub type Served = (
+    std::process::Child,
+    std::net::SocketAddr,
+    std::sync::Arc<Mutex<Vec<String>>>,
+);
+
+/// Start `serve` from `cmd` (stderr is piped here) and return once it logged the address
+/// it listens on (`http://` or `https://`). Each line is stored before the address is
+/// announced, so whoever wakes on the address finds the line in the log.
+pub fn spawn_serve(cmd: &mut Command) -> Served {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let log = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let sink = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line.clone());
+            for scheme in ["listening on http://", "listening on https://"] {
+                if let Some(i) = line.find(scheme) {
+                    let rest = &line[i + scheme.len()..];
+                    let _ = tx.send(rest.split('/').next().unwrap_or("").to_string());
+                }
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("serve logged no address: {:?}", log.lock().unwrap()));
+    (child, addr.parse().unwrap(), log)
+}

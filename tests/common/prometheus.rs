@@ -1,7 +1,7 @@
 //! `serve` on the harness and a real Prometheus server scraping it, for the tests that
 //! query Prometheus rather than read `/metrics` themselves.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -23,36 +23,18 @@ impl Serve {
     /// returns once it logged its address.
     pub fn start(backend: &str, global: &[&str], interval: u64) -> Serve {
         let home = tempfile::tempdir().unwrap();
-        let mut child = tool_process(home.path())
-            .args(["-c", harness_uri(), "--backend", backend])
-            .args(global)
-            .args(["serve", "--listen", "127.0.0.1:0", "--interval"])
-            .arg(interval.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            const MARK: &str = "listening on http://";
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find(MARK) {
-                    let addr = line[i + MARK.len()..].split('/').next().unwrap_or("");
-                    let _ = tx.send(addr.to_string());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("serve logged no address: {:?}", log.lock().unwrap()));
+        let (child, addr, log) = super::spawn_serve(
+            tool_process(home.path())
+                .args(["-c", harness_uri(), "--backend", backend])
+                .args(global)
+                .args(["serve", "--listen", "127.0.0.1:0", "--interval"])
+                .arg(interval.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null()),
+        );
         Serve {
             child,
-            addr: addr.parse().unwrap(),
+            addr,
             log,
             _home: home,
         }
