@@ -79,6 +79,7 @@ pub fn probe_settings(settings: &Settings, no_cache: bool) -> ProbeSettings {
         cache_path: settings.cache_path.clone(),
         collect: Families::NONE,
         ask_agents: true,
+        definition_ttl: settings.definition_ttl,
     }
 }
 

@@ -13,9 +13,11 @@ Without a command, the interactive menu starts.
 
 Configuration: flags beat environment (LIBVIRT_URI, then LIBVIRT_DEFAULT_URI) beat the
 config file ($XDG_CONFIG_HOME/dismount_iso_qemu/config.toml: uri, backend, probe_timeout,
-agent_timeout, cache_ttl, jobs, max_size, transfer_timeout, min_rate, web_config_file,
-collect) beat defaults.
-OS answers are cached in $XDG_CACHE_HOME/dismount_iso_qemu/os-cache.json. The editor is
+agent_timeout, cache_ttl, definition_ttl, jobs, max_size, transfer_timeout, min_rate,
+web_config_file, collect) beat defaults.
+OS answers and shut-off VMs' XML facts are cached in
+$XDG_CACHE_HOME/dismount_iso_qemu/os-cache.json (scan --no-cache ignores the
+OS answers, --definition-ttl 0 the XML facts). The editor is
 $VISUAL, else $EDITOR, else nano (vi when nano is missing).
 
 Changes (mount, eject, uploads) are logged to the system log. An upload that could not be
@@ -81,6 +83,17 @@ pub struct GlobalArgs {
     )]
     pub cache_ttl: Option<u64>,
 
+    /// Seconds the drives, ISOs and metadata read from a shut-off VM's XML are reused
+    /// while libvirt's bulk statistics show its drives, memory and vCPUs unchanged (any
+    /// change there means a fresh read); 0 reads every XML on every scan [default: 600]
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "DISMOUNT_ISO_QEMU_DEFINITION_TTL",
+        global = true
+    )]
+    pub definition_ttl: Option<u64>,
+
     /// Largest file edit, cat, pull, push and the menu's option 3 move through the guest
     /// agent, e.g. 64M or 1G [default: 64M]
     #[arg(
@@ -134,6 +147,7 @@ impl GlobalArgs {
                 probe_timeout: self.probe_timeout,
                 agent_timeout: self.agent_timeout,
                 cache_ttl: self.cache_ttl,
+                definition_ttl: self.definition_ttl,
                 jobs: self.jobs,
                 max_size: self.max_size.clone(),
                 transfer_timeout: self.transfer_timeout,
@@ -213,7 +227,8 @@ pub struct ScanArgs {
     /// One JSON document instead of the table
     #[arg(long)]
     pub json: bool,
-    /// Ignore cached OS answers and ask every guest agent again
+    /// Ignore cached OS answers and ask every guest agent again (--definition-ttl 0 also
+    /// reads every VM's XML again)
     #[arg(long)]
     pub no_cache: bool,
 }

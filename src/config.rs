@@ -8,7 +8,8 @@
 //! backend = "native"      # or "virsh"
 //! probe_timeout = 5       # seconds: the scan's deadline for guest agents
 //! agent_timeout = 5       # seconds: one agent call of mount/eject/edit/cat/pull/push
-//! cache_ttl = 60          # seconds
+//! cache_ttl = 60          # seconds an OS answer is reused
+//! definition_ttl = 600    # seconds a shut-off VM's XML facts are reused (0: never)
 //! jobs = 32
 //! max_size = "64M"        # largest file edit/cat/pull/push move through the agent
 //! transfer_timeout = 600  # seconds one download or upload may take in all
@@ -44,7 +45,7 @@ pub const DEFAULT_TRANSFER_TIMEOUT_SECS: u64 = 600;
 /// Default progress floor of a transfer, bytes per second.
 pub const DEFAULT_MIN_RATE: u64 = 32 << 10;
 /// The config keys, for error messages.
-const KEYS: &str = "uri, backend, probe_timeout, agent_timeout, cache_ttl, jobs, max_size, transfer_timeout, min_rate, web_config_file, collect";
+const KEYS: &str = "uri, backend, probe_timeout, agent_timeout, cache_ttl, definition_ttl, jobs, max_size, transfer_timeout, min_rate, web_config_file, collect";
 
 /// The settings a user can give — in the config file, or as flags and environment
 /// variables. Unknown keys in the file are an error, so typos are noticed.
@@ -56,6 +57,7 @@ pub struct FileConfig {
     pub probe_timeout: Option<f64>,
     pub agent_timeout: Option<f64>,
     pub cache_ttl: Option<u64>,
+    pub definition_ttl: Option<u64>,
     pub jobs: Option<usize>,
     pub max_size: Option<String>,
     pub transfer_timeout: Option<u64>,
@@ -88,6 +90,8 @@ pub struct Settings {
     /// pull, push) before anything is changed.
     pub agent_timeout: Duration,
     pub cache_ttl: Duration,
+    /// How long a shut-off domain's XML facts are reused while its definition tag holds.
+    pub definition_ttl: Duration,
     pub jobs: usize,
     pub cache_path: Option<PathBuf>,
     /// Largest file moved through the guest agent, bytes.
@@ -189,6 +193,15 @@ pub fn resolve_with(
             "cache TTL must be at most {MAX_SECONDS} seconds (a year), got {cache_ttl}"
         ));
     }
+    let definition_ttl = o
+        .definition_ttl
+        .or(file.definition_ttl)
+        .unwrap_or(crate::probe::DEFAULT_DEFINITION_TTL.as_secs());
+    if definition_ttl > MAX_SECONDS as u64 {
+        return Err(format!(
+            "definition TTL must be at most {MAX_SECONDS} seconds (a year), got {definition_ttl}"
+        ));
+    }
     Ok(Settings {
         uri: o.uri.clone().or(env_uri).or(file.uri),
         backend: o
@@ -198,6 +211,7 @@ pub fn resolve_with(
         scan_deadline,
         agent_timeout,
         cache_ttl: Duration::from_secs(cache_ttl),
+        definition_ttl: Duration::from_secs(definition_ttl),
         jobs,
         cache_path: default_cache_path(),
         transfer_timeout: {
@@ -262,6 +276,7 @@ mod tests {
             probe_timeout: Some(9.0),
             agent_timeout: Some(2.0),
             cache_ttl: Some(10),
+            definition_ttl: Some(0),
             jobs: Some(3),
             max_size: Some("1G".into()),
             transfer_timeout: Some(30),
@@ -276,10 +291,12 @@ mod tests {
         assert_eq!(s.scan_deadline, Duration::from_secs(5));
         assert_eq!(s.agent_timeout, Duration::from_secs(5));
         assert_eq!(s.cache_ttl, Duration::from_secs(60));
+        assert_eq!(s.definition_ttl, Duration::from_secs(600));
         assert_eq!(s.max_size, DEFAULT_MAX_SIZE);
         assert_eq!(s.collect, Families::ALL);
 
         let s = resolve_with(&none, None, file).unwrap();
+        assert_eq!(s.definition_ttl, Duration::ZERO);
         assert_eq!(s.max_size, 1 << 30);
         assert_eq!(s.scan_deadline, Duration::from_secs(9));
         assert_eq!(s.agent_timeout, Duration::from_secs(2));

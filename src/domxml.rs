@@ -20,7 +20,7 @@ pub struct CdromDrive {
 }
 
 /// What one domain XML tells us.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainXmlFacts {
     pub cdroms: Vec<CdromDrive>,
     /// The libosinfo OS id, e.g. `http://microsoft.com/win/2k22`.
@@ -39,7 +39,7 @@ pub struct DomainXmlFacts {
 }
 
 /// What describes one disk device. Every field is text from the XML, empty when absent.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskFacts {
     /// `<target dev>`: `vda`, `sda`, …
     pub target: String,
@@ -62,7 +62,7 @@ pub struct DiskFacts {
 
 /// What describes one network interface. Every field is text from the XML, empty when
 /// absent.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InterfaceFacts {
     /// `<interface type>`: `network`, `bridge`, `user`, `direct`, …
     pub interface_type: String,

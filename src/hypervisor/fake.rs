@@ -72,6 +72,7 @@ impl FakeDomain {
                 memory_max_kib: 262_144,
                 memory_used_kib: 262_144,
                 cpu_time_ns: 0,
+                definition_tag: None,
             },
             xml: format!("<domain type='qemu'><name>{name}</name><devices/></domain>"),
             persistent_xml: None,
@@ -130,6 +131,12 @@ impl FakeDomain {
 
     pub fn with_agent_delay(mut self, delay: Duration) -> FakeDomain {
         self.agent_delay = delay;
+        self
+    }
+
+    /// What the native adapter derives from the bulk statistics of a shut-off domain.
+    pub fn with_definition_tag(mut self, tag: u64) -> FakeDomain {
+        self.info.definition_tag = Some(tag);
         self
     }
 
@@ -211,6 +218,15 @@ impl FakeHypervisor {
         script: impl Fn(&str, &str, ChangeScope, bool) -> HvResult<()> + Send + Sync + 'static,
     ) {
         self.lock().device_script = Some(Arc::new(script));
+    }
+
+    /// Redefine `domain` with `xml` (both scopes), under definition tag `tag`.
+    pub fn redefine(&self, domain: &str, xml: &str, tag: Option<u64>) {
+        if let Some(d) = self.lock().domains.get_mut(domain) {
+            d.xml = xml.to_string();
+            d.persistent_xml = None;
+            d.info.definition_tag = tag;
+        }
     }
 
     pub fn set_state(&self, domain: &str, state: DomainState) {

@@ -103,6 +103,44 @@ pub struct DomainInfo {
     pub memory_used_kib: u64,
     /// Total CPU time consumed, nanoseconds.
     pub cpu_time_ns: u64,
+    /// A digest of what the bulk statistics say about a shut-off domain's definition
+    /// (memory, vCPUs, every disk's target and source; see [`definition_tag`]): when it is
+    /// unchanged, so is the XML as far as those go, and a scan may reuse facts it read
+    /// before. `None` (running domains, drivers without the figures): read the XML.
+    #[serde(skip)]
+    pub definition_tag: Option<u64>,
+}
+
+/// Whether a bulk statistics field tells something about a shut-off domain's definition.
+/// Left out: the CPU times (libvirt 9.0 reports a drifting `cpu.time` for a shut-off
+/// domain) and the image sizes (`capacity`, `allocation`, `physical` follow the files).
+fn describes_definition(key: &str) -> bool {
+    !(key.starts_with("cpu.")
+        || key.ends_with(".capacity")
+        || key.ends_with(".allocation")
+        || key.ends_with(".physical"))
+}
+
+/// The digest behind [`DomainInfo::definition_tag`]: FNV-1a over `key=value` lines of the
+/// fields that describe the definition, in the order given (libvirt's, which is stable).
+/// Stable across processes and builds, because it is stored in the cache file.
+pub fn definition_tag<'a>(fields: impl IntoIterator<Item = (&'a str, String)>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (key, value) in fields {
+        if !describes_definition(key) {
+            continue;
+        }
+        for b in key
+            .bytes()
+            .chain([b'='])
+            .chain(value.bytes())
+            .chain([b'\n'])
+        {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
 }
 
 /// Which definition of a domain to read or change.
@@ -509,6 +547,41 @@ pub fn classify_agent_message(domain: &str, command: &str, message: &str) -> HvE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_definition_tag_follows_drives_memory_and_vcpus_only() {
+        let tag = |pairs: &[(&'static str, &str)]| {
+            definition_tag(pairs.iter().map(|(k, v)| (*k, v.to_string())))
+        };
+        let base = [
+            ("state.state", "5"),
+            ("balloon.maximum", "131072"),
+            ("vcpu.maximum", "1"),
+            ("block.count", "1"),
+            ("block.0.name", "sda"),
+            ("block.0.path", "/isos/a.iso"),
+            ("cpu.time", "20710000000"),
+            ("block.0.capacity", "1000"),
+        ];
+        let t = tag(&base);
+        let with = |key: &str, value: &'static str| {
+            let mut v = base;
+            v.iter_mut().find(|(k, _)| *k == key).unwrap().1 = value;
+            tag(&v)
+        };
+        // Noise of a shut-off domain leaves it alone ...
+        assert_eq!(with("cpu.time", "1"), t);
+        assert_eq!(with("block.0.capacity", "2000"), t);
+        // ... every change of what the definition says moves it.
+        assert_ne!(with("block.0.path", "/isos/b.iso"), t);
+        assert_ne!(with("block.0.name", "sdb"), t);
+        assert_ne!(with("balloon.maximum", "262144"), t);
+        assert_ne!(with("vcpu.maximum", "2"), t);
+        // Key and value cannot trade characters unnoticed.
+        assert_ne!(tag(&[("block.0.path", "x")]), tag(&[("block.0.pat", "hx")]));
+        // Stable across runs: it is stored in the cache file.
+        assert_eq!(tag(&[("a", "b")]), 0xec8b_8c82_c375_96fb);
+    }
 
     #[test]
     fn unknown_vms_and_connections_are_usage_errors() {

@@ -177,6 +177,17 @@ impl Param {
             Param::Text(t) => StatValue::Text(t),
         }
     }
+
+    /// The value as `virsh domstats --raw` prints it.
+    fn text(&self) -> String {
+        match self {
+            Param::Int(v) => v.to_string(),
+            Param::UInt(v) => v.to_string(),
+            Param::Float(v) => v.to_string(),
+            Param::Bool(v) => if *v { "yes" } else { "no" }.to_string(),
+            Param::Text(t) => t.clone(),
+        }
+    }
 }
 
 /// A C string libvirt owns, copied; `None` for a null pointer.
@@ -570,15 +581,18 @@ impl Hypervisor for NativeHypervisor {
     }
 
     fn list_domains(&self) -> HvResult<Vec<DomainInfo>> {
-        // Shut-off domains (always persistent) come from one bulk call: the state, balloon
-        // and vCPU groups of an inactive domain are read from its definition, with no
+        // Shut-off domains (always persistent) come from one bulk call: the state, balloon,
+        // vCPU and block groups of an inactive domain are read from its definition, with no
         // domain job and no QEMU monitor, so N `virDomainGetInfo` round trips become one.
+        // The block group (every disk's target and source) feeds the definition tag, which
+        // lets a scan skip re-reading the XML of a domain whose definition did not change.
         // Running domains are listed (persistent and transient apart, which tells each
         // one's persistence without another RPC) and asked one `info()` each.
         let inactive = self.stats_records(
             sys::VIR_DOMAIN_STATS_STATE
                 | sys::VIR_DOMAIN_STATS_BALLOON
-                | sys::VIR_DOMAIN_STATS_VCPU,
+                | sys::VIR_DOMAIN_STATS_VCPU
+                | sys::VIR_DOMAIN_STATS_BLOCK,
             sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_INACTIVE,
         )?;
         let mut domains: Vec<(Owned<Domain>, bool)> = Vec::new();
@@ -779,6 +793,9 @@ fn inactive_info(rec: &sys::virDomainStatsRecord) -> Option<(DomainInfo, Owned<D
             memory_max_kib: uint("balloon.maximum")?,
             memory_used_kib: uint("balloon.current")?,
             cpu_time_ns: 0,
+            definition_tag: Some(super::definition_tag(
+                params.iter().map(|(k, v)| (k.as_str(), v.text())),
+            )),
         })
     };
     // A driver whose bulk call leaves a group out (libvirt's test driver has no balloon
@@ -800,6 +817,7 @@ fn domain_info(dom: &Domain, persistent: bool) -> Result<DomainInfo, VirtError> 
         memory_max_kib: info.max_mem,
         memory_used_kib: info.memory,
         cpu_time_ns: info.cpu_time,
+        definition_tag: None,
     })
 }
 

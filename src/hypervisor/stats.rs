@@ -331,6 +331,7 @@ impl DomainStats {
             memory_max_kib: max,
             memory_used_kib: used,
             cpu_time_ns: cpu,
+            definition_tag: None,
         })
     }
 }

@@ -1,7 +1,15 @@
-//! The OS answer cache: positive answers and remembered agent timeouts, per connection
-//! URI and domain UUID, with a TTL. It persists between invocations in one JSON file in
-//! the user's cache directory, written atomically (temp file + rename), so a second
-//! `scan` within the TTL asks no agent and never waits for a frozen one again.
+//! The scan cache, per connection URI and domain UUID, each part with its own TTL:
+//!
+//! - OS answers: positive answers and remembered agent timeouts, so a second `scan` within
+//!   the TTL asks no agent and never waits for a frozen one again;
+//! - definition facts: what the XML of a shut-off domain said (drives, ISOs, libosinfo id,
+//!   disks, interfaces), kept with the domain's definition tag (see
+//!   [`crate::hypervisor::definition_tag`]). A scan reuses them only while the bulk
+//!   statistics give the same tag — a changed ISO, disk, memory or vCPU count always means
+//!   a fresh read — so libvirt's one-RPC-per-domain XML read is paid once, not every scan.
+//!
+//! It persists between invocations in one JSON file in the user's cache directory, written
+//! atomically (temp file + rename).
 //!
 //! The file is read as untrusted: only a regular file, not through a link, at most
 //! [`MAX_FILE`] bytes (a FIFO or /dev/zero planted there neither hangs nor fills memory),
@@ -17,6 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::domxml::DomainXmlFacts;
 use crate::snapshot::{AgentStatus, OsAnswer};
 
 /// What we remember about one guest's OS probe.
@@ -29,11 +38,23 @@ pub struct CacheEntry {
     pub os: OsAnswer,
 }
 
+/// What the XML of one shut-off domain said, and under which definition tag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DefinitionEntry {
+    pub tag: u64,
+    /// Unix seconds when the XML was read.
+    pub stored_at: u64,
+    pub facts: DomainXmlFacts,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct CacheFile {
     version: u32,
     /// Key: `URI uuid`.
     entries: HashMap<String, CacheEntry>,
+    /// Key: `URI uuid`. Absent in files of earlier releases.
+    #[serde(default)]
+    definitions: HashMap<String, DefinitionEntry>,
 }
 
 const FORMAT_VERSION: u32 = 1;
@@ -69,6 +90,7 @@ pub fn now_unix() -> u64 {
 pub struct OsCache {
     path: Option<PathBuf>,
     entries: HashMap<String, CacheEntry>,
+    definitions: HashMap<String, DefinitionEntry>,
     dirty: bool,
 }
 
@@ -82,6 +104,7 @@ impl OsCache {
         OsCache {
             path: None,
             entries: HashMap::new(),
+            definitions: HashMap::new(),
             dirty: false,
         }
     }
@@ -90,16 +113,18 @@ impl OsCache {
     /// cache only ever saves time, it is never a source of truth).
     pub fn load(path: &Path) -> OsCache {
         let now = now_unix();
-        let mut entries = read_bounded(path)
+        let file = read_bounded(path)
             .and_then(|b| serde_json::from_slice::<CacheFile>(&b).ok())
             .filter(|f| f.version == FORMAT_VERSION)
-            .map(|f| f.entries)
             .unwrap_or_default();
-        // An answer from the future would never expire: not ours, or a clock gone wrong.
+        let (mut entries, mut definitions) = (file.entries, file.definitions);
+        // An entry from the future would never expire: not ours, or a clock gone wrong.
         entries.retain(|_, e| e.stored_at <= now + 60);
+        definitions.retain(|_, e| e.stored_at <= now + 60);
         OsCache {
             path: Some(path.to_path_buf()),
             entries,
+            definitions,
             dirty: false,
         }
     }
@@ -116,9 +141,50 @@ impl OsCache {
         self.dirty = true;
     }
 
-    /// Write the file (when backed by one and changed), dropping entries older than
-    /// `ttl_secs`. Errors are returned for the caller to mention, never fatal.
-    pub fn save(&mut self, ttl_secs: u64) -> std::io::Result<()> {
+    /// The facts read from `uuid`'s XML under definition tag `tag`, when younger than
+    /// `ttl_secs`.
+    pub fn definition(
+        &self,
+        uri: &str,
+        uuid: &str,
+        tag: u64,
+        ttl_secs: u64,
+    ) -> Option<&DomainXmlFacts> {
+        let e = self.definitions.get(&key(uri, uuid))?;
+        let age = now_unix().saturating_sub(e.stored_at);
+        (e.tag == tag && age < ttl_secs).then_some(&e.facts)
+    }
+
+    pub fn put_definition(&mut self, uri: &str, uuid: &str, tag: u64, facts: DomainXmlFacts) {
+        let entry = DefinitionEntry {
+            tag,
+            stored_at: now_unix(),
+            facts,
+        };
+        self.definitions.insert(key(uri, uuid), entry);
+        self.dirty = true;
+    }
+
+    /// Forget what is stored for domains of `uri` that are not in `listed` (undefined
+    /// since), so a long-running `serve` or `top` does not keep every domain it ever saw.
+    pub fn forget_others(&mut self, uri: &str, listed: &std::collections::HashSet<&str>) {
+        let prefix = format!("{uri} ");
+        let gone = |k: &String| {
+            k.strip_prefix(&prefix)
+                .is_some_and(|uuid| !listed.contains(uuid))
+        };
+        let before = self.entries.len() + self.definitions.len();
+        self.entries.retain(|k, _| !gone(k));
+        self.definitions.retain(|k, _| !gone(k));
+        if self.entries.len() + self.definitions.len() != before {
+            self.dirty = true;
+        }
+    }
+
+    /// Write the file (when backed by one and changed), dropping OS answers older than
+    /// `ttl_secs` and definition facts older than `definition_ttl_secs`. Errors are
+    /// returned for the caller to mention, never fatal.
+    pub fn save(&mut self, ttl_secs: u64, definition_ttl_secs: u64) -> std::io::Result<()> {
         let Some(path) = self.path.clone() else {
             return Ok(());
         };
@@ -128,6 +194,8 @@ impl OsCache {
         let now = now_unix();
         self.entries
             .retain(|_, e| now.saturating_sub(e.stored_at) < ttl_secs.max(1));
+        self.definitions
+            .retain(|_, e| now.saturating_sub(e.stored_at) < definition_ttl_secs);
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -136,6 +204,7 @@ impl OsCache {
         let file = CacheFile {
             version: FORMAT_VERSION,
             entries: self.entries.clone(),
+            definitions: self.definitions.clone(),
         };
         // tempfile creates it with O_EXCL, 0600, under a random name: no link planted
         // in the directory is followed, and two runs never write into one file.
@@ -192,7 +261,7 @@ mod tests {
         let real = dir.path().join("real.json");
         let mut c = OsCache::load(&real);
         c.put("u", "a", entry(now_unix()));
-        c.save(60).unwrap();
+        c.save(60, 60).unwrap();
         let link = dir.path().join("link.json");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         assert!(OsCache::load(&link).entries.is_empty());
@@ -200,7 +269,7 @@ mod tests {
         // An entry from the future is dropped.
         let mut c = OsCache::load(&real);
         c.put("u", "b", entry(now_unix() + 86_400));
-        c.save(100_000).unwrap();
+        c.save(100_000, 100_000).unwrap();
         let c = OsCache::load(&real);
         assert!(c.get("u", "b", 100_000).is_none());
         assert!(c.get("u", "a", 60).is_some());
@@ -215,7 +284,7 @@ mod tests {
         let path = dir.path().join("sub/os-cache.json");
         let mut c = OsCache::load(&path);
         c.put("u", "1", entry(now_unix()));
-        c.save(60).unwrap();
+        c.save(60, 60).unwrap();
         let again = OsCache::load(&path);
         assert_eq!(
             again.get("u", "1", 60),

@@ -30,6 +30,11 @@ use os::OsinfoDb;
 /// Why a running guest's agent was not asked with `ask_agents` off.
 pub const NOT_ASKED_READ_ONLY: &str = "read-only: guest agents are not asked";
 
+/// How long a shut-off domain's XML facts are reused by default. The tag already catches
+/// every change of a drive, its ISO, memory or vCPUs; the TTL bounds what it cannot see
+/// (the libosinfo id, a device's bus or model, interface details).
+pub const DEFAULT_DEFINITION_TTL: Duration = Duration::from_secs(600);
+
 /// Settings of the probe manager (from flags, environment, config file, defaults).
 #[derive(Debug, Clone)]
 pub struct ProbeSettings {
@@ -50,6 +55,9 @@ pub struct ProbeSettings {
     /// Ask guest agents. `serve --read-only` does not (a read-only connection may not):
     /// running guests then get their OS from the cache and the libosinfo metadata only.
     pub ask_agents: bool,
+    /// How long the facts read from a shut-off domain's XML are reused while its
+    /// definition tag stays the same (0: read every XML on every scan).
+    pub definition_ttl: Duration,
 }
 
 impl Default for ProbeSettings {
@@ -62,6 +70,7 @@ impl Default for ProbeSettings {
             cache_path: None,
             collect: Families::NONE,
             ask_agents: true,
+            definition_ttl: DEFAULT_DEFINITION_TTL,
         }
     }
 }
@@ -292,27 +301,57 @@ impl ProbeManager {
         let stats = collect
             .need_stats()
             .then(|| self.start_stats(collect, deadline));
-        let names: Vec<String> = domains.iter().map(|d| d.name.clone()).collect();
-        let xmls = read_xmls(&self.hv, names, deadline);
+        // A shut-off domain whose definition tag is unchanged keeps the facts read from
+        // its XML before; every other domain's XML is read now. `no_cache` is about agent
+        // answers; `definition_ttl` 0 is what turns this off.
+        let definition_ttl = self.settings.definition_ttl.as_secs();
+        let mut known: Vec<Option<domxml::DomainXmlFacts>> = {
+            let cache = lock(&self.cache);
+            domains
+                .iter()
+                .map(|d| {
+                    let tag = d.definition_tag?;
+                    cache
+                        .definition(&uri, &d.uuid, tag, definition_ttl)
+                        .cloned()
+                })
+                .collect()
+        };
+        let names: Vec<String> = domains
+            .iter()
+            .zip(&known)
+            .filter(|(_, k)| k.is_none())
+            .map(|(d, _)| d.name.clone())
+            .collect();
+        let mut xmls = read_xmls(&self.hv, names, deadline).into_iter();
         let mut errors = Vec::new();
         let mut late = 0;
         let mut lost = None;
+        let mut read_now = Vec::new();
         let facts: Vec<Result<domxml::DomainXmlFacts, String>> = domains
             .iter()
-            .zip(xmls)
-            .map(|(d, xml)| {
-                let Some(xml) = xml else {
+            .zip(known.iter_mut())
+            .map(|(d, known)| {
+                if let Some(f) = known.take() {
+                    return Ok(f);
+                }
+                let Some(xml) = xmls.next().flatten() else {
                     late += 1;
                     return Err(XML_LATE.to_string());
                 };
-                xml.inspect_err(|e| {
-                    if matches!(e, HvError::Unreachable { .. }) {
-                        lost = Some(e.clone());
-                    }
-                })
-                .map_err(|e| e.to_string())
-                .and_then(|x| domxml::parse(&x))
-                .inspect_err(|e| errors.push(format!("{}: {e}", d.name)))
+                let f = xml
+                    .inspect_err(|e| {
+                        if matches!(e, HvError::Unreachable { .. }) {
+                            lost = Some(e.clone());
+                        }
+                    })
+                    .map_err(|e| e.to_string())
+                    .and_then(|x| domxml::parse(&x))
+                    .inspect_err(|e| errors.push(format!("{}: {e}", d.name)))?;
+                if let Some(tag) = d.definition_tag {
+                    read_now.push((d.uuid.clone(), tag, f.clone()));
+                }
+                Ok(f)
             })
             .collect();
         if late > 0 {
@@ -418,8 +457,13 @@ impl ProbeManager {
             }
             vms.push(row(d, f, media_error, os, agent, probe_ms));
         }
-        if let Err(e) = cache.save(ttl) {
-            errors.push(format!("could not save the OS cache: {e}"));
+        for (uuid, tag, f) in read_now {
+            cache.put_definition(&uri, &uuid, tag, f);
+        }
+        let listed: HashSet<&str> = vms.iter().map(|v| v.uuid.as_str()).collect();
+        cache.forget_others(&uri, &listed);
+        if let Err(e) = cache.save(ttl, definition_ttl) {
+            errors.push(format!("could not save the scan cache: {e}"));
         }
         if let Some(line) = stats.as_ref().and_then(StatsOutcome::summary) {
             errors.push(line);

@@ -1,7 +1,7 @@
 //! Decision logic of the probe manager against the fake hypervisor.
 
 use super::*;
-use crate::hypervisor::fake::{FakeDomain, FakeHypervisor};
+use crate::hypervisor::fake::{Call, FakeDomain, FakeHypervisor};
 use crate::hypervisor::{classify_agent_message, DomainState, MAX_DETAIL};
 use crate::snapshot::MAX_OS_TEXT;
 use serde_json::{json, Value};
@@ -25,6 +25,7 @@ fn settings(timeout_ms: u64) -> ProbeSettings {
         cache_path: None,
         collect: Families::NONE,
         ask_agents: true,
+        definition_ttl: DEFAULT_DEFINITION_TTL,
     }
 }
 
@@ -560,4 +561,130 @@ fn a_domain_libvirt_left_out_is_marked_alone() {
         "{:?}",
         snap.errors
     );
+}
+
+/// The XML reads of one scan, by domain.
+fn xml_reads(hv: &FakeHypervisor) -> Vec<String> {
+    let mut names: Vec<String> = hv
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::DomainXml(name, _) => Some(name),
+            _ => None,
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+fn media_of(s: &Snapshot, name: &str) -> Vec<Option<String>> {
+    find(s, name)
+        .media
+        .iter()
+        .map(|c| c.source.clone())
+        .collect()
+}
+
+#[test]
+fn a_shut_off_definition_is_read_once_while_its_tag_holds() {
+    let hv = FakeHypervisor::new()
+        .with_domain(
+            FakeDomain::new("win", DomainState::ShutOff)
+                .with_xml(WIN_XML)
+                .with_definition_tag(1),
+        )
+        .with_domain(FakeDomain::new("run", DomainState::Running));
+    let m = manager(&hv, settings(500));
+    let first = m.scan().unwrap();
+    assert_eq!(xml_reads(&hv), ["run", "win"]);
+    hv.clear_calls();
+    // Same tag: the facts are reused; a running domain is read every time.
+    let second = m.scan().unwrap();
+    assert_eq!(xml_reads(&hv), ["run"]);
+    assert_eq!(
+        media_of(&second, "win"),
+        [Some("/isos/virtio.iso".to_string())]
+    );
+    assert_eq!(find(&second, "win").os, find(&first, "win").os);
+    assert_eq!(
+        find(&second, "win").os.source,
+        Some(OsSource::LibosinfoMetadata)
+    );
+    // Another ISO changes the tag (its path is in the bulk statistics): read again.
+    hv.redefine("win", &WIN_XML.replace("virtio.iso", "other.iso"), Some(2));
+    hv.clear_calls();
+    let third = m.scan().unwrap();
+    assert_eq!(xml_reads(&hv), ["run", "win"]);
+    assert_eq!(
+        media_of(&third, "win"),
+        [Some("/isos/other.iso".to_string())]
+    );
+    // A domain without a tag (a driver without the figures) is always read.
+    hv.redefine("win", WIN_XML, None);
+    hv.clear_calls();
+    m.scan().unwrap();
+    m.scan().unwrap();
+    assert_eq!(xml_reads(&hv), ["run", "run", "win", "win"]);
+}
+
+#[test]
+fn definition_ttl_zero_reads_every_xml_and_no_cache_keeps_the_facts() {
+    let hv = FakeHypervisor::new().with_domain(
+        FakeDomain::new("win", DomainState::ShutOff)
+            .with_xml(WIN_XML)
+            .with_definition_tag(1),
+    );
+    let mut s = settings(500);
+    s.definition_ttl = Duration::ZERO;
+    let m = manager(&hv, s);
+    m.scan().unwrap();
+    m.scan().unwrap();
+    assert_eq!(xml_reads(&hv), ["win", "win"]);
+    // --no-cache is about agent answers: the tag still vouches for the XML facts.
+    hv.clear_calls();
+    let mut s = settings(500);
+    s.no_cache = true;
+    let m = manager(&hv, s);
+    m.scan().unwrap();
+    m.scan().unwrap();
+    assert_eq!(xml_reads(&hv), ["win"]);
+}
+
+#[test]
+fn definition_facts_persist_between_runs_and_forget_undefined_domains() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.json");
+    let hv = FakeHypervisor::new()
+        .with_domain(
+            FakeDomain::new("win", DomainState::ShutOff)
+                .with_xml(WIN_XML)
+                .with_definition_tag(7),
+        )
+        .with_domain(FakeDomain::new("gone", DomainState::ShutOff).with_definition_tag(8));
+    let mut s = settings(500);
+    s.cache_path = Some(path.clone());
+    manager(&hv, s.clone()).scan().unwrap();
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("virtio.iso"));
+    hv.clear_calls();
+    // A second run (a new process in real life) reads no XML.
+    let snap = manager(&hv, s.clone()).scan().unwrap();
+    assert!(xml_reads(&hv).is_empty(), "{:?}", xml_reads(&hv));
+    assert_eq!(
+        media_of(&snap, "win"),
+        [Some("/isos/virtio.iso".to_string())]
+    );
+    // An undefined domain's facts leave the file with it.
+    let hv2 = FakeHypervisor::new().with_domain(
+        FakeDomain::new("win", DomainState::ShutOff)
+            .with_xml(WIN_XML)
+            .with_definition_tag(7),
+    );
+    let before = std::fs::read_to_string(&path).unwrap();
+    let gone_uuid = find(&snap, "gone").uuid.clone();
+    assert!(before.contains(&gone_uuid));
+    manager(&hv2, s).scan().unwrap();
+    assert!(!std::fs::read_to_string(&path).unwrap().contains(&gone_uuid));
+    assert!(xml_reads(&hv2).is_empty());
 }

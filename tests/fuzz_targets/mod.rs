@@ -209,6 +209,7 @@ pub fn virsh_dominfo(data: &[u8]) {
         memory_max_kib: dice.number(),
         memory_used_kib: dice.number(),
         cpu_time_ns: dice.number() / 100_000_000 * 100_000_000,
+        definition_tag: None,
     };
     let printed = format!(
         "Id:             1\nName:           {}\nUUID:           {}\nOS Type:        hvm\n\
@@ -284,6 +285,7 @@ pub fn virsh_domstats(data: &[u8]) {
         memory_max_kib: max,
         memory_used_kib: used,
         cpu_time_ns: if state.is_active() { cpu } else { 0 },
+        definition_tag: None,
     };
     assert_eq!(records[0].to_info("u", false), Some(expected));
 }

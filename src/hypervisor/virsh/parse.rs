@@ -136,6 +136,7 @@ pub fn parse_dominfo(text: &str) -> Result<DomainInfo, String> {
         memory_max_kib,
         memory_used_kib,
         cpu_time_ns: cpu_ns.unwrap_or(0),
+        definition_tag: None,
     })
 }
 
@@ -194,6 +195,7 @@ impl DomStats {
             memory_max_kib: max,
             memory_used_kib: used,
             cpu_time_ns: cpu,
+            definition_tag: None,
         })
     }
 }
