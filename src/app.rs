@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::cli::{GlobalArgs, ServeArgs};
 use crate::config::{self, Settings};
 use crate::exit::Failure;
+use crate::fleet::Target;
 use crate::hypervisor::{self, Hypervisor};
 use crate::probe::{ProbeManager, ProbeSettings};
 use crate::snapshot::telemetry::Families;
@@ -24,7 +25,33 @@ pub struct App {
 impl App {
     /// Resolve settings (flags > environment > config file > defaults) and connect.
     pub fn connect(global: &GlobalArgs, no_cache: bool) -> Result<App, Failure> {
-        let settings = resolve(global)?;
+        App::connect_to(resolve(global)?, &[], no_cache)
+    }
+
+    /// Connect to the one host chosen (`targets` as [`fleet::targets`] gives them; none:
+    /// the settings' URI). Several hosts are a usage error: only `scan` and `isos` cover a
+    /// fleet so far.
+    pub fn connect_to(
+        mut settings: Settings,
+        targets: &[Target],
+        no_cache: bool,
+    ) -> Result<App, Failure> {
+        match targets {
+            [] => {}
+            [one] => {
+                settings.uri = Some(one.uri.clone());
+                settings.backend = one.backend;
+            }
+            many => {
+                let names: Vec<&str> = many.iter().map(|t| t.name.as_str()).collect();
+                return Err(Failure::usage(format!(
+                    "this command works on one host and {} were chosen ({}): choose one with \
+                     -c URI or --hosts NAME (scan and isos cover several)",
+                    many.len(),
+                    names.join(", ")
+                )));
+            }
+        }
         let hv: Arc<dyn Hypervisor> =
             Arc::from(hypervisor::open(settings.backend, settings.uri.as_deref())?);
         Ok(App::from_parts(settings, hv, no_cache))

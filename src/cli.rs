@@ -39,16 +39,26 @@ pub struct Cli {
 
 #[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
-    /// libvirt connection URI, e.g. qemu:///system or qemu+ssh://root@host/system
+    /// libvirt connection URI, e.g. qemu:///system or qemu+ssh://root@host/system; give
+    /// it again for more hosts (scan and isos then cover them all, with a HOST column)
     /// [default: LIBVIRT_DEFAULT_URI, then the config file, then libvirt's default]
     #[arg(
         short = 'c',
         long = "connect",
         value_name = "URI",
         env = "LIBVIRT_URI",
-        global = true
+        global = true,
+        action = clap::ArgAction::Append
     )]
-    pub connect: Option<String>,
+    pub connect: Vec<String>,
+
+    /// Hosts named in the config file ([hosts.NAME] with a uri), comma-separated
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',', global = true)]
+    pub hosts: Vec<String>,
+
+    /// Every host named in the config file
+    #[arg(long, global = true)]
+    pub all_hosts: bool,
 
     /// How to talk to libvirt: the native C API (no process per VM) or the virsh command
     /// [default: native; virsh in builds without the `native` feature]
@@ -142,7 +152,10 @@ impl GlobalArgs {
     pub fn overrides(&self) -> Overrides {
         Overrides {
             values: FileConfig {
-                uri: self.connect.clone().filter(|u| !u.trim().is_empty()),
+                uri: match self.connect.as_slice() {
+                    [one] if !one.trim().is_empty() => Some(one.clone()),
+                    _ => None,
+                },
                 backend: self.backend,
                 probe_timeout: self.probe_timeout,
                 agent_timeout: self.agent_timeout,

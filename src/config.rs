@@ -16,6 +16,12 @@
 //! min_rate = "32K"        # bytes per second a transfer must keep up (over 30 s)
 //! web_config_file = "web.yml"  # serve: TLS and basic auth (relative to this file)
 //! collect = ["block", "interface", "balloon", "vcpu", "compat"]  # serve's families
+//!
+//! [hosts.kvm1]            # a fleet: `--hosts kvm1,kvm2` or `--all-hosts` choose among them
+//! uri = "qemu+ssh://root@kvm1/system"
+//! [hosts.kvm2]
+//! uri = "qemu+ssh://root@kvm2/system"
+//! backend = "virsh"       # optional, per host
 //! ```
 //!
 //! The timeouts are named for what they bound: `scan_deadline` (`--probe-timeout`) is the
@@ -25,6 +31,7 @@
 //! an eject's guest-side unmount), so a frozen agent fails fast. `serve`'s staleness
 //! threshold is its own flag, derived from its interval and the scan deadline by default.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -38,6 +45,10 @@ pub const DEFAULT_SCAN_DEADLINE_SECS: f64 = 5.0;
 pub const DEFAULT_AGENT_TIMEOUT_SECS: f64 = 5.0;
 pub const DEFAULT_CACHE_TTL_SECS: u64 = 60;
 pub const DEFAULT_JOBS: usize = 32;
+/// How long a shut-off domain's XML facts are reused by default, seconds. Its definition
+/// tag already catches every change of a drive, its ISO, memory or vCPUs; the TTL bounds
+/// what the tag cannot see (the libosinfo id, a device's bus or model, interface details).
+pub const DEFAULT_DEFINITION_TTL_SECS: u64 = 600;
 /// Default size limit of a file moved through the agent.
 pub const DEFAULT_MAX_SIZE: u64 = 64 << 20;
 /// Default budget of one transfer, seconds (see `transfer::Pace`).
@@ -45,7 +56,7 @@ pub const DEFAULT_TRANSFER_TIMEOUT_SECS: u64 = 600;
 /// Default progress floor of a transfer, bytes per second.
 pub const DEFAULT_MIN_RATE: u64 = 32 << 10;
 /// The config keys, for error messages.
-const KEYS: &str = "uri, backend, probe_timeout, agent_timeout, cache_ttl, definition_ttl, jobs, max_size, transfer_timeout, min_rate, web_config_file, collect";
+const KEYS: &str = "uri, backend, probe_timeout, agent_timeout, cache_ttl, definition_ttl, jobs, max_size, transfer_timeout, min_rate, web_config_file, collect, hosts";
 
 /// The settings a user can give — in the config file, or as flags and environment
 /// variables. Unknown keys in the file are an error, so typos are noticed.
@@ -68,6 +79,17 @@ pub struct FileConfig {
     /// `serve`'s metric families (`block`, `interface`, `balloon`, `vcpu`, `compat`,
     /// `all`, `none`); `serve --collect` beats it. Default: all.
     pub collect: Option<Vec<String>>,
+    /// Named hosts (`[hosts.NAME]`), for `--hosts` and `--all-hosts`.
+    pub hosts: Option<BTreeMap<String, HostConfig>>,
+}
+
+/// One `[hosts.NAME]` table of the config file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    pub uri: String,
+    /// This host's backend, beating the global one.
+    pub backend: Option<Backend>,
 }
 
 /// The settings given on the command line or in the environment (clap reads both), and
@@ -104,6 +126,8 @@ pub struct Settings {
     pub web_config_file: Option<PathBuf>,
     /// `serve`'s metric families from the config file (all unless it says otherwise).
     pub collect: Families,
+    /// The config file's named hosts, by name.
+    pub hosts: BTreeMap<String, HostConfig>,
 }
 
 /// The default config file location.
@@ -196,7 +220,7 @@ pub fn resolve_with(
     let definition_ttl = o
         .definition_ttl
         .or(file.definition_ttl)
-        .unwrap_or(crate::probe::DEFAULT_DEFINITION_TTL.as_secs());
+        .unwrap_or(DEFAULT_DEFINITION_TTL_SECS);
     if definition_ttl > MAX_SECONDS as u64 {
         return Err(format!(
             "definition TTL must be at most {MAX_SECONDS} seconds (a year), got {definition_ttl}"
@@ -236,6 +260,7 @@ pub fn resolve_with(
                 .map_err(|e| format!("collect: {e}"))?,
             None => Families::ALL,
         },
+        hosts: checked_hosts(file.hosts.clone().unwrap_or_default())?,
         max_size: match (&o.max_size, &file.max_size) {
             (Some(m), _) => units::parse_size(m).map_err(|e| format!("--max-size: {e}"))?,
             (None, Some(m)) => {
@@ -244,6 +269,28 @@ pub fn resolve_with(
             (None, None) => DEFAULT_MAX_SIZE,
         },
     })
+}
+
+/// Host names are typed in `--hosts a,b` and `HOST:VM`: no comma, colon or blank, and
+/// each needs a URI.
+fn checked_hosts(
+    hosts: BTreeMap<String, HostConfig>,
+) -> Result<BTreeMap<String, HostConfig>, String> {
+    for (name, h) in &hosts {
+        if name.is_empty()
+            || name
+                .chars()
+                .any(|c| c == ',' || c == ':' || c.is_whitespace() || c.is_control())
+        {
+            return Err(format!(
+                "config file: host name {name:?} may not be empty or hold a comma, colon or blank"
+            ));
+        }
+        if h.uri.trim().is_empty() {
+            return Err(format!("config file: host {name:?} has an empty uri"));
+        }
+    }
+    Ok(hosts)
 }
 
 /// The longest any seconds setting may be: a year.
@@ -269,6 +316,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hosts_come_from_their_tables_and_bad_names_are_refused() {
+        let file: FileConfig = toml::from_str(
+            "[hosts.kvm1]\nuri = \"qemu+ssh://root@kvm1/system\"\n\
+             [hosts.kvm2]\nuri = \"test:///default\"\nbackend = \"virsh\"\n",
+        )
+        .unwrap();
+        let s = resolve_with(&Overrides::default(), None, file).unwrap();
+        assert_eq!(s.hosts.len(), 2);
+        assert_eq!(s.hosts["kvm1"].uri, "qemu+ssh://root@kvm1/system");
+        assert_eq!(s.hosts["kvm2"].backend, Some(Backend::Virsh));
+        for bad in ["\"a,b\"", "\"a:b\"", "\"a b\""] {
+            let file: FileConfig =
+                toml::from_str(&format!("[hosts.{bad}]\nuri = \"test:///default\"\n")).unwrap();
+            let e = resolve_with(&Overrides::default(), None, file).unwrap_err();
+            assert!(e.contains("may not be empty or hold"), "{e}");
+        }
+        let file: FileConfig = toml::from_str("[hosts.x]\nuri = \" \"\n").unwrap();
+        assert!(resolve_with(&Overrides::default(), None, file)
+            .unwrap_err()
+            .contains("empty uri"));
+        // A typo in a host table is noticed, like anywhere else in the file.
+        assert!(toml::from_str::<FileConfig>("[hosts.x]\nurl = \"test:///default\"\n").is_err());
+    }
+
+    #[test]
     fn flags_beat_env_beat_file_beat_defaults() {
         let file = FileConfig {
             uri: Some("qemu:///session".into()),
@@ -283,6 +355,7 @@ mod tests {
             min_rate: Some("1K".into()),
             web_config_file: Some("web.yml".into()),
             collect: Some(vec!["block".into(), "vcpu".into()]),
+            hosts: None,
         };
         let none = Overrides::default();
         let s = resolve_with(&none, None, FileConfig::default()).unwrap();

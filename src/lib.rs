@@ -16,6 +16,7 @@ pub mod config;
 pub mod domxml;
 pub mod edit;
 pub mod exit;
+pub mod fleet;
 pub mod hypervisor;
 pub mod media;
 pub mod probe;
@@ -32,8 +33,8 @@ use std::io::{self, IsTerminal};
 use app::App;
 use cli::{Cli, Command};
 use commands::{
-    completions, edit as edit_cmd, files, manpage, media as media_cmd, menu, recovery, scan,
-    serve as serve_cmd, top as top_cmd,
+    completions, edit as edit_cmd, files, fleet as fleet_cmd, manpage, media as media_cmd, menu,
+    recovery, scan, serve as serve_cmd, top as top_cmd,
 };
 use exit::Failure;
 use term::progress::ProgressSink;
@@ -41,7 +42,7 @@ use term::progress::ProgressSink;
 /// The floors, top to bottom. `lib` itself (this file: [`run`]) stands above them all.
 pub const FLOORS: &[&[&str]] = &[
     &["commands"],
-    &["cli", "app"],
+    &["cli", "app", "fleet"],
     &["probe", "media", "transfer", "edit", "serve", "top"],
     &["agent", "snapshot", "render", "config", "term", "audit"],
     &["hypervisor", "domxml"],
@@ -53,7 +54,17 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
     let stdout = io::stdout();
     let stderr = io::stderr();
     let progress = ProgressSink::stderr_if_terminal();
-    let connect = |no_cache| App::connect(&cli.global, no_cache);
+    // Settings and the hosts the command line chooses; more than one host only for the
+    // commands that cover a fleet.
+    let chosen = || -> Result<(config::Settings, Vec<fleet::Target>), Failure> {
+        let settings = app::resolve(&cli.global)?;
+        let targets = fleet::targets(&cli.global, &settings).map_err(Failure::usage)?;
+        Ok((settings, targets))
+    };
+    let connect = |no_cache| {
+        let (settings, targets) = chosen()?;
+        App::connect_to(settings, &targets, no_cache)
+    };
     if !matches!(
         cli.command,
         Some(Command::Recovery(_) | Command::Completions(_) | Command::Manpage(_))
@@ -72,14 +83,22 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             )
         }
         Some(Command::Scan(args)) => {
-            let app = connect(args.no_cache)?;
+            let (settings, targets) = chosen()?;
             // Buffered: a JSON document of hundreds of VMs is otherwise thousands of writes.
             let mut out = io::BufWriter::new(stdout.lock());
+            if targets.len() > 1 {
+                return fleet_cmd::scan(&settings, &targets, args, &mut out, &mut stderr.lock());
+            }
+            let app = App::connect_to(settings, &targets, args.no_cache)?;
             scan::run(&app, args, &mut out, &mut stderr.lock(), progress)
         }
         Some(Command::Isos(args)) => {
+            let (settings, targets) = chosen()?;
             let mut out = io::BufWriter::new(stdout.lock());
-            media_cmd::isos(&connect(false)?, args, &mut out)
+            if targets.len() > 1 {
+                return fleet_cmd::isos(&settings, &targets, args, &mut out, &mut stderr.lock());
+            }
+            media_cmd::isos(&App::connect_to(settings, &targets, false)?, args, &mut out)
         }
         Some(Command::Mount(args)) => {
             media_cmd::mount_cmd(&connect(false)?, args, &mut stdout.lock())

@@ -281,7 +281,7 @@ mod tests {
     fn the_connection_comes_from_the_unfinished_command_line() {
         let words = |w: &[&str]| -> Vec<OsString> { w.iter().map(OsString::from).collect() };
         let g = global_args(&words(&[NAME, "-c", "test:///default", "mount"])).unwrap();
-        assert_eq!(g.connect.as_deref(), Some("test:///default"));
+        assert_eq!(g.connect, ["test:///default"]);
         let g = global_args(&words(&[
             NAME,
             "eject",
@@ -290,7 +290,7 @@ mod tests {
             "virsh",
         ]));
         let g = g.unwrap();
-        assert_eq!(g.connect.as_deref(), Some("test:///x"));
+        assert_eq!(g.connect, ["test:///x"]);
         assert_eq!(g.backend, Some(Backend::Virsh));
         assert!(global_args(&words(&[NAME, "mount", "--bogus"])).is_some());
     }

@@ -22,14 +22,7 @@ use crate::snapshot::media::{DriveOutcome, IsoMatch, VmMedia, VmReport};
 pub fn isos(app: &App, args: &IsosArgs, out: &mut impl Write) -> Result<u8, Failure> {
     let host = read_host(app.hv.as_ref())?;
     let wanted = args.iso.as_deref().map(IsoMatch::new);
-    let vms: Vec<&VmMedia> = host
-        .vms
-        .iter()
-        .filter(|vm| match &wanted {
-            Some(iso) => vm.drives.iter().any(|d| d.holds(iso)),
-            None => true,
-        })
-        .collect();
+    let vms = host.holding(wanted.as_ref());
     if args.json {
         write_isos_json(out, &host, &vms)?;
     } else {

@@ -7,6 +7,7 @@
 pub mod completions;
 pub mod edit;
 pub mod files;
+pub mod fleet;
 pub mod manpage;
 pub mod media;
 pub mod menu;

@@ -30,10 +30,9 @@ use os::OsinfoDb;
 /// Why a running guest's agent was not asked with `ask_agents` off.
 pub const NOT_ASKED_READ_ONLY: &str = "read-only: guest agents are not asked";
 
-/// How long a shut-off domain's XML facts are reused by default. The tag already catches
-/// every change of a drive, its ISO, memory or vCPUs; the TTL bounds what it cannot see
-/// (the libosinfo id, a device's bus or model, interface details).
-pub const DEFAULT_DEFINITION_TTL: Duration = Duration::from_secs(600);
+/// How long a shut-off domain's XML facts are reused by default.
+pub const DEFAULT_DEFINITION_TTL: Duration =
+    Duration::from_secs(crate::config::DEFAULT_DEFINITION_TTL_SECS);
 
 /// Settings of the probe manager (from flags, environment, config file, defaults).
 #[derive(Debug, Clone)]
@@ -90,7 +89,8 @@ struct ProbeOutcome {
 pub struct ProbeManager {
     hv: Arc<dyn Hypervisor>,
     settings: ProbeSettings,
-    cache: Mutex<OsCache>,
+    /// Shared by the managers of a fleet scan: one file, keyed by URI, saved whole.
+    cache: Arc<Mutex<OsCache>>,
     /// UUIDs whose probe is still running (possibly from an earlier scan): never start a
     /// second one, libvirt would only queue it behind the first.
     in_flight: Arc<Mutex<HashSet<String>>>,
@@ -223,14 +223,29 @@ struct Task {
 
 impl ProbeManager {
     pub fn new(hv: Arc<dyn Hypervisor>, settings: ProbeSettings) -> ProbeManager {
-        let cache = match &settings.cache_path {
+        let cache = Arc::new(Mutex::new(ProbeManager::load_cache(&settings)));
+        ProbeManager::with_cache(hv, settings, cache)
+    }
+
+    /// The cache `settings` name: its file, or one in memory.
+    pub fn load_cache(settings: &ProbeSettings) -> OsCache {
+        match &settings.cache_path {
             Some(p) => OsCache::load(p),
             None => OsCache::in_memory(),
-        };
+        }
+    }
+
+    /// A manager whose cache is shared with others (one per host of a fleet scan), so
+    /// that none of their saves drops another host's entries.
+    pub fn with_cache(
+        hv: Arc<dyn Hypervisor>,
+        settings: ProbeSettings,
+        cache: Arc<Mutex<OsCache>>,
+    ) -> ProbeManager {
         ProbeManager {
             hv,
             settings,
-            cache: Mutex::new(cache),
+            cache,
             in_flight: Arc::new(Mutex::new(HashSet::new())),
             stats_busy: Arc::new(AtomicBool::new(false)),
             osinfo: OsinfoDb::system(),

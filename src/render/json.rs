@@ -19,6 +19,54 @@ struct Document<'a> {
     snapshot: &'a Snapshot,
 }
 
+/// How one host of a fleet command fared (`hosts` of its JSON document).
+#[derive(Debug, Serialize)]
+pub struct HostStatus<'a> {
+    pub host: &'a str,
+    pub uri: &'a str,
+    pub ok: bool,
+    pub error: Option<&'a str>,
+    pub duration_ms: u64,
+}
+
+/// One item of a fleet document's list: the host's name, then the item's own fields.
+#[derive(Serialize)]
+pub struct OnHost<'a, T: Serialize> {
+    pub host: &'a str,
+    #[serde(flatten)]
+    pub item: &'a T,
+}
+
+#[derive(Serialize)]
+struct FleetScan<'a> {
+    schema_version: u32,
+    hosts: &'a [HostStatus<'a>],
+    vms: Vec<OnHost<'a, crate::snapshot::VmRow>>,
+    errors: Vec<String>,
+}
+
+/// `scan --json` over several hosts: every host's status, every VM with its `host`, and
+/// each host's per-VM warnings prefixed with the host.
+pub fn write_fleet_json(
+    out: &mut impl Write,
+    hosts: &[HostStatus],
+    snaps: &[(&str, &Snapshot)],
+) -> io::Result<()> {
+    let doc = FleetScan {
+        schema_version: SCHEMA_VERSION,
+        hosts,
+        vms: snaps
+            .iter()
+            .flat_map(|(host, s)| s.vms.iter().map(move |item| OnHost { host, item }))
+            .collect(),
+        errors: snaps
+            .iter()
+            .flat_map(|(host, s)| s.errors.iter().map(move |e| format!("{host}: {e}")))
+            .collect(),
+    };
+    write_pretty(out, &doc)
+}
+
 pub fn write_json(out: &mut impl Write, snap: &Snapshot) -> io::Result<()> {
     let doc = Document {
         schema_version: SCHEMA_VERSION,

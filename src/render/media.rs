@@ -99,6 +99,65 @@ pub fn write_isos_json(out: &mut dyn Write, host: &HostMedia, vms: &[&VmMedia]) 
     super::json::write_pretty(out, &doc)
 }
 
+#[derive(Serialize)]
+struct FleetIsos<'a> {
+    schema_version: u32,
+    hosts: &'a [super::json::HostStatus<'a>],
+    vms: Vec<super::json::OnHost<'a, VmMedia>>,
+    errors: Vec<HostVmError<'a>>,
+}
+
+#[derive(Serialize)]
+struct HostVmError<'a> {
+    host: &'a str,
+    vm: &'a str,
+    error: &'a str,
+}
+
+/// `isos --json` over several hosts: every host's status, the chosen VMs with their
+/// `host`, and the VMs that could not be read.
+pub fn write_fleet_isos_json(
+    out: &mut dyn Write,
+    hosts: &[super::json::HostStatus],
+    chosen: &[(&str, &HostMedia, Vec<&VmMedia>)],
+) -> io::Result<()> {
+    let doc = FleetIsos {
+        schema_version: SCHEMA_VERSION,
+        hosts,
+        vms: chosen
+            .iter()
+            .flat_map(|(host, _, vms)| {
+                vms.iter()
+                    .map(move |item| super::json::OnHost { host, item: *item })
+            })
+            .collect(),
+        errors: chosen
+            .iter()
+            .flat_map(|(host, media, _)| {
+                media
+                    .errors
+                    .iter()
+                    .map(move |(vm, error)| HostVmError { host, vm, error })
+            })
+            .collect(),
+    };
+    super::json::write_pretty(out, &doc)
+}
+
+/// The `isos` table over several hosts: a HOST column first.
+pub fn write_fleet_isos_table(
+    out: &mut dyn Write,
+    chosen: &[(&str, &HostMedia, Vec<&VmMedia>)],
+) -> io::Result<()> {
+    let mut tables = Vec::new();
+    for (host, _, vms) in chosen {
+        let mut buf = Vec::new();
+        write_isos_table(&mut buf, vms)?;
+        tables.push((*host, String::from_utf8_lossy(&buf).into_owned()));
+    }
+    super::text::write_with_host_column(out, &tables)
+}
+
 /// The one line a VM gets after a dismount (plain text).
 pub fn eject_line(r: &VmReport) -> String {
     let vm = &r.vm;

@@ -82,6 +82,18 @@ pub fn write_table(out: &mut impl Write, snap: &Snapshot) -> io::Result<()> {
     Ok(())
 }
 
+/// The table over several hosts: a HOST column first, each host's rows as [`write_table`]
+/// gives them.
+pub fn write_fleet_table(out: &mut impl Write, snaps: &[(&str, &Snapshot)]) -> io::Result<()> {
+    let mut tables = Vec::with_capacity(snaps.len());
+    for (host, snap) in snaps {
+        let mut buf = Vec::new();
+        write_table(&mut buf, snap)?;
+        tables.push((*host, String::from_utf8_lossy(&buf).into_owned()));
+    }
+    super::text::write_with_host_column(out, &tables)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -2,6 +2,8 @@
 //! names, paths) are untrusted: control characters and bidi overrides are replaced with
 //! visible escapes before anything reaches a terminal.
 
+use std::io::{self, Write};
+
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 pub use crate::units::clip;
@@ -102,6 +104,33 @@ pub fn cell(s: &str, max: usize, cell: usize) -> String {
         t.push(' ');
     }
     t
+}
+
+/// Several hosts' tables as one: a HOST column first, then each host's lines as its own
+/// table has them; the header and rule (each table's first two lines) once. The one-host
+/// layout stays exactly as it is.
+pub fn write_with_host_column(out: &mut dyn Write, tables: &[(&str, String)]) -> io::Result<()> {
+    let w = tables
+        .iter()
+        .map(|(h, _)| width(&sanitize(h)))
+        .max()
+        .unwrap_or(0)
+        .clamp(4, 24);
+    let mut header_done = false;
+    for (host, table) in tables {
+        let mut lines = table.lines();
+        let (header, rule) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+        if !header_done {
+            writeln!(out, "{}{header}", cell("HOST", w, w + 1))?;
+            writeln!(out, "{}{rule}", "-".repeat(w + 1))?;
+            header_done = true;
+        }
+        let host = cell(&sanitize(host), w, w + 1);
+        for l in lines {
+            writeln!(out, "{host}{l}")?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

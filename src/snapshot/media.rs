@@ -171,6 +171,16 @@ pub struct HostMedia {
     pub errors: Vec<(String, String)>,
 }
 
+impl HostMedia {
+    /// The VMs with a drive holding `iso`; every VM without one.
+    pub fn holding(&self, iso: Option<&IsoMatch>) -> Vec<&VmMedia> {
+        self.vms
+            .iter()
+            .filter(|vm| iso.is_none_or(|iso| vm.drives.iter().any(|d| d.holds(iso))))
+            .collect()
+    }
+}
+
 /// An ISO path as the user typed it and as an absolute path; a drive holding either
 /// holds "that ISO".
 #[derive(Debug, Clone)]

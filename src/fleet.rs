@@ -1,0 +1,274 @@
+//! Many hosts at once: which hosts a command line chooses (`-c` given more than once,
+//! `--hosts NAME,…`, `--all-hosts` over the config file's `[hosts.NAME]`), and one piece of
+//! work per host run in parallel under one deadline.
+//!
+//! Each host gets a thread of its own that opens its connection and does the work; the
+//! caller waits for all of them or for the deadline, whichever comes first. A host that
+//! hangs (libvirt has no connect timeout; a TCP peer that accepts and never answers holds
+//! `virConnectOpen` forever) is given up at the deadline and becomes one error line with
+//! the others' results complete; its thread is left behind and ends with the process.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::cli::GlobalArgs;
+use crate::config::Settings;
+use crate::hypervisor::{self, Backend, Hypervisor};
+
+/// How long opening one host's connection may take within a fleet command.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One chosen host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Its name in the config file, else the URI as given.
+    pub name: String,
+    pub uri: String,
+    pub backend: Backend,
+}
+
+/// The hosts the command line chooses. Empty: none was chosen beyond the one connection
+/// every command has (`-c` once, the environment, the config file's `uri`).
+pub fn targets(global: &GlobalArgs, settings: &Settings) -> Result<Vec<Target>, String> {
+    let named = |name: &str| -> Result<Target, String> {
+        let h = settings.hosts.get(name).ok_or_else(|| {
+            if settings.hosts.is_empty() {
+                format!(
+                    "no host named \"{name}\": the config file names no hosts (add a \
+                     [hosts.{name}] table with a uri)"
+                )
+            } else {
+                let known: Vec<&str> = settings.hosts.keys().map(String::as_str).collect();
+                format!(
+                    "no host named \"{name}\" in the config file (its hosts: {})",
+                    known.join(", ")
+                )
+            }
+        })?;
+        Ok(Target {
+            name: name.to_string(),
+            uri: h.uri.clone(),
+            backend: h.backend.unwrap_or(settings.backend),
+        })
+    };
+    let mut out: Vec<Target> = Vec::new();
+    if global.all_hosts {
+        if settings.hosts.is_empty() {
+            return Err(
+                "--all-hosts: the config file names no hosts (add [hosts.NAME] tables with a \
+                 uri)"
+                    .to_string(),
+            );
+        }
+        for name in settings.hosts.keys() {
+            out.push(named(name)?);
+        }
+    }
+    for name in &global.hosts {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err("--hosts: an empty host name (give NAME,NAME,…)".to_string());
+        }
+        out.push(named(name)?);
+    }
+    // `-c` once without --hosts is the ordinary single connection; given more than once,
+    // or beside --hosts, each URI is a host of the fleet.
+    if global.connect.len() > 1 || (!global.connect.is_empty() && !out.is_empty()) {
+        for uri in &global.connect {
+            if uri.trim().is_empty() {
+                return Err("-c/--connect: an empty URI".to_string());
+            }
+            let name = settings
+                .hosts
+                .iter()
+                .find(|(_, h)| h.uri == *uri)
+                .map_or_else(|| uri.clone(), |(n, _)| n.clone());
+            out.push(Target {
+                name,
+                uri: uri.clone(),
+                backend: settings.backend,
+            });
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|t| seen.insert((t.name.clone(), t.uri.clone())));
+    Ok(out)
+}
+
+/// What one host gave.
+#[derive(Debug)]
+pub struct HostOutcome<T> {
+    pub target: Target,
+    pub result: Result<T, String>,
+    /// How long it took (the deadline's length for a host given up).
+    pub took: Duration,
+}
+
+impl<T> HostOutcome<T> {
+    pub fn error(&self) -> Option<&str> {
+        self.result.as_ref().err().map(String::as_str)
+    }
+}
+
+/// Open every target and run `work` on it, all in parallel; whatever has not finished
+/// within `limit` is an error saying so. Results come in the targets' order.
+pub fn each_host<T: Send + 'static>(
+    targets: &[Target],
+    limit: Duration,
+    work: impl Fn(&Target, Arc<dyn Hypervisor>) -> Result<T, String> + Send + Sync + 'static,
+) -> Vec<HostOutcome<T>> {
+    let started = Instant::now();
+    let deadline = started + limit;
+    let work = Arc::new(work);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for (i, t) in targets.iter().enumerate() {
+        let (t, done, work) = (t.clone(), tx.clone(), Arc::clone(&work));
+        let spawned = thread::Builder::new()
+            .name(format!("host-{i}"))
+            .spawn(move || {
+                let t0 = Instant::now();
+                let result = hypervisor::open(t.backend, Some(&t.uri))
+                    .map_err(|e| e.to_string())
+                    .and_then(|hv| work(&t, Arc::from(hv)));
+                let _ = done.send((i, result, t0.elapsed()));
+            });
+        if let Err(e) = spawned {
+            let _ = tx.send((
+                i,
+                Err(format!("could not start a thread: {e}")),
+                Duration::ZERO,
+            ));
+        }
+    }
+    drop(tx);
+    let mut results: Vec<Option<(Result<T, String>, Duration)>> =
+        targets.iter().map(|_| None).collect();
+    let mut pending = targets.len();
+    while pending > 0 {
+        match rx.recv_deadline(deadline) {
+            Ok((i, r, took)) => {
+                results[i] = Some((r, took));
+                pending -= 1;
+            }
+            Err(_) => break,
+        }
+    }
+    targets
+        .iter()
+        .zip(results)
+        .map(|(t, r)| {
+            let (result, took) = r.unwrap_or_else(|| {
+                (
+                    Err(format!(
+                        "no answer within {:.1} s: the host hangs or is too slow (connecting \
+                         and reading it)",
+                        limit.as_secs_f64()
+                    )),
+                    limit,
+                )
+            });
+            HostOutcome {
+                target: t.clone(),
+                result,
+                took,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HostConfig;
+    use clap::Parser;
+
+    fn global(args: &[&str]) -> GlobalArgs {
+        let mut argv = vec!["dismount_iso_qemu"];
+        argv.extend_from_slice(args);
+        crate::cli::Cli::try_parse_from(argv).unwrap().global
+    }
+
+    fn settings() -> Settings {
+        let mut s = crate::config::resolve_with(
+            &crate::config::Overrides::default(),
+            None,
+            crate::config::FileConfig::default(),
+        )
+        .unwrap();
+        for (name, uri) in [
+            ("kvm1", "qemu+ssh://kvm1/system"),
+            ("kvm2", "test:///default"),
+        ] {
+            s.hosts.insert(
+                name.to_string(),
+                HostConfig {
+                    uri: uri.to_string(),
+                    backend: None,
+                },
+            );
+        }
+        s
+    }
+
+    fn names(args: &[&str]) -> Result<Vec<String>, String> {
+        targets(&global(args), &settings()).map(|t| t.into_iter().map(|t| t.name).collect())
+    }
+
+    #[test]
+    fn the_command_line_chooses_the_hosts() {
+        assert_eq!(names(&[]).unwrap(), Vec::<String>::new());
+        // One -c is the ordinary single connection.
+        assert_eq!(
+            names(&["-c", "qemu:///system"]).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            names(&["-c", "qemu:///system", "-c", "test:///default"]).unwrap(),
+            ["qemu:///system", "kvm2"]
+        );
+        assert_eq!(names(&["--hosts", "kvm2,kvm1"]).unwrap(), ["kvm2", "kvm1"]);
+        assert_eq!(names(&["--all-hosts"]).unwrap(), ["kvm1", "kvm2"]);
+        assert_eq!(
+            names(&["--hosts", "kvm1", "-c", "qemu:///system"]).unwrap(),
+            ["kvm1", "qemu:///system"]
+        );
+        // Named twice: once.
+        assert_eq!(
+            names(&["--all-hosts", "--hosts", "kvm1"]).unwrap(),
+            ["kvm1", "kvm2"]
+        );
+        let e = names(&["--hosts", "kvm3"]).unwrap_err();
+        assert_eq!(
+            e,
+            "no host named \"kvm3\" in the config file (its hosts: kvm1, kvm2)"
+        );
+        let mut empty = settings();
+        empty.hosts.clear();
+        let e = targets(&global(&["--all-hosts"]), &empty).unwrap_err();
+        assert!(e.contains("names no hosts"), "{e}");
+    }
+
+    #[test]
+    fn a_hanging_host_is_given_up_at_the_deadline() {
+        let t = |name: &str| Target {
+            name: name.to_string(),
+            uri: "test:///default".to_string(),
+            backend: Backend::default_for_build(),
+        };
+        let started = Instant::now();
+        let out = each_host(
+            &[t("quick"), t("stuck")],
+            Duration::from_millis(300),
+            |t, _hv| {
+                if t.name == "stuck" {
+                    thread::sleep(Duration::from_secs(30));
+                }
+                Ok(t.name.clone())
+            },
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert_eq!(out[0].result.as_deref(), Ok("quick"));
+        assert!(out[1].error().unwrap().contains("no answer within 0.3 s"));
+    }
+}

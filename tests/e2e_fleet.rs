@@ -1,0 +1,255 @@
+//! End-to-end: `scan` and `isos` over several hosts — the real harness, libvirt's test
+//! driver as a second host, a port nobody listens on, and a TCP peer that accepts and
+//! never answers (libvirt has no connect timeout of its own) — on both backends.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::*;
+
+/// The scan deadline these tests give; a fleet command may take the connect timeout
+/// (10 s) plus this plus 1 s in all.
+const PROBE_TIMEOUT_S: u64 = 3;
+const FLEET_LIMIT: Duration = Duration::from_secs(10 + PROBE_TIMEOUT_S + 1);
+
+/// A config file naming the hosts under test.
+fn config(home: &Path, hanging: u16, dead: u16) {
+    let dir = home.join("dismount_iso_qemu");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = format!(
+        "[hosts.harness]\nuri = {harness:?}\n\n[hosts.test]\nuri = \"test:///default\"\n\n\
+         [hosts.dead]\nuri = \"qemu+tcp://127.0.0.1:{dead}/system\"\n\n\
+         [hosts.hang]\nuri = \"qemu+tcp://127.0.0.1:{hanging}/system\"\n",
+        harness = harness_uri()
+    );
+    std::fs::write(dir.join("config.toml"), text).unwrap();
+}
+
+/// A TCP peer that accepts every connection and never says a word (it reads and drops
+/// what comes, so the client's writes never block).
+fn hanging_listener() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = [0u8; 4096];
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    port
+}
+
+/// A port nobody listens on.
+fn dead_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn run(home: &Path, backend: &str, args: &[&str]) -> (Output, Duration) {
+    let t0 = Instant::now();
+    let out = tool(home)
+        .args([
+            "--backend",
+            backend,
+            "--probe-timeout",
+            &PROBE_TIMEOUT_S.to_string(),
+        ])
+        .args(args)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    (out, t0.elapsed())
+}
+
+/// The harness lock and a home whose config names the hosts under test; `None` without
+/// the harness.
+fn setup() -> Option<(std::sync::MutexGuard<'static, ()>, tempfile::TempDir)> {
+    if !harness_available() {
+        return None;
+    }
+    let guard = serial();
+    let home = tempfile::tempdir().unwrap();
+    config(home.path(), hanging_listener(), dead_port());
+    Some((guard, home))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn a_fleet_scan_has_every_host_and_one_line_per_host_that_failed() {
+    let Some((_g, home)) = setup() else {
+        return;
+    };
+    for backend in BACKENDS {
+        // Two good hosts: a HOST column first, both hosts' rows, exit 0.
+        let (out, took) = run(home.path(), backend, &["--hosts", "harness,test", "scan"]);
+        let stdout = text(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{backend}: {}",
+            text(&out.stderr)
+        );
+        let mut lines = stdout.lines();
+        let header = lines.next().unwrap();
+        assert!(header.starts_with("HOST    VM "), "{header:?}");
+        assert!(header.ends_with("ISO"), "{header:?}");
+        let ubuntu = stdout
+            .lines()
+            .find(|l| l.starts_with("harness diq-ubuntu "))
+            .unwrap_or_else(|| panic!("{stdout}"));
+        assert!(ubuntu.contains("Ubuntu 18.04.6 LTS"), "{ubuntu}");
+        assert!(ubuntu.contains("harness.iso"), "{ubuntu}");
+        assert!(
+            stdout.lines().any(|l| l.starts_with("test    test ")),
+            "{stdout}"
+        );
+        eprintln!("TIMING {backend}: fleet scan of 2 hosts: {took:?}");
+
+        // One host chosen by name: the one-host layout, exactly as before.
+        let (out, _) = run(home.path(), backend, &["--hosts", "harness", "scan"]);
+        assert!(
+            text(&out.stdout).starts_with("VM "),
+            "{}",
+            text(&out.stdout)
+        );
+
+        // Every host of the config: the dead and the hanging one fail alone, in time.
+        let (out, took) = run(home.path(), backend, &["--all-hosts", "scan", "--json"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{backend}: {stderr}");
+        assert!(
+            took < FLEET_LIMIT + Duration::from_secs(2),
+            "{backend}: took {took:?}"
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+        let hosts = doc["hosts"].as_array().unwrap();
+        let status = |name: &str| hosts.iter().find(|h| h["host"] == name).unwrap().clone();
+        assert_eq!(status("harness")["ok"], true);
+        assert_eq!(status("test")["ok"], true);
+        assert_eq!(status("dead")["ok"], false);
+        assert_eq!(status("hang")["ok"], false);
+        assert!(
+            status("hang")["error"]
+                .as_str()
+                .unwrap()
+                .contains("no answer within"),
+            "{}",
+            status("hang")
+        );
+        let vms = doc["vms"].as_array().unwrap();
+        let ubuntu = vms
+            .iter()
+            .find(|v| v["host"] == "harness" && v["name"] == "diq-ubuntu")
+            .unwrap();
+        assert_eq!(ubuntu["os"]["text"], "Ubuntu 18.04.6 LTS");
+        assert!(vms
+            .iter()
+            .any(|v| v["host"] == "test" && v["name"] == "test"));
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("error: host "))
+            .collect();
+        assert_eq!(errors.len(), 2, "{stderr}");
+        assert!(
+            errors
+                .iter()
+                .any(|l| l.starts_with("error: host dead (qemu+tcp://127.0.0.1:")),
+            "{stderr}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|l| l.starts_with("error: host hang (qemu+tcp://127.0.0.1:")),
+            "{stderr}"
+        );
+        eprintln!(
+            "TIMING {backend}: fleet scan of 4 hosts, one refusing, one hanging: {took:?} \
+             (limit {FLEET_LIMIT:?}); errors: {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn isos_covers_every_host_and_one_vm_commands_want_one_host() {
+    let Some((_g, home)) = setup() else {
+        return;
+    };
+    for backend in BACKENDS {
+        let (out, _) = run(
+            home.path(),
+            backend,
+            &["--hosts", "harness,test", "isos", "--json"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ubuntu = doc["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["host"] == "harness" && v["name"] == "diq-ubuntu")
+            .unwrap()
+            .clone();
+        assert_eq!(ubuntu["drives"][0]["target"], "sda");
+        assert_eq!(doc["hosts"].as_array().unwrap().len(), 2);
+
+        let iso = ubuntu["drives"][0]["live"]["source"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (out, _) = run(
+            home.path(),
+            backend,
+            &["--hosts", "harness,test", "isos", "--iso", &iso],
+        );
+        let stdout = text(&out.stdout);
+        assert!(stdout.starts_with("HOST    VM "), "{stdout}");
+        assert!(
+            stdout.lines().any(|l| l.starts_with("harness diq-ubuntu ")),
+            "{stdout}"
+        );
+        assert!(!stdout.lines().any(|l| l.starts_with("test ")), "{stdout}");
+
+        // A command about one VM, with two hosts chosen: one clear line, exit 2.
+        let (out, _) = run(
+            home.path(),
+            backend,
+            &[
+                "--hosts",
+                "harness,test",
+                "cat",
+                "diq-ubuntu",
+                "/etc/hostname",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = text(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("works on one host and 2 were chosen (harness, test)"),
+            "{stderr}"
+        );
+
+        // An unknown host name: one clear line naming the known ones.
+        let (out, _) = run(home.path(), backend, &["--hosts", "nope", "scan"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(text(&out.stderr).contains(
+            "no host named \"nope\" in the config file (its hosts: dead, hang, harness, test)"
+        ));
+    }
+}
