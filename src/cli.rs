@@ -256,7 +256,7 @@ pub struct IsosArgs {
     pub iso: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct MountArgs {
     /// VM name
     pub vm: String,
@@ -273,7 +273,7 @@ pub struct MountArgs {
     pub config_only: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct EjectArgs {
     /// VM name (or use --iso / --all)
     #[arg(required_unless_present_any = ["iso", "all"], conflicts_with_all = ["iso", "all"])]
@@ -290,9 +290,16 @@ pub struct EjectArgs {
     /// Force the tray open even when the guest holds it locked
     #[arg(long)]
     pub force: bool,
+    /// With --iso or --all: list the discs that would be ejected and change nothing
+    #[arg(long, conflicts_with = "vm")]
+    pub dry_run: bool,
+    /// With --iso or --all over several hosts: do not ask for confirmation (needed
+    /// without a terminal)
+    #[arg(long)]
+    pub yes: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct EditArgs {
     /// VM name
     pub vm: String,
@@ -312,7 +319,7 @@ pub struct EditArgs {
     pub mode: Option<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct CatArgs {
     /// VM name
     pub vm: String,
@@ -320,7 +327,7 @@ pub struct CatArgs {
     pub remote_path: String,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct PullArgs {
     /// VM name
     pub vm: String,
@@ -333,7 +340,7 @@ pub struct PullArgs {
     pub force: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct PushArgs {
     /// VM name
     pub vm: String,

@@ -177,6 +177,80 @@ pub fn each_host<T: Send + 'static>(
         .collect()
 }
 
+/// Which host a command about one VM goes to, and the VM's name there.
+///
+/// `HOST:VM`, with HOST a chosen host or one the config file names, goes to that host.
+/// A bare name with one host (or none) chosen goes where it always went. A bare name with
+/// several hosts chosen is looked up on all of them (in parallel, within `limit`): held by
+/// one, it goes there; held by several or none, the error names the hosts.
+pub fn host_of_vm(
+    targets: &[Target],
+    settings: &Settings,
+    vm: &str,
+    limit: Duration,
+) -> Result<(Option<Target>, String), String> {
+    if let Some((host, name)) = vm.split_once(':') {
+        let chosen = targets.iter().find(|t| t.name == host).cloned();
+        let configured = settings.hosts.get(host).map(|h| Target {
+            name: host.to_string(),
+            uri: h.uri.clone(),
+            backend: h.backend.unwrap_or(settings.backend),
+        });
+        if let Some(t) = chosen.or(configured) {
+            if name.is_empty() {
+                return Err(format!(
+                    "\"{vm}\" names host {host} but no VM: give HOST:VM"
+                ));
+            }
+            return Ok((Some(t), name.to_string()));
+        }
+    }
+    if targets.len() <= 1 {
+        return Ok((targets.first().cloned(), vm.to_string()));
+    }
+    let wanted = vm.to_string();
+    let found = each_host(targets, limit, move |_, hv| {
+        Ok(hv
+            .list_domains()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .any(|d| d.name == wanted))
+    });
+    let holding: Vec<&Target> = found
+        .iter()
+        .filter(|o| o.result == Ok(true))
+        .map(|o| &o.target)
+        .collect();
+    let names = |ts: &[&Target]| {
+        ts.iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match holding.as_slice() {
+        [one] => Ok((Some((*one).clone()), vm.to_string())),
+        [] => {
+            let all: Vec<&Target> = targets.iter().collect();
+            let mut e = format!("no VM named \"{vm}\" on the hosts chosen ({})", names(&all));
+            let silent: Vec<&Target> = found
+                .iter()
+                .filter(|o| o.result.is_err())
+                .map(|o| &o.target)
+                .collect();
+            if !silent.is_empty() {
+                e.push_str(&format!("; not answering: {}", names(&silent)));
+            }
+            Err(e)
+        }
+        many => Err(format!(
+            "VM \"{vm}\" is on {} hosts ({}): say which with HOST:VM, e.g. {}:{vm}",
+            many.len(),
+            names(many),
+            many[0].name
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

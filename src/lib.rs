@@ -65,6 +65,16 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         let (settings, targets) = chosen()?;
         App::connect_to(settings, &targets, no_cache)
     };
+    // A command about one VM: the host `HOST:VM` names, or the one chosen host that has
+    // the VM; the app on that host and the VM's name there.
+    let on_vm_host = |vm: &str| -> Result<(App, String), Failure> {
+        let (settings, targets) = chosen()?;
+        let limit = fleet::CONNECT_TIMEOUT + settings.scan_deadline;
+        let (target, name) =
+            fleet::host_of_vm(&targets, &settings, vm, limit).map_err(Failure::usage)?;
+        let app = App::connect_to(settings, target.as_slice(), false)?;
+        Ok((app, name))
+    };
     if !matches!(
         cli.command,
         Some(Command::Recovery(_) | Command::Completions(_) | Command::Manpage(_))
@@ -101,13 +111,46 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             media_cmd::isos(&App::connect_to(settings, &targets, false)?, args, &mut out)
         }
         Some(Command::Mount(args)) => {
-            media_cmd::mount_cmd(&connect(false)?, args, &mut stdout.lock())
+            let (app, vm) = on_vm_host(&args.vm)?;
+            let args = cli::MountArgs { vm, ..args.clone() };
+            media_cmd::mount_cmd(&app, &args, &mut stdout.lock())
         }
-        Some(Command::Eject(args)) => media_cmd::eject(&connect(false)?, args, &mut stdout.lock()),
+        Some(Command::Eject(args)) => match &args.vm {
+            Some(vm) => {
+                let (app, vm) = on_vm_host(vm)?;
+                let args = cli::EjectArgs {
+                    vm: Some(vm),
+                    ..args.clone()
+                };
+                media_cmd::eject(&app, &args, &mut stdout.lock())
+            }
+            None => {
+                let (settings, targets) = chosen()?;
+                if targets.len() > 1 {
+                    let mut ask = |question: &str| confirm(question);
+                    let ask: fleet_cmd::Ask = if io::stdin().is_terminal() {
+                        Some(&mut ask)
+                    } else {
+                        None
+                    };
+                    return fleet_cmd::eject(
+                        &settings,
+                        &targets,
+                        args,
+                        &mut stdout.lock(),
+                        &mut stderr.lock(),
+                        ask,
+                    );
+                }
+                let app = App::connect_to(settings, &targets, false)?;
+                media_cmd::eject(&app, args, &mut stdout.lock())
+            }
+        },
         Some(Command::Serve(args)) => serve_cmd::run(&cli.global, args),
         Some(Command::Top(args)) => top_cmd::run(connect(false)?, args),
         Some(Command::Edit(args)) => {
-            let app = connect(false)?;
+            let (app, vm) = on_vm_host(&args.vm)?;
+            let args = &cli::EditArgs { vm, ..args.clone() };
             let guard = edit_cmd::interrupts()?;
             let interactive = io::stdin().is_terminal();
             let opts = edit_cmd::options(&app, args, interactive, &progress, guard.cancel())?;
@@ -123,20 +166,40 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             )
         }
         Some(Command::Cat(args)) => {
-            files::cat(&connect(false)?, args, &mut stdout.lock(), &progress)
+            let (app, vm) = on_vm_host(&args.vm)?;
+            let args = cli::CatArgs { vm, ..args.clone() };
+            files::cat(&app, &args, &mut stdout.lock(), &progress)
         }
         Some(Command::Pull(args)) => {
-            files::pull(&connect(false)?, args, &mut stdout.lock(), &progress)
+            let (app, vm) = on_vm_host(&args.vm)?;
+            let args = cli::PullArgs { vm, ..args.clone() };
+            files::pull(&app, &args, &mut stdout.lock(), &progress)
         }
         Some(Command::Recovery(args)) => recovery::run(args, &mut stdout.lock()),
         Some(Command::Completions(args)) => completions::print(args, &mut stdout.lock()),
         Some(Command::Manpage(args)) => manpage::run(args, &mut stdout.lock()),
-        Some(Command::Push(args)) => files::push(
-            &connect(false)?,
-            args,
-            &mut stdout.lock(),
-            &mut stderr.lock(),
-            &progress,
-        ),
+        Some(Command::Push(args)) => {
+            let (app, vm) = on_vm_host(&args.vm)?;
+            let args = cli::PushArgs { vm, ..args.clone() };
+            files::push(
+                &app,
+                &args,
+                &mut stdout.lock(),
+                &mut stderr.lock(),
+                &progress,
+            )
+        }
     }
+}
+
+/// Ask `question` on the terminal (stderr, then a line of stdin); only `y` or `yes` is
+/// a yes.
+fn confirm(question: &str) -> io::Result<bool> {
+    use std::io::Write;
+    let mut err = io::stderr().lock();
+    write!(err, "{}", render::text::terminal_line(question))?;
+    err.flush()?;
+    let mut line = String::new();
+    io::stdin().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }

@@ -225,16 +225,17 @@ fn isos_covers_every_host_and_one_vm_commands_want_one_host() {
         );
         assert!(!stdout.lines().any(|l| l.starts_with("test ")), "{stdout}");
 
-        // A command about one VM, with two hosts chosen: one clear line, exit 2.
+        // A command that covers one host only, with two chosen: one clear line, exit 2.
         let (out, _) = run(
             home.path(),
             backend,
             &[
                 "--hosts",
                 "harness,test",
-                "cat",
-                "diq-ubuntu",
-                "/etc/hostname",
+                "top",
+                "--batch",
+                "--iterations",
+                "1",
             ],
         );
         assert_eq!(out.status.code(), Some(2));
@@ -251,5 +252,135 @@ fn isos_covers_every_host_and_one_vm_commands_want_one_host() {
         assert!(text(&out.stderr).contains(
             "no host named \"nope\" in the config file (its hosts: dead, hang, harness, test)"
         ));
+    }
+}
+
+/// A second harness disc: from `scripts/harness.sh env` when set, else beside the first.
+fn second_iso(first: &str) -> String {
+    std::env::var("HARNESS_SECOND_ISO").unwrap_or_else(|_| {
+        Path::new(first)
+            .with_file_name("second disc é.iso")
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
+/// `cat VM /etc/hostname` with `--hosts HOSTS`.
+fn cat_hostname(home: &Path, backend: &str, hosts: &str, vm: &str) -> Output {
+    run(
+        home,
+        backend,
+        &["--hosts", hosts, "cat", vm, "/etc/hostname"],
+    )
+    .0
+}
+
+/// Put `iso` into a running and a shut-off media guest of the harness, addressed as
+/// HOST:VM.
+fn mount_media_guests(home: &Path, backend: &str, iso: &str) {
+    for vm in ["diq-media-a", "diq-media-off"] {
+        let (out, _) = run(home, backend, &["mount", &format!("harness:{vm}"), iso]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn eject_across_hosts_lists_asks_and_takes_and_host_vm_picks_the_host() {
+    let Some((_g, home)) = setup() else {
+        return;
+    };
+    // The harness again under another name: every VM is on two "hosts".
+    let cfg = home.path().join("dismount_iso_qemu").join("config.toml");
+    let mut text_cfg = std::fs::read_to_string(&cfg).unwrap();
+    text_cfg.push_str(&format!("\n[hosts.twin]\nuri = {:?}\n", harness_uri()));
+    std::fs::write(&cfg, text_cfg).unwrap();
+    let (out, _) = run(
+        home.path(),
+        "native",
+        &["--hosts", "harness", "isos", "--json"],
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = doc["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "diq-ubuntu")
+        .unwrap()["drives"][0]["live"]["source"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second = second_iso(&first);
+    for backend in BACKENDS {
+        mount_media_guests(home.path(), backend, &second);
+        let fleet = ["--hosts", "harness,test"];
+        let with = |extra: &[&str]| -> Vec<String> {
+            let mut v: Vec<String> = fleet.iter().map(|s| s.to_string()).collect();
+            v.extend(extra.iter().map(|s| s.to_string()));
+            v
+        };
+        let args = with(&["eject", "--iso", &second, "--dry-run"]);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (out, _) = run(home.path(), backend, &argv);
+        assert_eq!(
+            text(&out.stdout),
+            format!(
+                "harness: diq-media-a: sda would eject {second}\nharness: diq-media-off: sda would eject {second}\n"
+            )
+        );
+        // No terminal and no --yes: refused with what it would do, nothing changed.
+        let args = with(&["eject", "--iso", &second]);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (out, _) = run(home.path(), backend, &argv);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            text(&out.stderr)
+                .contains("would take 2 disc(s) from 2 VM(s) on 1 host(s) (harness): pass --yes"),
+            "{}",
+            text(&out.stderr)
+        );
+        let args = with(&["eject", "--iso", &second, "--yes"]);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (out, took) = run(home.path(), backend, &argv);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+        assert!(
+            stdout.contains(&format!(
+                "harness: diq-media-a: sda ejected {second} (live and config)"
+            )),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!(
+                "harness: diq-media-off: sda ejected {second} (config)"
+            )),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("harness: 2 VMs: 2 ejected, 0 already empty, 0 locked, 0 failed"),
+            "{stdout}"
+        );
+        eprintln!("TIMING {backend}: eject --iso across 2 hosts (2 VMs): {took:?}");
+        let args = with(&["eject", "--iso", &second, "--yes"]);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (out, _) = run(home.path(), backend, &argv);
+        assert_eq!(
+            text(&out.stdout),
+            format!("no VM on these hosts holds {second}\n")
+        );
+
+        // One VM on a fleet: HOST:VM picks the host; a name on two hosts is refused.
+        let out = cat_hostname(home.path(), backend, "harness,twin", "twin:diq-ubuntu");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let out = cat_hostname(home.path(), backend, "harness,twin", "diq-ubuntu");
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            text(&out.stderr).contains("VM \"diq-ubuntu\" is on 2 hosts (harness, twin): say which with HOST:VM, e.g. harness:diq-ubuntu"),
+            "{}",
+            text(&out.stderr)
+        );
+        // A name on one host of several goes there without a prefix.
+        let out = cat_hostname(home.path(), backend, "harness,test", "diq-ubuntu");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        mount_media_guests(home.path(), backend, &first);
     }
 }

@@ -1,23 +1,29 @@
 //! `scan` and `isos` over several hosts: each host read in parallel under one deadline
 //! ([`crate::fleet::each_host`]), one table with a HOST column (or one JSON document with
 //! `host` on every VM), and one error line per host that failed, naming it and why.
-//! Exit 0 when every host answered, 1 when some did not, 2 when none did.
+//! Exit 0 when every host answered, 1 when some did not, 2 when none did. `eject --iso`
+//! and `eject --all` over several hosts read everything first, then ask once.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::app::probe_settings;
-use crate::cli::{IsosArgs, ScanArgs};
+use crate::cli::{EjectArgs, IsosArgs, ScanArgs};
+use crate::commands::media::{
+    audit_ejects, chosen_for_eject, discs_in, nothing_to_eject, would_eject, write_batch,
+};
 use crate::config::Settings;
 use crate::exit::{self, Failure};
 use crate::fleet::{self, HostOutcome, Target};
+use crate::media::eject::{eject_many, EjectOptions, Which};
 use crate::media::read_host;
 use crate::probe::ProbeManager;
 use crate::render::json::{write_fleet_json, HostStatus};
 use crate::render::media::{write_fleet_isos_json, write_fleet_isos_table};
 use crate::render::table::write_fleet_table;
-use crate::render::text::write_line;
+use crate::render::text::{sanitize, write_line};
 use crate::snapshot::media::{HostMedia, IsoMatch, VmMedia};
 use crate::snapshot::Snapshot;
 
@@ -140,4 +146,141 @@ pub fn isos(
     } else {
         code
     })
+}
+
+/// What one host's part of a fleet eject is: the drives to take and the VMs holding
+/// them, plus the VMs that could not be read.
+struct HostPlan {
+    which: Which,
+    vms: Vec<VmMedia>,
+    errors: Vec<(String, String)>,
+}
+
+/// Asks the user a yes/no question; `None` when there is no terminal to ask on.
+pub type Ask<'a> = Option<&'a mut dyn FnMut(&str) -> std::io::Result<bool>>;
+
+/// `eject --iso PATH` / `eject --all` over `targets`: read every host in parallel, show
+/// what would go (`--dry-run` stops there), ask on a terminal unless `--yes`, then eject
+/// on every host in parallel, each host's lines prefixed with its name.
+pub fn eject(
+    settings: &Settings,
+    targets: &[Target],
+    args: &EjectArgs,
+    out: &mut impl Write,
+    warnings: &mut impl Write,
+    ask: Ask,
+) -> Result<u8, Failure> {
+    let read = fleet::each_host(targets, limit(settings), |_, hv| {
+        read_host(hv.as_ref()).map_err(|e| e.to_string())
+    });
+    let mut plans: HashMap<String, HostPlan> = HashMap::new();
+    for o in &read {
+        if let Ok(host) = &o.result {
+            let (which, vms) = chosen_for_eject(host, args);
+            plans.insert(
+                o.target.name.clone(),
+                HostPlan {
+                    which,
+                    vms,
+                    errors: host.errors.clone(),
+                },
+            );
+        }
+    }
+    let mut discs = 0;
+    let mut vms = 0;
+    let mut busy_hosts = Vec::new();
+    for t in targets {
+        if let Some(p) = plans.get(&t.name) {
+            let n = discs_in(&p.vms, &p.which);
+            if n > 0 || !p.errors.is_empty() {
+                busy_hosts.push(t.clone());
+            }
+            discs += n;
+            vms += p
+                .vms
+                .iter()
+                .filter(|vm| discs_in(std::slice::from_ref(vm), &p.which) > 0)
+                .count();
+        }
+    }
+    if args.dry_run || discs == 0 {
+        for t in targets {
+            if let Some(p) = plans.get(&t.name) {
+                for line in would_eject(&p.vms, &p.which) {
+                    write_line(out, &format!("{}: {line}", t.name))?;
+                }
+            }
+        }
+        if discs == 0 {
+            let which = chosen_for_eject(&HostMedia::default(), args).0;
+            write_line(out, &nothing_to_eject(&which, "VM on these hosts"))?;
+        }
+        out.flush()?;
+        return report_hosts(&read, warnings);
+    }
+    let names: Vec<&str> = busy_hosts.iter().map(|t| t.name.as_str()).collect();
+    let what = format!(
+        "{discs} disc(s) from {vms} VM(s) on {} host(s) ({})",
+        busy_hosts.len(),
+        names.join(", ")
+    );
+    if !args.yes {
+        match ask {
+            Some(ask) => {
+                if !ask(&format!("eject {what}? [y/N] "))? {
+                    write_line(out, "nothing ejected")?;
+                    out.flush()?;
+                    return Ok(exit::OK);
+                }
+            }
+            None => {
+                return Err(Failure::usage(format!(
+                    "this eject would take {what}: pass --yes to do it without a terminal, \
+                     or --dry-run to list the discs"
+                )))
+            }
+        }
+    }
+    let opts = EjectOptions::new(args.force, settings.agent_timeout, settings.jobs);
+    let change_limit = fleet::CONNECT_TIMEOUT + opts.batch_budget + Duration::from_secs(30);
+    let plans = Arc::new(Mutex::new(plans));
+    let changed = fleet::each_host(&busy_hosts, change_limit, move |t, hv| {
+        let plan = plans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&t.name)
+            .ok_or_else(|| "nothing planned for this host".to_string())?;
+        let started = Instant::now();
+        let reports = eject_many(hv.as_ref(), &plan.vms, &plan.which, &opts);
+        audit_ejects(&t.uri, &reports);
+        let mut lines = Vec::new();
+        let code =
+            write_batch(&mut lines, &reports, &plan.errors, started).map_err(|f| f.message)?;
+        Ok((lines, code))
+    });
+    let mut code = report_hosts(&read, warnings)?;
+    for o in &changed {
+        match &o.result {
+            Ok((lines, host_code)) => {
+                for l in String::from_utf8_lossy(lines).lines() {
+                    writeln!(out, "{}: {l}", sanitize(&o.target.name))?;
+                }
+                code = code.max(*host_code);
+            }
+            Err(e) => {
+                write_line(
+                    warnings,
+                    &format!(
+                        "error: host {}: {e}; its discs may be partly ejected: `isos` on it \
+                         shows where they are",
+                        o.target.name
+                    ),
+                )?;
+                code = code.max(exit::PARTIAL);
+            }
+        }
+    }
+    out.flush()?;
+    Ok(code)
 }

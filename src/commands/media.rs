@@ -16,7 +16,7 @@ use crate::media::mount::{mount, MountRequest, ScopeChoice};
 use crate::media::{read_host, read_vm, MediaError};
 use crate::render::media::{eject_line, write_isos_json, write_isos_table};
 use crate::render::text::write_line;
-use crate::snapshot::media::{DriveOutcome, IsoMatch, VmMedia, VmReport};
+use crate::snapshot::media::{DriveOutcome, HostMedia, IsoMatch, VmMedia, VmReport};
 
 /// `isos [--json] [--iso PATH]`.
 pub fn isos(app: &App, args: &IsosArgs, out: &mut impl Write) -> Result<u8, Failure> {
@@ -85,8 +85,7 @@ pub fn audit_mount(app: &App, vm: &str, line: &str) {
 }
 
 /// One audit line per VM an eject touched (a drive already empty is no change).
-pub fn audit_ejects(app: &App, reports: &[VmReport]) {
-    let uri = app.uri();
+pub fn audit_ejects(uri: &str, reports: &[VmReport]) {
     for r in reports {
         if r.drives
             .iter()
@@ -98,7 +97,7 @@ pub fn audit_ejects(app: &App, reports: &[VmReport]) {
         let result = if r.failed() { "not all ejected" } else { "ok" };
         audit::log_change(&Change {
             action: "eject",
-            uri: &uri,
+            uri,
             vm: &r.vm,
             what: &eject_line(r),
             result,
@@ -139,7 +138,7 @@ pub fn eject_one(
         None => Which::All,
     };
     let report = eject_vm(hv, &vm, &which, &eject_options(app, force));
-    audit_ejects(app, std::slice::from_ref(&report));
+    audit_ejects(&app.uri(), std::slice::from_ref(&report));
     Ok(report)
 }
 
@@ -172,16 +171,33 @@ pub fn eject(app: &App, args: &EjectArgs, out: &mut impl Write) -> Result<u8, Fa
 
     let started = Instant::now();
     let host = read_host(hv)?;
-    let (which, vms): (Which, Vec<VmMedia>) = if let Some(iso) = &args.iso {
+    let (which, vms) = chosen_for_eject(&host, args);
+    if vms.is_empty() && host.errors.is_empty() {
+        write_line(out, &nothing_to_eject(&which, "VM"))?;
+        return Ok(exit::OK);
+    }
+    if args.dry_run {
+        for line in would_eject(&vms, &which) {
+            write_line(out, &line)?;
+        }
+        out.flush()?;
+        return Ok(exit::OK);
+    }
+    let reports = eject_many(hv, &vms, &which, &opts);
+    audit_ejects(&app.uri(), &reports);
+    write_batch(out, &reports, &host.errors, started)
+}
+
+/// What `eject --iso PATH` or `eject --all` (with `--drive`) chooses on one host: the
+/// drives to take, and the VMs that have one of them.
+pub fn chosen_for_eject(host: &HostMedia, args: &EjectArgs) -> (Which, Vec<VmMedia>) {
+    let drive_ok = |t: &str| args.drive.as_deref().is_none_or(|want| want == t);
+    if let Some(iso) = &args.iso {
         let m = IsoMatch::new(iso);
         let vms = host
             .vms
             .iter()
-            .filter(|vm| {
-                vm.drives
-                    .iter()
-                    .any(|d| d.holds(&m) && args.drive.as_ref().is_none_or(|t| &d.target == t))
-            })
+            .filter(|vm| vm.drives.iter().any(|d| d.holds(&m) && drive_ok(&d.target)))
             .cloned()
             .collect();
         (Which::Holding(m, args.drive.clone()), vms)
@@ -200,17 +216,38 @@ pub fn eject(app: &App, args: &EjectArgs, out: &mut impl Write) -> Result<u8, Fa
             None => Which::All,
         };
         (which, vms)
-    };
-    if vms.is_empty() && host.errors.is_empty() {
-        match &which {
-            Which::Holding(m, _) => write_line(out, &format!("no VM holds {}", m.shown()))?,
-            _ => write_line(out, "no VM has a CD-ROM drive")?,
-        }
-        return Ok(exit::OK);
     }
-    let reports = eject_many(hv, &vms, &which, &opts);
-    audit_ejects(app, &reports);
-    write_batch(out, &reports, &host.errors, started)
+}
+
+/// The line for a batch that found nothing to take (`place`: "VM" or "VM on these hosts").
+pub fn nothing_to_eject(which: &Which, place: &str) -> String {
+    match which {
+        Which::Holding(m, _) => format!("no {place} holds {}", m.shown()),
+        _ => format!("no {place} has a CD-ROM drive"),
+    }
+}
+
+/// `--dry-run`: one line per drive that holds a disc the batch would take out.
+pub fn would_eject(vms: &[VmMedia], which: &Which) -> Vec<String> {
+    let mut lines = Vec::new();
+    for vm in vms {
+        for d in &vm.drives {
+            let taken = match which {
+                Which::All => true,
+                Which::Drive(t) => &d.target == t,
+                Which::Holding(m, t) => d.holds(m) && t.as_ref().is_none_or(|t| &d.target == t),
+            };
+            if let (true, Some(disc)) = (taken, d.current()) {
+                lines.push(format!("{}: {} would eject {disc}", vm.name, d.target));
+            }
+        }
+    }
+    lines
+}
+
+/// How many drives with a disc a batch would take out.
+pub fn discs_in(vms: &[VmMedia], which: &Which) -> usize {
+    would_eject(vms, which).len()
 }
 
 /// One line per VM, then a summary; exit 1 when any VM failed.

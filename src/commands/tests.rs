@@ -217,6 +217,8 @@ fn eject_command_checks_its_input_and_batches_by_iso_and_drive() {
             iso: iso.map(PathBuf::from),
             all,
             force: false,
+            dry_run: false,
+            yes: false,
         }
     };
     for (a_, want) in [
@@ -245,6 +247,25 @@ fn eject_command_checks_its_input_and_batches_by_iso_and_drive() {
     let (r, out) = run_cmd(|o| media_cmd::eject(&a, &args(None, Some("sdb"), Some(ISO), false), o));
     assert_eq!(r, Ok(exit::OK));
     assert_eq!(out, format!("no VM holds {ISO}\n"));
+
+    // --dry-run: the discs --all would take, and nothing changes.
+    let dry = crate::cli::EjectArgs {
+        dry_run: true,
+        ..args(None, None, None, true)
+    };
+    let before = read_host(a.hv.as_ref()).unwrap();
+    let (r, out) = run_cmd(|o| media_cmd::eject(&a, &dry, o));
+    assert_eq!(r, Ok(exit::OK));
+    assert!(
+        out.lines().all(|l| l.contains(": sda would eject /isos/")),
+        "{out}"
+    );
+    assert!(
+        out.contains("d-other: sda would eject /isos/other.iso"),
+        "{out}"
+    );
+    assert!(!out.contains("e-empty"), "{out}");
+    assert_eq!(read_host(a.hv.as_ref()).unwrap(), before);
 
     // --all: every VM with a drive, one line each, then the summary; exit 1 (locked, error).
     let (r, out) = run_cmd(|o| media_cmd::eject(&a, &args(None, None, None, true), o));

@@ -162,7 +162,7 @@ impl VmMedia {
 }
 
 /// Every VM's drives, with the VMs whose XML could not be read apart.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct HostMedia {
     pub uri: String,
     /// Sorted by name.

@@ -48,7 +48,7 @@ fn report_and_offer_force(
     which: &Which,
     reports: Vec<VmReport>,
 ) -> Result<(), Failure> {
-    audit_ejects(app, &reports);
+    audit_ejects(&app.uri(), &reports);
     for r in &reports {
         p.say(&eject_line(r))?;
     }
@@ -71,7 +71,7 @@ fn report_and_offer_force(
     if again == Some(true) {
         let opts = eject_options(app, true);
         let forced = eject_many(app.hv.as_ref(), &locked, which, &opts);
-        audit_ejects(app, &forced);
+        audit_ejects(&app.uri(), &forced);
         for r in &forced {
             p.say(&eject_line(r))?;
         }
