@@ -384,3 +384,64 @@ fn eject_across_hosts_lists_asks_and_takes_and_host_vm_picks_the_host() {
         mount_media_guests(home.path(), backend, &first);
     }
 }
+
+#[test]
+fn serve_probes_each_configured_host() {
+    let Some((_g, home)) = setup() else {
+        return;
+    };
+    let (mut child, addr, log) = spawn_serve(
+        tool_process(home.path())
+            .args(["-c", harness_uri(), "--probe-timeout", "3"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--interval", "2"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null()),
+    );
+    let wait = |path: &str, want: &str| {
+        let end = Instant::now() + FLEET_LIMIT + Duration::from_secs(10);
+        loop {
+            let (st, _, body) = http_get(addr, path, None);
+            if st == 200 && body.contains(want) {
+                return body;
+            }
+            assert!(
+                Instant::now() < end,
+                "{path} never showed {want:?}: {st} {body}; log: {:#?}",
+                log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let t0 = Instant::now();
+    let test = wait("/probe?target=test", "libvirt_domain_info{");
+    assert!(test.contains("domain=\"test\""), "{test}");
+    assert!(!test.contains("diq-ubuntu"));
+    let harness = wait(
+        "/probe?target=harness",
+        "os_pretty_name=\"Ubuntu 18.04.6 LTS\"",
+    );
+    assert!(harness.contains("domain=\"diq-ubuntu\""));
+    // The dead and the hanging host: their own libvirt_up 0, nobody else's.
+    wait("/probe?target=dead", "libvirt_up 0");
+    wait("/metrics", "domain=\"diq-ubuntu\"");
+    let (st, _, body) = http_get(addr, "/probe?target=elsewhere", None);
+    assert_eq!(st, 404, "{body}");
+    eprintln!(
+        "TIMING serve: every /probe target answered within {:?}",
+        t0.elapsed()
+    );
+    // A scrape of a hanging target is served at once from its (empty) snapshot.
+    let t1 = Instant::now();
+    let (st, _, _) = http_get(addr, "/probe?target=hang", None);
+    assert_eq!(st, 200);
+    assert!(t1.elapsed() < Duration::from_secs(1), "{:?}", t1.elapsed());
+    let logged = log.lock().unwrap().join("\n");
+    assert!(
+        logged.contains(
+            "/probe?target=NAME serves 4 host(s) of the config file: dead, hang, harness, test"
+        ),
+        "{logged}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

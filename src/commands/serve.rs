@@ -59,9 +59,24 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Failure> {
     } else {
         Access::ReadWrite
     };
-    let opener: Opener = Arc::new(move || {
-        hypervisor::open_with(backend, uri.as_deref(), access).map(Arc::<dyn Hypervisor>::from)
-    });
+    let open = move |backend, uri: Option<String>| -> Opener {
+        Arc::new(move || {
+            hypervisor::open_with(backend, uri.as_deref(), access).map(Arc::<dyn Hypervisor>::from)
+        })
+    };
+    let opener = open(backend, uri);
+    // Every host of the config file is a `/probe?target=NAME` target.
+    let targets: Vec<(String, Opener)> = settings
+        .hosts
+        .iter()
+        .map(|(name, h)| {
+            (
+                name.clone(),
+                open(h.backend.unwrap_or(backend), Some(h.uri.clone())),
+            )
+        })
+        .collect();
+    let target_names: Vec<String> = targets.iter().map(|(n, _)| sanitize(n)).collect();
     let interval = Duration::from_secs(args.interval);
     let options = ServeOptions {
         interval,
@@ -87,7 +102,16 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Failure> {
             ..LIMITS
         },
     };
-    let running = serve::start_with(options, opener, endpoint, stop).map_err(Failure::usage)?;
+    let running =
+        serve::start_with(options, opener, targets, endpoint, stop).map_err(Failure::usage)?;
+    if !target_names.is_empty() {
+        tracing::info!(
+            targets = %target_names.join(","),
+            "/probe?target=NAME serves {} host(s) of the config file: {}",
+            target_names.len(),
+            target_names.join(", ")
+        );
+    }
     let uri = sanitize(settings.uri.as_deref().unwrap_or("libvirt's default URI"));
     let scheme = if running.tls { "https" } else { "http" };
     let security = match (running.tls, auth) {

@@ -135,6 +135,64 @@ pub struct Negotiation<'a> {
     pub accept_encoding: Option<&'a str>,
 }
 
+/// The latest rendering of `shared` in the format and encoding the scraper asked for.
+fn metrics_answer(shared: &Shared, n: Negotiation) -> Answer {
+    let e = shared.exposition();
+    let gzip = accepts_gzip(n.accept_encoding);
+    let (content_type, body) = match (wants_openmetrics(n.accept), gzip) {
+        (true, false) => (OPENMETRICS_CONTENT_TYPE, e.openmetrics),
+        (true, true) => (OPENMETRICS_CONTENT_TYPE, e.openmetrics_gzip),
+        (false, false) => (TEXT_CONTENT_TYPE, e.text),
+        (false, true) => (TEXT_CONTENT_TYPE, e.text_gzip),
+    };
+    Answer {
+        status: 200,
+        content_type,
+        body,
+        gzip,
+    }
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none: add [hosts.NAME] tables".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// The first value of `key` in `url`'s query, percent-decoded (`+` is a space); `None`
+/// when absent, empty or not UTF-8.
+pub fn query_param(url: &str, key: &str) -> Option<String> {
+    let query = url.split_once('?')?.1.split('#').next()?;
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (percent_decode(k)? == key)
+            .then(|| percent_decode(v))
+            .flatten()
+            .filter(|v| !v.is_empty())
+    })
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Route one request. Pure over `shared`, so tests call it without sockets.
 pub fn answer(shared: &Shared, method: &Method, url: &str, n: Negotiation) -> Answer {
     if !matches!(*method, Method::GET | Method::HEAD) {
@@ -142,20 +200,28 @@ pub fn answer(shared: &Shared, method: &Method, url: &str, n: Negotiation) -> An
     }
     let path = url.split(['?', '#']).next().unwrap_or("");
     match path {
-        "/metrics" => {
-            let e = shared.exposition();
-            let gzip = accepts_gzip(n.accept_encoding);
-            let (content_type, body) = match (wants_openmetrics(n.accept), gzip) {
-                (true, false) => (OPENMETRICS_CONTENT_TYPE, e.openmetrics),
-                (true, true) => (OPENMETRICS_CONTENT_TYPE, e.openmetrics_gzip),
-                (false, false) => (TEXT_CONTENT_TYPE, e.text),
-                (false, true) => (TEXT_CONTENT_TYPE, e.text_gzip),
+        "/metrics" => metrics_answer(shared, n),
+        "/probe" => {
+            let names = shared.target_names();
+            let Some(name) = query_param(url, "target") else {
+                return text(
+                    400,
+                    &format!(
+                        "give a target: /probe?target=NAME (the config file's hosts: {})\n",
+                        list_or_none(&names)
+                    ),
+                );
             };
-            Answer {
-                status: 200,
-                content_type,
-                body,
-                gzip,
+            match shared.target(&name) {
+                Some(t) => metrics_answer(t, n),
+                None => text(
+                    404,
+                    &format!(
+                        "unknown target {:?}: /probe serves the config file's hosts ({})\n",
+                        crate::render::text::sanitize(&name),
+                        list_or_none(&names)
+                    ),
+                ),
             }
         }
         "/healthz" => match shared.health() {

@@ -13,7 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod web_config;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +40,8 @@ pub struct Shared {
     exposition: RwLock<Exposition>,
     health: Mutex<HealthInputs>,
     stale_after: Duration,
+    /// `/probe?target=NAME`: each host of the config file, scanned by a loop of its own.
+    targets: BTreeMap<String, Arc<Shared>>,
 }
 
 impl Shared {
@@ -48,7 +50,18 @@ impl Shared {
             exposition: RwLock::new(metrics::render(None, &ScanStats::default())),
             health: Mutex::new(HealthInputs::default()),
             stale_after,
+            targets: BTreeMap::new(),
         }
+    }
+
+    /// The state behind `/probe?target=NAME`.
+    pub fn target(&self, name: &str) -> Option<&Arc<Shared>> {
+        self.targets.get(name)
+    }
+
+    /// The names `/probe` knows, sorted.
+    pub fn target_names(&self) -> Vec<&str> {
+        self.targets.keys().map(String::as_str).collect()
     }
 
     /// The bytes of the latest rendering (a pointer copy).
@@ -93,7 +106,7 @@ pub struct Running {
     pub max_connections: usize,
     stop: Arc<AtomicBool>,
     http: thread::JoinHandle<()>,
-    scanner: thread::JoinHandle<()>,
+    scanners: Vec<thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -103,13 +116,15 @@ impl Running {
     pub fn wait(self) {
         let _ = self.http.join();
         let give_up = Instant::now() + Duration::from_secs(2);
-        while !self.scanner.is_finished() && Instant::now() < give_up {
+        while !self.scanners.iter().all(|s| s.is_finished()) && Instant::now() < give_up {
             thread::sleep(Duration::from_millis(20));
         }
-        if self.scanner.is_finished() {
-            let _ = self.scanner.join();
-        } else {
-            tracing::warn!("a scan is still waiting on libvirt; exiting without it");
+        for s in self.scanners {
+            if s.is_finished() {
+                let _ = s.join();
+            } else {
+                tracing::warn!("a scan is still waiting on libvirt; exiting without it");
+            }
         }
     }
 
@@ -146,28 +161,48 @@ pub fn start(
     listen: SocketAddr,
     stop: Arc<AtomicBool>,
 ) -> Result<Running, String> {
-    start_with(options, opener, http::Endpoint::plain(listen), stop)
+    start_with(
+        options,
+        opener,
+        Vec::new(),
+        http::Endpoint::plain(listen),
+        stop,
+    )
 }
 
-/// [`start`] with TLS, basic auth or other limits (`endpoint`).
+/// [`start`] with TLS, basic auth or other limits (`endpoint`), and the hosts `/probe`
+/// serves (`targets`: name and opener; each scanned in the background like the default
+/// host, every interval, its scrapes served from its own latest rendering).
 pub fn start_with(
     options: ServeOptions,
     opener: Opener,
+    targets: Vec<(String, Opener)>,
     endpoint: http::Endpoint,
     stop: Arc<AtomicBool>,
 ) -> Result<Running, String> {
-    let shared = Arc::new(Shared::new(options.stale_after));
+    let mut shared = Shared::new(options.stale_after);
+    let mut loops = vec![("scan".to_string(), opener, None)];
+    for (name, opener) in targets {
+        let target = Arc::new(Shared::new(options.stale_after));
+        shared.targets.insert(name.clone(), Arc::clone(&target));
+        loops.push((format!("scan-{name}"), opener, Some(target)));
+    }
+    let shared = Arc::new(shared);
     let server = http::Server::bind(endpoint, Arc::clone(&shared))?;
     let (addr, tls, max_connections) = (server.addr, server.tls(), server.max_connections);
 
-    let scanner = {
-        let shared = Arc::clone(&shared);
+    let mut scanners = Vec::with_capacity(loops.len());
+    for (thread_name, opener, target) in loops {
+        let publish_to = target.unwrap_or_else(|| Arc::clone(&shared));
         let stop = Arc::clone(&stop);
-        thread::Builder::new()
-            .name("scan".into())
-            .spawn(move || scan_loop(options, opener, &shared, &stop))
-            .map_err(|e| format!("cannot start the scan thread: {e}"))?
-    };
+        let options = options.clone();
+        scanners.push(
+            thread::Builder::new()
+                .name(thread_name)
+                .spawn(move || scan_loop(options, opener, &publish_to, &stop))
+                .map_err(|e| format!("cannot start a scan thread: {e}"))?,
+        );
+    }
     let http = server.spawn(Arc::clone(&stop))?;
     Ok(Running {
         addr,
@@ -176,7 +211,7 @@ pub fn start_with(
         max_connections,
         stop,
         http,
-        scanner,
+        scanners,
     })
 }
 

@@ -421,3 +421,88 @@ fn agent_changes_are_logged_once() {
     w.log_changes(&snap);
     assert!(w.last.is_empty());
 }
+
+#[test]
+fn probe_serves_each_configured_target_from_its_own_scans() {
+    let default = FakeHypervisor::new().with_domain(ubuntu());
+    let other = FakeHypervisor::new().with_domain(FakeDomain::new("far-vm", DomainState::ShutOff));
+    let opener_of = |hv: &FakeHypervisor| -> Opener {
+        let hv = hv.clone();
+        Arc::new(move || Ok(Arc::new(hv.clone()) as Arc<dyn Hypervisor>))
+    };
+    let down: Opener = Arc::new(|| {
+        Err(crate::hypervisor::HvError::Unreachable {
+            uri: "qemu+ssh://gone/system".into(),
+            detail: "no route to host".into(),
+        })
+    });
+    let r = start_with(
+        options(Duration::from_secs(2), Duration::from_millis(200)),
+        opener_of(&default),
+        vec![
+            ("far".to_string(), opener_of(&other)),
+            ("gone".to_string(), down),
+        ],
+        http::Endpoint::plain("127.0.0.1:0".parse().unwrap()),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
+    wait_for(
+        "the far target's first scan",
+        Duration::from_secs(5),
+        || get(r.addr, "/probe?target=far", None).2.contains("far-vm"),
+    );
+    let (st, _, body) = get(r.addr, "/probe?target=far", None);
+    assert_eq!(st, 200);
+    assert!(body.contains("libvirt_up 1"), "{body}");
+    assert!(!body.contains("diq-ubuntu"), "{body}");
+    // The default host stays on /metrics.
+    wait_for("the default scan", Duration::from_secs(5), || {
+        get(r.addr, "/metrics", None).2.contains("diq-ubuntu")
+    });
+    assert!(!get(r.addr, "/metrics", None).2.contains("far-vm"));
+    // A target whose host is down says so in its own metrics, the others are untouched.
+    wait_for(
+        "the gone target's first scan",
+        Duration::from_secs(5),
+        || {
+            get(r.addr, "/probe?target=gone", None)
+                .2
+                .contains("libvirt_up 0")
+        },
+    );
+    // Percent-encoding is decoded; unknown and missing targets are clear.
+    assert_eq!(get(r.addr, "/probe?target=%66ar", None).0, 200);
+    let (st, _, body) = get(r.addr, "/probe?target=nope", None);
+    assert_eq!(st, 404);
+    assert_eq!(
+        body,
+        "unknown target \"nope\": /probe serves the config file's hosts (far, gone)\n"
+    );
+    let (st, _, body) = get(r.addr, "/probe", None);
+    assert_eq!(st, 400);
+    assert!(body.contains("/probe?target=NAME (the config file's hosts: far, gone)"));
+    r.stop();
+}
+
+#[test]
+fn query_parameters_are_decoded_and_bounded() {
+    use super::http::query_param;
+    assert_eq!(
+        query_param("/probe?target=a", "target").as_deref(),
+        Some("a")
+    );
+    assert_eq!(
+        query_param("/probe?x=1&target=b%20c", "target").as_deref(),
+        Some("b c")
+    );
+    assert_eq!(
+        query_param("/probe?target=a+b#frag", "target").as_deref(),
+        Some("a b")
+    );
+    assert_eq!(query_param("/probe?target=", "target"), None);
+    assert_eq!(query_param("/probe?target=%zz", "target"), None);
+    assert_eq!(query_param("/probe?target=%ff", "target"), None);
+    assert_eq!(query_param("/probe?target=%4", "target"), None);
+    assert_eq!(query_param("/probe", "target"), None);
+}

@@ -182,3 +182,62 @@ pub fn spawn_serve(cmd: &mut Command) -> Served {
         .unwrap_or_else(|_| panic!("serve logged no address: {:?}", log.lock().unwrap()));
     (child, addr.parse().unwrap(), log)
 }
+
+/// One HTTP/1.0 GET (so no chunked answers): status, content type, body.
+pub fn http_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    accept: Option<&str>,
+) -> (u16, String, String) {
+    try_http_get(addr, path, accept).unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
+}
+
+/// [`http_get`] without panicking.
+pub fn try_http_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    accept: Option<&str>,
+) -> std::io::Result<(u16, String, String)> {
+    let (status, head, body) = try_get(addr, path, accept, std::time::Duration::from_secs(10))?;
+    let ctype = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    Ok((status, ctype, body))
+}
+
+/// One HTTP/1.0 GET on a fresh connection, every step bounded by `timeout`: status (0
+/// when unreadable), head, body.
+pub fn try_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    accept: Option<&str>,
+    timeout: std::time::Duration,
+) -> std::io::Result<(u16, String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{accept}\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let Some((head, body)) = raw.split_once("\r\n\r\n") else {
+        return Err(std::io::Error::other(format!(
+            "not an HTTP answer: {raw:?}"
+        )));
+    };
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, head.to_string(), body.to_string()))
+}
