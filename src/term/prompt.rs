@@ -59,18 +59,24 @@ impl<'a> Prompter<'a> {
         }
     }
 
-    /// A numbered list; the user types a number or the item's exact text.
-    /// Empty input or end of input → `None` (cancel).
+    /// A numbered list; the user types a number, an item's text (or its first word, e.g.
+    /// a VM's name before its state), or a filter: a text that several items contain
+    /// lists those (with their numbers) and asks again, one that a single item contains
+    /// picks it. Lists longer than [`SHOWN`] show their first items and say how to narrow
+    /// them, so a host with hundreds of VMs stays usable. Empty input or end of input →
+    /// `None` (cancel).
     pub fn choose(&mut self, title: &str, items: &[String]) -> io::Result<Option<usize>> {
         if items.is_empty() {
             return Ok(None);
         }
         writeln!(self.output, "{}", terminal_line(title))?;
-        for (i, item) in items.iter().enumerate() {
-            writeln!(self.output, "{:>3}) {}", i + 1, terminal_line(item))?;
-        }
+        let all: Vec<usize> = (0..items.len()).collect();
+        self.list(items, &all)?;
         loop {
-            let Some(a) = self.ask(&format!("Choose 1-{} (empty to cancel): ", items.len()))?
+            let Some(a) = self.ask(&format!(
+                "Choose 1-{}, a name or a filter (empty to cancel): ",
+                items.len()
+            ))?
             else {
                 return Ok(None);
             };
@@ -82,18 +88,69 @@ impl<'a> Prompter<'a> {
                 if (1..=items.len()).contains(&n) {
                     return Ok(Some(n - 1));
                 }
-            } else if let Some(i) = items.iter().position(|it| it == a) {
+                writeln!(
+                    self.output,
+                    "{n} is not on the list: type a number from 1 to {}.",
+                    items.len()
+                )?;
+                continue;
+            }
+            if let Some(i) = items.iter().position(|it| it == a) {
                 return Ok(Some(i));
             }
-            writeln!(
-                self.output,
-                "{:?} is not on the list: type a number from 1 to {}.",
-                sanitize(a),
-                items.len()
-            )?;
+            let by_name: Vec<usize> = all
+                .iter()
+                .copied()
+                .filter(|&i| items[i].split(' ').next() == Some(a))
+                .collect();
+            if let [i] = by_name[..] {
+                return Ok(Some(i));
+            }
+            let needle = a.to_lowercase();
+            let matching: Vec<usize> = all
+                .iter()
+                .copied()
+                .filter(|&i| items[i].to_lowercase().contains(&needle))
+                .collect();
+            match matching[..] {
+                [i] => return Ok(Some(i)),
+                [] => writeln!(
+                    self.output,
+                    "nothing on the list matches {:?}: type a number from 1 to {}, or another filter.",
+                    sanitize(a),
+                    items.len()
+                )?,
+                _ => {
+                    writeln!(
+                        self.output,
+                        "{} match {:?}:",
+                        matching.len(),
+                        sanitize(a)
+                    )?;
+                    self.list(items, &matching)?;
+                }
+            }
         }
     }
+
+    /// `items[shown…]` numbered by their place in `items`, at most [`SHOWN`] of them.
+    fn list(&mut self, items: &[String], shown: &[usize]) -> io::Result<()> {
+        for &i in shown.iter().take(SHOWN) {
+            writeln!(self.output, "{:>3}) {}", i + 1, terminal_line(&items[i]))?;
+        }
+        if shown.len() > SHOWN {
+            writeln!(
+                self.output,
+                "     … and {} more: type part of a name to narrow the list",
+                shown.len() - SHOWN
+            )?;
+        }
+        Ok(())
+    }
 }
+
+/// How many items a list shows at once.
+pub const SHOWN: usize = 30;
 
 #[cfg(test)]
 mod tests {
@@ -119,6 +176,37 @@ mod tests {
         assert_eq!(r, None);
         let (r, _) = run("", |p| p.choose("VMs:", &items).unwrap());
         assert_eq!(r, None);
+    }
+
+    #[test]
+    fn long_lists_narrow_by_name_or_filter() {
+        let items: Vec<String> = (1..=308)
+            .map(|i| {
+                format!(
+                    "vm{i:03} ({})",
+                    if i % 2 == 0 { "running" } else { "shut off" }
+                )
+            })
+            .collect();
+        // The first screenful and how to narrow it, not 308 lines.
+        let (r, out) = run("vm250\n", |p| p.choose("VMs:", &items).unwrap());
+        assert_eq!(r, Some(249));
+        assert!(out.contains(" 30) vm030 (running)"), "{out}");
+        assert!(!out.contains(" 31) "), "{out}");
+        assert!(out.contains("… and 278 more: type part of a name to narrow the list"));
+        // A filter with several matches lists them with their own numbers; then a number.
+        let (r, out) = run("vm29\n293\n", |p| p.choose("VMs:", &items).unwrap());
+        assert_eq!(r, Some(292));
+        assert!(out.contains("10 match \"vm29\":"), "{out}");
+        assert!(out.contains("293) vm293 (shut off)"), "{out}");
+        // One match picks it; none says so; case does not matter.
+        let (r, _) = run("VM007\n", |p| p.choose("VMs:", &items).unwrap());
+        assert_eq!(r, Some(6));
+        let (r, out) = run("zzz\n\n", |p| p.choose("VMs:", &items).unwrap());
+        assert_eq!(r, None);
+        assert!(out.contains("nothing on the list matches \"zzz\""), "{out}");
+        let (_, out) = run("999\n\n", |p| p.choose("VMs:", &items).unwrap());
+        assert!(out.contains("999 is not on the list: type a number from 1 to 308."));
     }
 
     #[test]

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use crate::app::App;
 use crate::edit::{self, EditError, EditOptions, ExternalEditor};
 use crate::exit::{self, Failure};
+use crate::hypervisor::DomainState;
+use crate::media::guest::some_of;
 use crate::probe::ProbeManager;
 use crate::render;
 use crate::snapshot::Snapshot;
@@ -169,14 +171,41 @@ fn modify_file(
             return Ok(());
         }
     };
-    let mut names: Vec<String> = domains.into_iter().map(|d| d.name).collect();
-    names.sort();
-    if names.is_empty() {
+    if domains.is_empty() {
         p.say(&format!("no VMs on {}", app.hv.uri()))?;
         return Ok(());
     }
+    // Files move through the guest agent: only a running VM can be edited. The others
+    // are named apart, with why, instead of sitting in the list like the rest.
+    let (mut running, mut others): (Vec<_>, Vec<_>) = domains
+        .into_iter()
+        .partition(|d| d.state == DomainState::Running);
+    running.sort_by(|a, b| a.name.cmp(&b.name));
+    others.sort_by(|a, b| a.name.cmp(&b.name));
+    let names: Vec<String> = running.into_iter().map(|d| d.name).collect();
+    if !others.is_empty() {
+        let mut by_state: Vec<(&str, Vec<String>)> = Vec::new();
+        for d in &others {
+            match by_state.iter_mut().find(|(s, _)| *s == d.state.as_str()) {
+                Some((_, v)) => v.push(d.name.clone()),
+                None => by_state.push((d.state.as_str(), vec![d.name.clone()])),
+            }
+        }
+        let parts: Vec<String> = by_state
+            .iter()
+            .map(|(state, vms)| format!("{} {state} ({})", vms.len(), some_of(vms, 5)))
+            .collect();
+        p.say(&format!(
+            "Not offered, files move through the guest agent of a running VM: {}",
+            parts.join("; ")
+        ))?;
+    }
+    if names.is_empty() {
+        p.say("No VM is running, so none can be edited.")?;
+        return Ok(());
+    }
     const CANCELLED: &str = "Cancelled; nothing was changed.";
-    let Some(i) = p.choose("VMs:", &names)? else {
+    let Some(i) = p.choose("Running VMs:", &names)? else {
         p.say(CANCELLED)?;
         return Ok(());
     };
@@ -304,14 +333,14 @@ mod tests {
         let hv = FakeHypervisor::new()
             .with_domain(FakeDomain::new("web01", DomainState::ShutOff))
             .with_domain(FakeDomain::new("db01", DomainState::Running));
-        // By number, then by name; a stopped VM is one line and the menu returns.
+        // By number, then by name; a stopped VM is not offered, and says why.
         let (code, out) = drive(
             &app(hv),
-            "3\n2\n/etc/hosts\n\n3\ndb01\n/etc/hosts\n\n3\n\n4\n",
+            "3\n1\n/etc/hosts\n\n3\ndb01\n/etc/hosts\n\n3\n\n4\n",
         );
         assert_eq!(code, 0);
-        assert!(out.contains("VMs:\n  1) db01\n  2) web01\n"), "{out}");
-        assert!(out.contains("Path of the file inside the VM: Local copy (empty for a private temporary file): error: VM \"web01\" is shut off: files move through its guest agent, so it must be running\n--- MENU ---"), "{out}");
+        assert!(out.contains("Not offered, files move through the guest agent of a running VM: 1 shut off (web01)\nRunning VMs:\n  1) db01\n"), "{out}");
+        assert!(!out.contains(") web01"), "{out}");
         assert!(
             out.contains("error: the guest agent of \"db01\" is not connected"),
             "{out}"
