@@ -70,7 +70,7 @@ pub fn run(app: App, args: &TopArgs) -> Result<u8, Failure> {
             ..app.probes.settings().clone()
         },
     ));
-    let host_cpus = host_cpus(&app.uri());
+    let host_cpus = host_cpus(&app.uri()).or_else(|| app.hv.host_cpus());
     let filter = args.filter.clone().unwrap_or_default();
     if args.batch {
         let format = match args.format {
@@ -107,7 +107,8 @@ pub fn run(app: App, args: &TopArgs) -> Result<u8, Failure> {
     interactive(Arc::new(app), ui, rx)
 }
 
-/// The host's CPU count, for a connection to this machine's libvirt.
+/// The host's CPU count, for a connection to this machine's libvirt (a remote host's
+/// comes from libvirt's node info).
 pub fn host_cpus(uri: &str) -> Option<u32> {
     if !uri_is_local(uri) {
         return None;

@@ -331,6 +331,13 @@ pub trait Hypervisor: Send + Sync {
     /// Volumes of every active storage pool.
     fn list_volumes(&self) -> HvResult<Vec<StorageVolume>>;
 
+    /// The host's logical CPU count (`virNodeGetInfo`, `virsh nodeinfo`): what shares
+    /// of the host are measured against, on a remote host too. `None` when the driver
+    /// cannot say.
+    fn host_cpus(&self) -> Option<u32> {
+        None
+    }
+
     /// Statistics of every domain in one bulk call: `state` and `cpu-total` plus
     /// `groups`. libvirt is told not to wait for a domain whose job is busy
     /// (`VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT`): such a domain comes back with the

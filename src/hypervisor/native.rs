@@ -726,6 +726,14 @@ impl Hypervisor for NativeHypervisor {
         Ok(records.iter().filter_map(record_stats).collect())
     }
 
+    fn host_cpus(&self) -> Option<u32> {
+        self.conn
+            .node_info()
+            .ok()
+            .map(|i| i.cpus)
+            .filter(|&n| n > 0)
+    }
+
     fn list_volumes(&self) -> HvResult<Vec<StorageVolume>> {
         let pools = self
             .conn

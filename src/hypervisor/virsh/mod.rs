@@ -841,6 +841,13 @@ impl Hypervisor for VirshHypervisor {
         Ok(records.iter().map(parse::DomStats::to_stats).collect())
     }
 
+    fn host_cpus(&self) -> Option<u32> {
+        let text = self
+            .run_simple("nodeinfo", vec![OsString::from("nodeinfo")])
+            .ok()?;
+        parse::parse_nodeinfo_cpus(&text)
+    }
+
     fn list_volumes(&self) -> HvResult<Vec<StorageVolume>> {
         let pools = parse_lines(&self.run_simple(
             "list storage pools",

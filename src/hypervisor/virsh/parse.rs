@@ -140,6 +140,17 @@ pub fn parse_dominfo(text: &str) -> Result<DomainInfo, String> {
     })
 }
 
+/// The `CPU(s):` line of `virsh nodeinfo` (a count above 0).
+pub fn parse_nodeinfo_cpus(text: &str) -> Option<u32> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == "CPU(s)")
+            .then(|| v.trim().parse::<u32>().ok())
+            .flatten()
+            .filter(|&n| n > 0)
+    })
+}
+
 /// One `Domain: 'name'` record of `virsh domstats --raw`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DomStats {
@@ -364,6 +375,16 @@ mod tests {
     use super::*;
     use crate::hypervisor::virsh::fixture;
     use crate::hypervisor::HvError;
+
+    #[test]
+    fn nodeinfo_gives_the_cpu_count() {
+        let text =
+            "CPU model:           x86_64\nCPU(s):              16\nCPU frequency:       2400 MHz\n";
+        assert_eq!(parse_nodeinfo_cpus(text), Some(16));
+        assert_eq!(parse_nodeinfo_cpus("CPU(s): 0\n"), None);
+        assert_eq!(parse_nodeinfo_cpus("CPU(s): many\n"), None);
+        assert_eq!(parse_nodeinfo_cpus(""), None);
+    }
 
     #[test]
     fn dominfo_running() {
