@@ -25,8 +25,12 @@ impl App {
     /// Resolve settings (flags > environment > config file > defaults) and connect.
     pub fn connect(global: &GlobalArgs, no_cache: bool) -> Result<App, Failure> {
         let settings = resolve(global)?;
-        let hv: Arc<dyn Hypervisor> =
-            Arc::from(hypervisor::open(settings.backend, settings.uri.as_deref())?);
+        let hv: Arc<dyn Hypervisor> = Arc::from(hypervisor::open_within(
+            settings.backend,
+            settings.uri.as_deref(),
+            hypervisor::Access::ReadWrite,
+            settings.connect_timeout,
+        )?);
         Ok(App::from_parts(settings, hv, no_cache))
     }
 
