@@ -153,10 +153,10 @@ LoginGraceTime 30
 LogLevel VERBOSE
 EOF
 
-    # The PID namespace's first process is sshd itself; --kill-child ends it (and with it
-    # every session) when the unshare process is stopped.
+    # The PID namespace's first process is sshd itself: when it ends, so does every
+    # session it started (see cmd_stop).
     # shellcheck disable=SC2016 # expanded by the inner shell
-    setsid unshare --mount --propagation private --pid --fork --kill-child=TERM --mount-proc -- sh -ec '
+    setsid unshare --mount --propagation private --pid --fork --mount-proc -- sh -ec '
         mount --bind "$1" /etc/passwd
         shift
         exec "$@"' sh "$dir/passwd" \
@@ -184,16 +184,27 @@ EOF
 
 cmd_stop() {
     need_root
-    local dir="${1:-}" pid i
+    local dir="${1:-}" pid init i
     check_dir "$dir"
-    pid=$(<"$dir/pid" 2>/dev/null || true)
+    pid=$(cat "$dir/pid" 2>/dev/null || true)
     if [[ "$pid" =~ ^[0-9]+$ && "$(cat "/proc/$pid/comm" 2>/dev/null || true)" == unshare ]]; then
-        kill -TERM "$pid" 2>/dev/null || true
+        # unshare ignores SIGTERM while it waits, and the uid change cleared its child's
+        # parent-death signal: stop sshd, the first process of the PID namespace, whose
+        # end takes every other process of the namespace with it; unshare then exits.
+        init=$(cat "/proc/$pid/task/$pid/children" 2>/dev/null || true)
+        for i in $init; do
+            [[ "$i" =~ ^[0-9]+$ ]] && kill -TERM "$i" 2>/dev/null || true
+        done
         for i in $(seq 1 100); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.05
         done
-        kill -KILL "$pid" 2>/dev/null || true
+        if kill -0 "$pid" 2>/dev/null; then
+            for i in $init; do
+                [[ "$i" =~ ^[0-9]+$ ]] && kill -KILL "$i" 2>/dev/null || true
+            done
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
     fi
     rm -rf -- "$dir"
 }

@@ -598,6 +598,8 @@ fn connection_lost(code: u32, lower: &str) -> bool {
         || lower.contains("cannot recv data")
         || lower.contains("cannot write data")
         || lower.contains("end of file while reading data")
+        // Keepalive gave a silent link up (network transports; see `keep_alive`).
+        || lower.contains("connection closed due to keepalive")
 }
 
 /// Classification of a failed per-domain call (lookup, XML, device change).
@@ -1035,6 +1037,21 @@ mod tests {
                 "Failed to connect socket to '/run/libvirt/libvirt-sock': Permission denied"
             ),
             HvError::PermissionDenied { .. }
+        ));
+    }
+
+    #[test]
+    fn a_link_keepalive_gave_up_is_a_lost_connection() {
+        // What libvirt 9.0 reported in the e2e test when the ssh under a connection stopped.
+        assert!(matches!(
+            classify_domain(
+                "qemu+ssh://h/system",
+                "reading domain statistics",
+                "*",
+                sys::VIR_ERR_INTERNAL_ERROR,
+                "internal error: connection closed due to keepalive timeout"
+            ),
+            HvError::Unreachable { .. }
         ));
     }
 

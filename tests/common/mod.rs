@@ -17,6 +17,7 @@ pub mod guest;
 pub mod hostile;
 pub mod prometheus;
 pub mod scratch_vm;
+pub mod sshd;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};

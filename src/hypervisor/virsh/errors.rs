@@ -48,6 +48,7 @@ fn is_connect_failure(lower: &str) -> bool {
         "connection refused",
         "end of file while reading data",
         "authentication failed",
+        "connection closed due to keepalive",
     ]
     .iter()
     .any(|p| lower.contains(p))
