@@ -97,7 +97,9 @@ cmd_start() {
     need_root
     local port="${1:-}" dir passwd_line
     [[ -z "$port" ]] && port=$(free_port)
-    [[ "$port" =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) || die "PORT must be a TCP port number"
+    if ! [[ "$port" =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then
+        die "PORT must be a TCP port number"
+    fi
     id -u "$HARNESS_USER" >/dev/null 2>&1 || die "no user $HARNESS_USER: run scripts/harness.sh up first"
     [[ -x "$SSHD" ]] || "$REPO/scripts/harness.sh" deps >&2
     [[ -x "$SSHD" ]] || die "$SSHD missing after scripts/harness.sh deps"
@@ -193,7 +195,7 @@ cmd_stop() {
         # end takes every other process of the namespace with it; unshare then exits.
         init=$(cat "/proc/$pid/task/$pid/children" 2>/dev/null || true)
         for i in $init; do
-            [[ "$i" =~ ^[0-9]+$ ]] && kill -TERM "$i" 2>/dev/null || true
+            if [[ "$i" =~ ^[0-9]+$ ]]; then kill -TERM "$i" 2>/dev/null || true; fi
         done
         for i in $(seq 1 100); do
             kill -0 "$pid" 2>/dev/null || break
@@ -201,7 +203,7 @@ cmd_stop() {
         done
         if kill -0 "$pid" 2>/dev/null; then
             for i in $init; do
-                [[ "$i" =~ ^[0-9]+$ ]] && kill -KILL "$i" 2>/dev/null || true
+                if [[ "$i" =~ ^[0-9]+$ ]]; then kill -KILL "$i" 2>/dev/null || true; fi
             done
             kill -KILL "$pid" 2>/dev/null || true
         fi
