@@ -237,6 +237,24 @@ fn ssh_refusals_are_one_line_that_says_what_to_do() {
             sshd.uri(&sshd.ssh, &sshd.other_key, true),
             vec!["keyfile=", "authentication", "diq-harness@127.0.0.1"],
         ),
+        (
+            "closed port",
+            {
+                // A port nobody listens on: bound, then let go.
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port();
+                format!(
+                    "qemu+ssh://{}@127.0.0.1:{port}/session?keyfile={}&command={}",
+                    sshd.user,
+                    sshd.key.display(),
+                    sshd.ssh.display()
+                )
+            },
+            vec!["ssh cannot reach the host", "is the host up"],
+        ),
     ];
     for backend in BACKENDS {
         for (what, uri, want) in &cases {

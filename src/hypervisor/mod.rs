@@ -207,6 +207,8 @@ pub enum HvError {
     BadUri { uri: String, detail: String },
     #[error("no answer from {uri} within {seconds} s: is the host up and reachable, and libvirtd running there? (--connect-timeout SECS waits longer)")]
     ConnectTimeout { uri: String, seconds: String },
+    #[error("ssh cannot reach the host of {uri}: {detail} (is the host up, its name right, and sshd listening on that port?)")]
+    SshUnreachable { uri: String, detail: String },
     /// `keyscan` is the `ssh-keyscan` command line for the host (and port).
     #[error("ssh does not know the host key of {uri} (or the key has changed): after checking it, add it to ~/.ssh/known_hosts, e.g. `{keyscan} >> ~/.ssh/known_hosts` (ssh said: {detail})")]
     SshHostKey {
@@ -268,6 +270,7 @@ impl HvError {
                 | HvError::ConnectTimeout { .. }
                 | HvError::SshHostKey { .. }
                 | HvError::SshAuth { .. }
+                | HvError::SshUnreachable { .. }
                 | HvError::BackendUnavailable(..)
         )
     }
@@ -289,6 +292,7 @@ impl HvError {
                 detail,
             },
             HvError::SshAuth { login, detail, .. } => HvError::SshAuth { uri, login, detail },
+            HvError::SshUnreachable { detail, .. } => HvError::SshUnreachable { uri, detail },
             other => other,
         }
     }

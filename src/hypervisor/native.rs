@@ -1026,7 +1026,7 @@ mod tests {
         ));
         assert!(matches!(
             classify_open(u, system, rpc, "Cannot recv data: ssh: connect to host h port 2222: Connection refused: Connection reset by peer"),
-            HvError::Unreachable { .. }
+            HvError::SshUnreachable { .. }
         ));
         // A local socket's "Permission denied" stays the group/root advice.
         assert!(matches!(

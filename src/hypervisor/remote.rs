@@ -190,6 +190,18 @@ pub fn classify(uri: &str, message: &str) -> Option<HvError> {
         || lower.contains("no more authentication methods")
         || lower.contains("too many authentication failures")
         || (t == Transport::LibSsh && lower.contains("authentication failed"));
+    // ssh's own words when it never got to the host: the host is the problem, not libvirtd.
+    let no_host = t == Transport::Ssh
+        && (lower.contains("ssh: connect to host")
+            || lower.contains("ssh: could not resolve hostname")
+            || lower.contains("connection timed out during banner exchange")
+            || lower.contains("kex_exchange_identification"));
+    if no_host {
+        return Some(HvError::SshUnreachable {
+            uri: uri.to_string(),
+            detail: message.to_string(),
+        });
+    }
     if refused {
         return Some(HvError::SshAuth {
             uri: uri.to_string(),
@@ -342,9 +354,19 @@ mod tests {
             ),
             Some(HvError::SshHostKey { .. })
         ));
+        // ssh never reached the host: the line is about the host, not libvirtd.
+        for text in [
+            "Cannot recv data: ssh: connect to host h.example port 2222: Connection refused: Connection reset by peer",
+            "Cannot recv data: ssh: Could not resolve hostname h.example: Name or service not known: Connection reset by peer",
+            "Cannot recv data: ssh: connect to host h.example port 2222: No route to host: Connection reset by peer",
+        ] {
+            let e = classify(u, text).unwrap();
+            assert!(matches!(e, HvError::SshUnreachable { .. }), "{text}");
+            assert!(e.to_string().contains("is the host up"), "{e}");
+        }
         // Not ssh's: left to the adapter's own classification.
         assert_eq!(
-            classify(u, "Cannot recv data: ssh: connect to host h.example port 2222: Connection refused: Connection reset by peer"),
+            classify(u, "Cannot recv data: End of file while reading data: nc: unix connect failed: No such file or directory: Input/output error"),
             None
         );
         assert_eq!(
