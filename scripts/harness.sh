@@ -57,7 +57,7 @@
 # one by one, with --no-install-recommends. Packages whose installation would start a
 # service, create a network or replace an installed package are unpacked under
 # $HARNESS_DIR/pkgs with dpkg -x instead: the guest kernel, qemu-guest-agent, busybox-static,
-# prometheus, and QEMU itself (qemu-system-x86 with its data, firmware and modules; installing
+# prometheus, openssh-server (only its sshd runs) and QEMU itself (qemu-system-x86 with its data, firmware and modules; installing
 # it would replace a newer qemu-utils, as on machines with backported QEMU tools). What apt
 # installed is recorded in $HARNESS_DIR/installed-packages for `purge`.
 #
@@ -164,9 +164,11 @@ readonly APT_HARNESS=(
     iproute2                                  # the tap device in the daemon's namespace
     osinfo-db                                 # OS names from libosinfo metadata
     socat tmux vim-tiny                       # serve's outage proxy; a real terminal and editor
+    openssh-client netcat-openbsd libwrap0    # the remote-host tests: ssh, nc on the "remote" side, a library of sshd
 )
 # Unpacked under $HARNESS_DIR/pkgs with dpkg -x, never installed (see the header); so are
-# qemu-guest-agent, busybox-static and prometheus (cmd_deps).
+# qemu-guest-agent, busybox-static, prometheus and openssh-server (cmd_deps; installing it
+# would start the host's sshd — the tests run one of their own, scripts/test-sshd.sh).
 readonly UNPACK_QEMU=(qemu-system-x86 qemu-system-common qemu-system-data seabios ipxe-qemu)
 
 # The modules the guest needs; their dependencies come from the kernel's own modules.dep.
@@ -348,6 +350,12 @@ cmd_deps() {
     unpack_into "$PKG_DIR/qemu-guest-agent" qemu-guest-agent qemu-guest-agent
     unpack_into "$PKG_DIR/busybox-static" - busybox-static
     unpack_into "$PKG_DIR/prometheus" - prometheus # a static Go binary; its web UI is unused
+    # Only sshd's binary is used; its package's other dependencies (sftp server, runit
+    # helper, a newer ssh client) are not, and installing them could replace the host's.
+    unpack_into "$PKG_DIR/openssh-server" - openssh-server
+    if LC_ALL=C ldd "$PKG_DIR/openssh-server/usr/sbin/sshd" | grep -q 'not found'; then
+        die "the unpacked sshd lacks libraries: $(LC_ALL=C ldd "$PKG_DIR/openssh-server/usr/sbin/sshd" | awk '/not found/ { print $1 }' | paste -sd ' ' -)"
+    fi
     mkdir -p "$BIN_DIR"
     ln -sfn "$PKG_DIR/prometheus/usr/bin/prometheus" "$BIN_DIR/prometheus"
     ln -sfn "$PKG_DIR/prometheus/usr/bin/promtool" "$BIN_DIR/promtool"

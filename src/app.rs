@@ -52,8 +52,12 @@ impl App {
                 )));
             }
         }
-        let hv: Arc<dyn Hypervisor> =
-            Arc::from(hypervisor::open(settings.backend, settings.uri.as_deref())?);
+        let hv: Arc<dyn Hypervisor> = Arc::from(hypervisor::open_within(
+            settings.backend,
+            settings.uri.as_deref(),
+            hypervisor::Access::ReadWrite,
+            settings.connect_timeout,
+        )?);
         Ok(App::from_parts(settings, hv, no_cache))
     }
 

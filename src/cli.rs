@@ -13,7 +13,7 @@ Without a command, the interactive menu starts.
 
 Configuration: flags beat environment (LIBVIRT_URI, then LIBVIRT_DEFAULT_URI) beat the
 config file ($XDG_CONFIG_HOME/dismount_iso_qemu/config.toml: uri, backend, probe_timeout,
-agent_timeout, cache_ttl, definition_ttl, jobs, max_size, transfer_timeout, min_rate,
+agent_timeout, connect_timeout, cache_ttl, definition_ttl, jobs, max_size, transfer_timeout, min_rate,
 web_config_file, collect) beat defaults.
 OS answers and shut-off VMs' XML facts are cached in
 $XDG_CACHE_HOME/dismount_iso_qemu/os-cache.json (scan --no-cache ignores the
@@ -83,6 +83,16 @@ pub struct GlobalArgs {
         global = true
     )]
     pub agent_timeout: Option<f64>,
+
+    /// Seconds opening the connection may take; a host that does not answer in time is
+    /// one error line, not a hang [default: 10]
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "DISMOUNT_ISO_QEMU_CONNECT_TIMEOUT",
+        global = true
+    )]
+    pub connect_timeout: Option<f64>,
 
     /// Seconds a guest's OS answer (or its agent's silence) is remembered [default: 60]
     #[arg(
@@ -159,6 +169,7 @@ impl GlobalArgs {
                 backend: self.backend,
                 probe_timeout: self.probe_timeout,
                 agent_timeout: self.agent_timeout,
+                connect_timeout: self.connect_timeout,
                 cache_ttl: self.cache_ttl,
                 definition_ttl: self.definition_ttl,
                 jobs: self.jobs,

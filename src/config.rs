@@ -8,6 +8,7 @@
 //! backend = "native"      # or "virsh"
 //! probe_timeout = 5       # seconds: the scan's deadline for guest agents
 //! agent_timeout = 5       # seconds: one agent call of mount/eject/edit/cat/pull/push
+//! connect_timeout = 10    # seconds an open of the connection may take
 //! cache_ttl = 60          # seconds an OS answer is reused
 //! definition_ttl = 600    # seconds a shut-off VM's XML facts are reused (0: never)
 //! jobs = 32
@@ -56,7 +57,7 @@ pub const DEFAULT_TRANSFER_TIMEOUT_SECS: u64 = 600;
 /// Default progress floor of a transfer, bytes per second.
 pub const DEFAULT_MIN_RATE: u64 = 32 << 10;
 /// The config keys, for error messages.
-const KEYS: &str = "uri, backend, probe_timeout, agent_timeout, cache_ttl, definition_ttl, jobs, max_size, transfer_timeout, min_rate, web_config_file, collect, hosts";
+const KEYS: &str = "uri, backend, probe_timeout, agent_timeout, connect_timeout, cache_ttl, definition_ttl, jobs, max_size, transfer_timeout, min_rate, web_config_file, collect, hosts";
 
 /// The settings a user can give — in the config file, or as flags and environment
 /// variables. Unknown keys in the file are an error, so typos are noticed.
@@ -67,6 +68,7 @@ pub struct FileConfig {
     pub backend: Option<Backend>,
     pub probe_timeout: Option<f64>,
     pub agent_timeout: Option<f64>,
+    pub connect_timeout: Option<f64>,
     pub cache_ttl: Option<u64>,
     pub definition_ttl: Option<u64>,
     pub jobs: Option<usize>,
@@ -111,6 +113,9 @@ pub struct Settings {
     /// What libvirt may wait for one agent call of a command (mount, eject, edit, cat,
     /// pull, push) before anything is changed.
     pub agent_timeout: Duration,
+    /// What opening the connection may take (libvirt itself has no limit: a host that
+    /// accepts and never answers would hold the open forever).
+    pub connect_timeout: Duration,
     pub cache_ttl: Duration,
     /// How long a shut-off domain's XML facts are reused while its definition tag holds.
     pub definition_ttl: Duration,
@@ -204,6 +209,12 @@ pub fn resolve_with(
             .or(file.agent_timeout)
             .unwrap_or(DEFAULT_AGENT_TIMEOUT_SECS),
     )?;
+    let connect_timeout = seconds(
+        "connect timeout",
+        o.connect_timeout
+            .or(file.connect_timeout)
+            .unwrap_or(crate::hypervisor::remote::DEFAULT_CONNECT_TIMEOUT.as_secs_f64()),
+    )?;
     let jobs = o.jobs.or(file.jobs).unwrap_or(DEFAULT_JOBS);
     if jobs == 0 || jobs > 1024 {
         return Err(format!("jobs must be between 1 and 1024, got {jobs}"));
@@ -234,6 +245,7 @@ pub fn resolve_with(
             .unwrap_or_else(Backend::default_for_build),
         scan_deadline,
         agent_timeout,
+        connect_timeout,
         cache_ttl: Duration::from_secs(cache_ttl),
         definition_ttl: Duration::from_secs(definition_ttl),
         jobs,
@@ -347,6 +359,7 @@ mod tests {
             backend: Some(Backend::Virsh),
             probe_timeout: Some(9.0),
             agent_timeout: Some(2.0),
+            connect_timeout: Some(3.5),
             cache_ttl: Some(10),
             definition_ttl: Some(0),
             jobs: Some(3),
@@ -363,6 +376,7 @@ mod tests {
         assert_eq!(s.backend, Backend::default_for_build());
         assert_eq!(s.scan_deadline, Duration::from_secs(5));
         assert_eq!(s.agent_timeout, Duration::from_secs(5));
+        assert_eq!(s.connect_timeout, Duration::from_secs(10));
         assert_eq!(s.cache_ttl, Duration::from_secs(60));
         assert_eq!(s.definition_ttl, Duration::from_secs(600));
         assert_eq!(s.max_size, DEFAULT_MAX_SIZE);
@@ -373,6 +387,7 @@ mod tests {
         assert_eq!(s.max_size, 1 << 30);
         assert_eq!(s.scan_deadline, Duration::from_secs(9));
         assert_eq!(s.agent_timeout, Duration::from_secs(2));
+        assert_eq!(s.connect_timeout, Duration::from_millis(3500));
         assert_eq!(s.transfer_timeout, Duration::from_secs(30));
         assert_eq!(s.min_rate, 1024);
         assert_eq!(s.uri.as_deref(), Some("qemu:///session"));
@@ -417,6 +432,16 @@ mod tests {
 
     #[test]
     fn bad_values_are_one_clear_line() {
+        let o = Overrides {
+            values: FileConfig {
+                connect_timeout: Some(-1.0),
+                ..FileConfig::default()
+            },
+            config_file: None,
+        };
+        assert!(resolve_with(&o, None, FileConfig::default())
+            .unwrap_err()
+            .contains("connect timeout"));
         let o = Overrides {
             values: FileConfig {
                 probe_timeout: Some(0.0),

@@ -14,10 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::GlobalArgs;
 use crate::config::Settings;
-use crate::hypervisor::{self, Backend, Hypervisor};
-
-/// How long opening one host's connection may take within a fleet command.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::hypervisor::{self, Access, Backend, Hypervisor};
 
 /// One chosen host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,10 +108,12 @@ impl<T> HostOutcome<T> {
     }
 }
 
-/// Open every target and run `work` on it, all in parallel; whatever has not finished
-/// within `limit` is an error saying so. Results come in the targets' order.
+/// Open every target (each open bounded by `connect_timeout`) and run `work` on it, all
+/// in parallel; whatever has not finished within `limit` is an error saying so. Results
+/// come in the targets' order.
 pub fn each_host<T: Send + 'static>(
     targets: &[Target],
+    connect_timeout: Duration,
     limit: Duration,
     work: impl Fn(&Target, Arc<dyn Hypervisor>) -> Result<T, String> + Send + Sync + 'static,
 ) -> Vec<HostOutcome<T>> {
@@ -128,9 +127,14 @@ pub fn each_host<T: Send + 'static>(
             .name(format!("host-{i}"))
             .spawn(move || {
                 let t0 = Instant::now();
-                let result = hypervisor::open(t.backend, Some(&t.uri))
-                    .map_err(|e| e.to_string())
-                    .and_then(|hv| work(&t, Arc::from(hv)));
+                let result = hypervisor::open_within(
+                    t.backend,
+                    Some(&t.uri),
+                    Access::ReadWrite,
+                    connect_timeout,
+                )
+                .map_err(|e| e.to_string())
+                .and_then(|hv| work(&t, Arc::from(hv)));
                 let _ = done.send((i, result, t0.elapsed()));
             });
         if let Err(e) = spawned {
@@ -209,7 +213,7 @@ pub fn host_of_vm(
         return Ok((targets.first().cloned(), vm.to_string()));
     }
     let wanted = vm.to_string();
-    let found = each_host(targets, limit, move |_, hv| {
+    let found = each_host(targets, settings.connect_timeout, limit, move |_, hv| {
         Ok(hv
             .list_domains()
             .map_err(|e| e.to_string())?
@@ -333,6 +337,7 @@ mod tests {
         let started = Instant::now();
         let out = each_host(
             &[t("quick"), t("stuck")],
+            Duration::from_secs(5),
             Duration::from_millis(300),
             |t, _hv| {
                 if t.name == "stuck" {

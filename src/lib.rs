@@ -69,7 +69,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
     // the VM; the app on that host and the VM's name there.
     let on_vm_host = |vm: &str| -> Result<(App, String), Failure> {
         let (settings, targets) = chosen()?;
-        let limit = fleet::CONNECT_TIMEOUT + settings.scan_deadline;
+        let limit = settings.connect_timeout + settings.scan_deadline;
         let (target, name) =
             fleet::host_of_vm(&targets, &settings, vm, limit).map_err(Failure::usage)?;
         let app = App::connect_to(settings, target.as_slice(), false)?;

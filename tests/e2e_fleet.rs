@@ -14,10 +14,11 @@ use serde_json::Value;
 
 use common::*;
 
-/// The scan deadline these tests give; a fleet command may take the connect timeout
-/// (10 s) plus this plus 1 s in all.
+/// The scan deadline and connect timeout these tests give; a fleet command may take the
+/// two plus 1 s in all.
 const PROBE_TIMEOUT_S: u64 = 3;
-const FLEET_LIMIT: Duration = Duration::from_secs(10 + PROBE_TIMEOUT_S + 1);
+const CONNECT_TIMEOUT_S: u64 = 3;
+const FLEET_LIMIT: Duration = Duration::from_secs(CONNECT_TIMEOUT_S + PROBE_TIMEOUT_S + 1);
 
 /// A config file naming the hosts under test.
 fn config(home: &Path, hanging: u16, dead: u16) {
@@ -66,6 +67,8 @@ fn run(home: &Path, backend: &str, args: &[&str]) -> (Output, Duration) {
             backend,
             "--probe-timeout",
             &PROBE_TIMEOUT_S.to_string(),
+            "--connect-timeout",
+            &CONNECT_TIMEOUT_S.to_string(),
         ])
         .args(args)
         .timeout(Duration::from_secs(120))
@@ -148,7 +151,7 @@ fn a_fleet_scan_has_every_host_and_one_line_per_host_that_failed() {
             status("hang")["error"]
                 .as_str()
                 .unwrap()
-                .contains("no answer within"),
+                .contains(&format!("within {CONNECT_TIMEOUT_S} s")),
             "{}",
             status("hang")
         );
@@ -392,7 +395,14 @@ fn serve_probes_each_configured_host() {
     };
     let (mut child, addr, log) = spawn_serve(
         tool_process(home.path())
-            .args(["-c", harness_uri(), "--probe-timeout", "3"])
+            .args([
+                "-c",
+                harness_uri(),
+                "--probe-timeout",
+                "3",
+                "--connect-timeout",
+                "3",
+            ])
             .args(["serve", "--listen", "127.0.0.1:0", "--interval", "2"])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null()),

@@ -190,7 +190,12 @@ pub fn vm_names(words: &[OsString], deadline: Duration) -> Vec<(String, &'static
     thread::spawn(move || {
         let listed = (|| {
             let settings = app::resolve(&global).ok()?;
-            let uri = settings.uri.as_deref();
+            // ssh never prompts here either (see hypervisor::remote).
+            let uri = settings
+                .uri
+                .as_deref()
+                .map(crate::hypervisor::remote::without_prompts);
+            let uri = uri.as_deref();
             let hv: Box<dyn Hypervisor> = match settings.backend {
                 // virsh runs in a session of its own, which our exit would not end: its
                 // own limit stops it first (a hung daemon hangs the first call).

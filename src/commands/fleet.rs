@@ -29,7 +29,7 @@ use crate::snapshot::Snapshot;
 
 /// What a fleet command may take in all: connecting, then the scan's own deadline.
 fn limit(settings: &Settings) -> Duration {
-    fleet::CONNECT_TIMEOUT + settings.scan_deadline + Duration::from_secs(1)
+    settings.connect_timeout + settings.scan_deadline + Duration::from_secs(1)
 }
 
 fn statuses<T>(outcomes: &[HostOutcome<T>]) -> Vec<HostStatus<'_>> {
@@ -77,11 +77,16 @@ pub fn scan(
     let probe = probe_settings(settings, args.no_cache);
     // One cache for every host (keyed by URI inside), so no host's save drops another's.
     let cache = Arc::new(Mutex::new(ProbeManager::load_cache(&probe)));
-    let outcomes = fleet::each_host(targets, limit(settings), move |_, hv| {
-        ProbeManager::with_cache(hv, probe.clone(), Arc::clone(&cache))
-            .scan()
-            .map_err(|e| e.to_string())
-    });
+    let outcomes = fleet::each_host(
+        targets,
+        settings.connect_timeout,
+        limit(settings),
+        move |_, hv| {
+            ProbeManager::with_cache(hv, probe.clone(), Arc::clone(&cache))
+                .scan()
+                .map_err(|e| e.to_string())
+        },
+    );
     let snaps: Vec<(&str, &Snapshot)> = outcomes
         .iter()
         .filter_map(|o| Some((o.target.name.as_str(), o.result.as_ref().ok()?)))
@@ -108,9 +113,12 @@ pub fn isos(
     out: &mut impl Write,
     warnings: &mut impl Write,
 ) -> Result<u8, Failure> {
-    let outcomes = fleet::each_host(targets, limit(settings), |_, hv| {
-        read_host(hv.as_ref()).map_err(|e| e.to_string())
-    });
+    let outcomes = fleet::each_host(
+        targets,
+        settings.connect_timeout,
+        limit(settings),
+        |_, hv| read_host(hv.as_ref()).map_err(|e| e.to_string()),
+    );
     let wanted = args.iso.as_deref().map(IsoMatch::new);
     let chosen: Vec<(&str, &HostMedia, Vec<&VmMedia>)> = outcomes
         .iter()
@@ -170,9 +178,12 @@ pub fn eject(
     warnings: &mut impl Write,
     ask: Ask,
 ) -> Result<u8, Failure> {
-    let read = fleet::each_host(targets, limit(settings), |_, hv| {
-        read_host(hv.as_ref()).map_err(|e| e.to_string())
-    });
+    let read = fleet::each_host(
+        targets,
+        settings.connect_timeout,
+        limit(settings),
+        |_, hv| read_host(hv.as_ref()).map_err(|e| e.to_string()),
+    );
     let mut plans: HashMap<String, HostPlan> = HashMap::new();
     for o in &read {
         if let Ok(host) = &o.result {
@@ -243,22 +254,27 @@ pub fn eject(
         }
     }
     let opts = EjectOptions::new(args.force, settings.agent_timeout, settings.jobs);
-    let change_limit = fleet::CONNECT_TIMEOUT + opts.batch_budget + Duration::from_secs(30);
+    let change_limit = settings.connect_timeout + opts.batch_budget + Duration::from_secs(30);
     let plans = Arc::new(Mutex::new(plans));
-    let changed = fleet::each_host(&busy_hosts, change_limit, move |t, hv| {
-        let plan = plans
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&t.name)
-            .ok_or_else(|| "nothing planned for this host".to_string())?;
-        let started = Instant::now();
-        let reports = eject_many(hv.as_ref(), &plan.vms, &plan.which, &opts);
-        audit_ejects(&t.uri, &reports);
-        let mut lines = Vec::new();
-        let code =
-            write_batch(&mut lines, &reports, &plan.errors, started).map_err(|f| f.message)?;
-        Ok((lines, code))
-    });
+    let changed = fleet::each_host(
+        &busy_hosts,
+        settings.connect_timeout,
+        change_limit,
+        move |t, hv| {
+            let plan = plans
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&t.name)
+                .ok_or_else(|| "nothing planned for this host".to_string())?;
+            let started = Instant::now();
+            let reports = eject_many(hv.as_ref(), &plan.vms, &plan.which, &opts);
+            audit_ejects(&t.uri, &reports);
+            let mut lines = Vec::new();
+            let code =
+                write_batch(&mut lines, &reports, &plan.errors, started).map_err(|f| f.message)?;
+            Ok((lines, code))
+        },
+    );
     let mut code = report_hosts(&read, warnings)?;
     for o in &changed {
         match &o.result {

@@ -59,9 +59,11 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Failure> {
     } else {
         Access::ReadWrite
     };
+    let connect_timeout = settings.connect_timeout;
     let open = move |backend, uri: Option<String>| -> Opener {
         Arc::new(move || {
-            hypervisor::open_with(backend, uri.as_deref(), access).map(Arc::<dyn Hypervisor>::from)
+            hypervisor::open_within(backend, uri.as_deref(), access, connect_timeout)
+                .map(Arc::<dyn Hypervisor>::from)
         })
     };
     let opener = open(backend, uri);

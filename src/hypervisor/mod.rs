@@ -18,6 +18,7 @@ use crate::units::clip;
 pub mod fake;
 #[cfg(feature = "native")]
 pub mod native;
+pub mod remote;
 pub mod stats;
 pub mod virsh;
 
@@ -204,6 +205,23 @@ pub enum HvError {
     PermissionDenied { uri: String, detail: String },
     #[error("libvirt does not accept the URI {uri:?}: {detail}")]
     BadUri { uri: String, detail: String },
+    #[error("no answer from {uri} within {seconds} s: is the host up and reachable, and libvirtd running there? (--connect-timeout SECS waits longer)")]
+    ConnectTimeout { uri: String, seconds: String },
+    #[error("ssh cannot reach the host of {uri}: {detail} (is the host up, its name right, and sshd listening on that port?)")]
+    SshUnreachable { uri: String, detail: String },
+    /// `keyscan` is the `ssh-keyscan` command line for the host (and port).
+    #[error("ssh does not know the host key of {uri} (or the key has changed): after checking it, add it to ~/.ssh/known_hosts, e.g. `{keyscan} >> ~/.ssh/known_hosts` (ssh said: {detail})")]
+    SshHostKey {
+        uri: String,
+        keyscan: String,
+        detail: String,
+    },
+    #[error("ssh authentication as {login} was refused for {uri}: use a key the host accepts, e.g. pass keyfile=PATH in the URI or add the key to ssh-agent (passwords are never asked) (ssh said: {detail})")]
+    SshAuth {
+        uri: String,
+        login: String,
+        detail: String,
+    },
     #[error("the {0} backend is not available: {1}")]
     BackendUnavailable(&'static str, String),
     #[error("no VM named {0:?} on this connection (`dismount_iso_qemu scan` lists them)")]
@@ -249,8 +267,34 @@ impl HvError {
             HvError::Unreachable { .. }
                 | HvError::PermissionDenied { .. }
                 | HvError::BadUri { .. }
+                | HvError::ConnectTimeout { .. }
+                | HvError::SshHostKey { .. }
+                | HvError::SshAuth { .. }
+                | HvError::SshUnreachable { .. }
                 | HvError::BackendUnavailable(..)
         )
+    }
+
+    /// The same error about `uri` instead of the URI the adapter was given (the port adds
+    /// parameters the user never wrote; the line names the URI as they gave it).
+    fn about(self, uri: &str) -> HvError {
+        let uri = uri.to_string();
+        match self {
+            HvError::Unreachable { detail, .. } => HvError::Unreachable { uri, detail },
+            HvError::PermissionDenied { detail, .. } => HvError::PermissionDenied { uri, detail },
+            HvError::BadUri { detail, .. } => HvError::BadUri { uri, detail },
+            HvError::ConnectTimeout { seconds, .. } => HvError::ConnectTimeout { uri, seconds },
+            HvError::SshHostKey {
+                keyscan, detail, ..
+            } => HvError::SshHostKey {
+                uri,
+                keyscan,
+                detail,
+            },
+            HvError::SshAuth { login, detail, .. } => HvError::SshAuth { uri, login, detail },
+            HvError::SshUnreachable { detail, .. } => HvError::SshUnreachable { uri, detail },
+            other => other,
+        }
     }
 
     /// The exit code this failure ends a command with: no connection, or a VM that does
@@ -393,21 +437,43 @@ pub fn open(backend: Backend, uri: Option<&str>) -> HvResult<Box<dyn Hypervisor>
     open_with(backend, uri, Access::ReadWrite)
 }
 
-/// Open a connection with the chosen adapter and access.
+/// Open a connection with the chosen adapter and access, within
+/// [`remote::DEFAULT_CONNECT_TIMEOUT`].
 pub fn open_with(
     backend: Backend,
     uri: Option<&str>,
     access: Access,
 ) -> HvResult<Box<dyn Hypervisor>> {
-    match backend {
+    open_within(backend, uri, access, remote::DEFAULT_CONNECT_TIMEOUT)
+}
+
+/// Open a connection with the chosen adapter and access; an open that takes longer than
+/// `connect_timeout` fails with [`HvError::ConnectTimeout`]. A URI whose transport runs
+/// `ssh` gets `no_tty=1` unless it sets `no_tty` (see [`remote`]): ssh never prompts.
+pub fn open_within(
+    backend: Backend,
+    uri: Option<&str>,
+    access: Access,
+    connect_timeout: Duration,
+) -> HvResult<Box<dyn Hypervisor>> {
+    let given = uri;
+    let uri = uri.map(remote::without_prompts);
+    let uri = uri.as_deref();
+    let opened: HvResult<Box<dyn Hypervisor>> = match backend {
         #[cfg(feature = "native")]
-        Backend::Native => Ok(Box::new(native::NativeHypervisor::open_with(uri, access)?)),
+        Backend::Native => native::NativeHypervisor::open_within(uri, access, connect_timeout)
+            .map(|h| Box::new(h) as Box<dyn Hypervisor>),
         #[cfg(not(feature = "native"))]
         Backend::Native => Err(HvError::BackendUnavailable(
             "native",
             "this build was made without the `native` cargo feature; use --backend virsh or rebuild with default features".to_string(),
         )),
-        Backend::Virsh => Ok(Box::new(virsh::VirshHypervisor::open_with(uri, access)?)),
+        Backend::Virsh => virsh::VirshHypervisor::open_within(uri, access, connect_timeout)
+            .map(|h| Box::new(h) as Box<dyn Hypervisor>),
+    };
+    match (given, uri) {
+        (Some(given), Some(used)) if given != used => opened.map_err(|e| e.about(given)),
+        _ => opened,
     }
 }
 
@@ -554,6 +620,23 @@ pub fn classify_agent_message(domain: &str, command: &str, message: &str) -> HvE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_errors_name_the_uri_as_the_user_gave_it() {
+        let given = "qemu+ssh://h/system";
+        let used = "qemu+ssh://h/system?no_tty=1";
+        let e = remote::classify(used, "Host key verification failed.")
+            .unwrap()
+            .about(given);
+        assert!(e.to_string().contains("of qemu+ssh://h/system (or"), "{e}");
+        assert!(!e.to_string().contains("no_tty"), "{e}");
+        let e = remote::timed_out(used, Duration::from_secs(10)).about(given);
+        assert!(
+            !e.to_string().contains("no_tty") && e.is_connection(),
+            "{e}"
+        );
+        assert_eq!(e.exit_code(), exit::USAGE);
+    }
 
     #[test]
     fn the_definition_tag_follows_drives_memory_and_vcpus_only() {

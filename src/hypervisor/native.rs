@@ -19,7 +19,7 @@ use std::ffi::CStr;
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use virt::connect::Connect;
@@ -31,6 +31,7 @@ use virt::sys;
 
 use crate::units::clip;
 
+use super::remote;
 use super::stats::StatValue;
 use super::{
     classify_agent_message, command_name, Access, ChangeScope, DomainInfo, DomainState,
@@ -295,6 +296,8 @@ pub struct NativeHypervisor {
     listed: Mutex<HashMap<String, Arc<Owned<Domain>>>>,
     uri: String,
     access: Access,
+    /// What each further (agent) connection may take to open.
+    connect_timeout: Duration,
 }
 
 fn connect(uri: Option<&str>, access: Access) -> Result<Connect, VirtError> {
@@ -308,6 +311,92 @@ fn connect(uri: Option<&str>, access: Access) -> Result<Connect, VirtError> {
 /// can run at once (the probe pool's default is 32 jobs).
 const AGENT_CONNECTIONS: usize = 4;
 
+/// Keepalive of network connections: a probe every 5 s, the link given up after 3 without
+/// an answer, so a dead link fails the call that waits on it within about 20 s.
+const KEEPALIVE_INTERVAL: i32 = 5;
+const KEEPALIVE_COUNT: u32 = 3;
+
+/// Opens that passed their deadline and still hang, each holding a thread. Past
+/// [`MAX_HUNG_OPENS`] an open fails at once instead of leaving yet another one behind
+/// (`serve` reopens after every failed scan).
+static HUNG_OPENS: AtomicUsize = AtomicUsize::new(0);
+const MAX_HUNG_OPENS: usize = 4;
+
+/// libvirt's default event loop, registered once and run on a thread of its own: client
+/// keepalive (and noticing a closed socket between calls) needs it. Registered before the
+/// first connection opens; `false` when libvirt refused.
+fn event_loop() -> bool {
+    static RUNNING: OnceLock<bool> = OnceLock::new();
+    *RUNNING.get_or_init(|| {
+        // SAFETY: plain libvirt calls without arguments; registration happens once
+        // (OnceLock), before any connection of ours exists.
+        if unsafe { sys::virEventRegisterDefaultImpl() } < 0 {
+            return false;
+        }
+        std::thread::Builder::new()
+            .name("libvirt-events".into())
+            .spawn(|| loop {
+                // SAFETY: the default implementation was registered above.
+                if unsafe { sys::virEventRunDefaultImpl() } < 0 {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+            .is_ok()
+    })
+}
+
+/// Keepalive on a connection over the network; local sockets need none (the daemon's end
+/// closing is seen at once). Failure only means no keepalive.
+fn keep_alive(conn: &Connect, uri: &str) {
+    if remote::transport(uri).is_network() && event_loop() {
+        // SAFETY: `conn` is a live connection; the call only sets two numbers.
+        unsafe {
+            sys::virConnectSetKeepAlive(conn.as_ptr(), KEEPALIVE_INTERVAL, KEEPALIVE_COUNT);
+        }
+    }
+}
+
+/// [`connect`] on a thread of its own, given up after `limit`: libvirt has no connect
+/// timeout, and a host that accepts and never answers holds `virConnectOpen` forever. The
+/// abandoned thread closes whatever connection it still gets. `shown_uri` names the URI in
+/// errors.
+fn connect_within(
+    uri: Option<&str>,
+    shown_uri: &str,
+    access: Access,
+    limit: Duration,
+) -> HvResult<Owned<Connect>> {
+    if HUNG_OPENS.load(Ordering::Relaxed) >= MAX_HUNG_OPENS {
+        return Err(remote::timed_out(shown_uri, limit));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owned_uri = uri.map(str::to_string);
+    let thread_uri = shown_uri.to_string();
+    HUNG_OPENS.fetch_add(1, Ordering::Relaxed);
+    let spawned = std::thread::Builder::new()
+        .name("libvirt-open".into())
+        .spawn(move || {
+            // libvirt's last error is per thread: classify here, where it was raised.
+            let opened = connect(owned_uri.as_deref(), access)
+                .map(Owned::new)
+                .map_err(|e| classify_open_error(&thread_uri, &e));
+            HUNG_OPENS.fetch_sub(1, Ordering::Relaxed);
+            // Nobody waits any more: the connection is closed as `opened` drops.
+            let _ = tx.send(opened);
+        });
+    if let Err(e) = spawned {
+        HUNG_OPENS.fetch_sub(1, Ordering::Relaxed);
+        return Err(HvError::Failed {
+            operation: "connecting to libvirt",
+            detail: format!("cannot start a thread: {e}"),
+        });
+    }
+    match rx.recv_timeout(limit) {
+        Ok(opened) => opened,
+        Err(_) => Err(remote::timed_out(shown_uri, limit)),
+    }
+}
+
 impl NativeHypervisor {
     /// Connect to `uri` (libvirt's default when `None`) and classify why that failed.
     pub fn open(uri: Option<&str>) -> HvResult<NativeHypervisor> {
@@ -317,12 +406,26 @@ impl NativeHypervisor {
     /// [`open`](Self::open) with the given access: read-only uses
     /// `virConnectOpenReadOnly` for every connection, agent ones included.
     pub fn open_with(uri: Option<&str>, access: Access) -> HvResult<NativeHypervisor> {
+        NativeHypervisor::open_within(uri, access, remote::DEFAULT_CONNECT_TIMEOUT)
+    }
+
+    /// [`open_with`](Self::open_with) that gives up after `limit`
+    /// ([`HvError::ConnectTimeout`]). Network connections get keepalive.
+    pub fn open_within(
+        uri: Option<&str>,
+        access: Access,
+        limit: Duration,
+    ) -> HvResult<NativeHypervisor> {
         // Without this libvirt prints every error to stderr itself, before we classify it.
         virt::error::clear_error_callback();
         let shown_uri = uri.unwrap_or("(libvirt default)").to_string();
-        let conn = connect(uri, access).map_err(|e| classify_open_error(&shown_uri, &e))?;
-        let conn = Owned::new(conn);
+        if uri.is_some_and(|u| remote::transport(u).is_network()) {
+            // Before the first connection: keepalive needs the loop running.
+            event_loop();
+        }
+        let conn = connect_within(uri, &shown_uri, access, limit)?;
         let uri = conn.uri().unwrap_or(shown_uri);
+        keep_alive(&conn, &uri);
         Ok(NativeHypervisor {
             conn: Arc::new(conn),
             agent_conns: Mutex::new(Vec::new()),
@@ -330,6 +433,7 @@ impl NativeHypervisor {
             listed: Mutex::new(HashMap::new()),
             uri,
             access,
+            connect_timeout: limit,
         })
     }
 
@@ -340,8 +444,14 @@ impl NativeHypervisor {
         let turn = self.next_agent_conn.fetch_add(1, Ordering::Relaxed);
         let mut pool = self.agent_conns.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < AGENT_CONNECTIONS {
-            if let Ok(c) = connect(Some(&self.uri), self.access) {
-                let c = Arc::new(Owned::new(c));
+            if let Ok(c) = connect_within(
+                Some(&self.uri),
+                &self.uri,
+                self.access,
+                self.connect_timeout,
+            ) {
+                keep_alive(&c, &self.uri);
+                let c = Arc::new(c);
                 pool.push(Arc::clone(&c));
                 return c;
             }
@@ -430,6 +540,10 @@ fn classify_open_error(uri: &str, e: &VirtError) -> HvError {
 /// The pure part of [`classify_open_error`], tested on the codes and texts libvirt 9 sends.
 /// `origin` is libvirt's `virErrorDomain` (which subsystem raised it).
 fn classify_open(uri: &str, code: u32, origin: u32, message: &str) -> HvError {
+    // ssh's refusals first: its "Permission denied (publickey)" is not the socket's.
+    if let Some(e) = remote::classify(uri, message) {
+        return e;
+    }
     let lower = message.to_ascii_lowercase();
     let uri = uri.to_string();
     let detail = message.to_string();
@@ -484,6 +598,8 @@ fn connection_lost(code: u32, lower: &str) -> bool {
         || lower.contains("cannot recv data")
         || lower.contains("cannot write data")
         || lower.contains("end of file while reading data")
+        // Keepalive gave a silent link up (network transports; see `keep_alive`).
+        || lower.contains("connection closed due to keepalive")
 }
 
 /// Classification of a failed per-domain call (lookup, XML, device change).
@@ -895,6 +1011,55 @@ mod tests {
                 "internal error: unexpected qemu URI path '/nosuch', try qemu:///system"
             ),
             HvError::BadUri { .. }
+        ));
+    }
+
+    #[test]
+    fn ssh_open_errors_say_what_to_do() {
+        // As libvirt 9.0 reports ssh's failures of an ssh transport (code, origin, text).
+        let u = "qemu+ssh://root@h:2222/system?no_tty=1";
+        let (system, rpc) = (sys::VIR_ERR_SYSTEM_ERROR, sys::VIR_FROM_RPC);
+        assert!(matches!(
+            classify_open(
+                u,
+                system,
+                rpc,
+                "Cannot recv data: Host key verification failed.: Connection reset by peer"
+            ),
+            HvError::SshHostKey { .. }
+        ));
+        assert!(matches!(
+            classify_open(u, system, rpc, "Cannot recv data: root@h: Permission denied (publickey,password).: Connection reset by peer"),
+            HvError::SshAuth { .. }
+        ));
+        assert!(matches!(
+            classify_open(u, system, rpc, "Cannot recv data: ssh: connect to host h port 2222: Connection refused: Connection reset by peer"),
+            HvError::SshUnreachable { .. }
+        ));
+        // A local socket's "Permission denied" stays the group/root advice.
+        assert!(matches!(
+            classify_open(
+                "qemu:///system",
+                system,
+                rpc,
+                "Failed to connect socket to '/run/libvirt/libvirt-sock': Permission denied"
+            ),
+            HvError::PermissionDenied { .. }
+        ));
+    }
+
+    #[test]
+    fn a_link_keepalive_gave_up_is_a_lost_connection() {
+        // What libvirt 9.0 reported in the e2e test when the ssh under a connection stopped.
+        assert!(matches!(
+            classify_domain(
+                "qemu+ssh://h/system",
+                "reading domain statistics",
+                "*",
+                sys::VIR_ERR_INTERNAL_ERROR,
+                "internal error: connection closed due to keepalive timeout"
+            ),
+            HvError::Unreachable { .. }
         ));
     }
 

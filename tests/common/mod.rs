@@ -17,6 +17,7 @@ pub mod guest;
 pub mod hostile;
 pub mod prometheus;
 pub mod scratch_vm;
+pub mod sshd;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -106,6 +107,7 @@ const SCRUBBED: &[&str] = &[
     "DISMOUNT_ISO_QEMU_BACKEND",
     "DISMOUNT_ISO_QEMU_PROBE_TIMEOUT",
     "DISMOUNT_ISO_QEMU_AGENT_TIMEOUT",
+    "DISMOUNT_ISO_QEMU_CONNECT_TIMEOUT",
     "DISMOUNT_ISO_QEMU_CACHE_TTL",
     "DISMOUNT_ISO_QEMU_DEFINITION_TTL",
     "DISMOUNT_ISO_QEMU_JOBS",

@@ -48,6 +48,7 @@ fn is_connect_failure(lower: &str) -> bool {
         "connection refused",
         "end of file while reading data",
         "authentication failed",
+        "connection closed due to keepalive",
     ]
     .iter()
     .any(|p| lower.contains(p))
@@ -60,6 +61,10 @@ pub fn classify_connect_error(uri: &str, stderr: &str) -> Option<HvError> {
         return None;
     }
     let detail = one_line_error(stderr);
+    // ssh's refusals first: its "Permission denied (publickey)" is not the socket's.
+    if let Some(e) = crate::hypervisor::remote::classify(uri, &detail) {
+        return Some(e);
+    }
     let uri = uri.to_string();
     Some(
         if lower.contains("permission denied")
@@ -184,6 +189,27 @@ mod tests {
             classify_connect_error(u, "error: failed to get domain 'x'\n"),
             None
         );
+    }
+
+    #[test]
+    fn ssh_connection_errors_say_what_to_do() {
+        // virsh 9.0's stderr for an ssh transport with no_tty=1.
+        let u = "qemu+ssh://diq@127.0.0.1:2222/session?no_tty=1";
+        let e = classify_connect_error(
+            u,
+            "error: failed to connect to the hypervisor\nerror: Cannot recv data: Host key verification failed.: Connection reset by peer\n",
+        )
+        .unwrap();
+        assert!(matches!(e, HvError::SshHostKey { .. }));
+        assert!(e.to_string().contains("ssh-keyscan -p 2222 127.0.0.1"));
+        let e = classify_connect_error(
+            u,
+            "error: failed to connect to the hypervisor\nerror: Cannot recv data: diq@127.0.0.1: Permission denied (publickey,password).: Connection reset by peer\n",
+        )
+        .unwrap();
+        assert!(matches!(e, HvError::SshAuth { .. }));
+        assert!(e.to_string().contains("keyfile="));
+        assert!(!e.to_string().contains('\n'));
     }
 
     #[test]

@@ -112,7 +112,23 @@ impl VirshHypervisor {
     /// [`open`](Self::open) with the given access: read-only runs every virsh with `-r`,
     /// the check of the connection included.
     pub fn open_with(uri: Option<&str>, access: Access) -> HvResult<VirshHypervisor> {
-        VirshHypervisor::build(PathBuf::from("virsh"), uri, DEFAULT_CHILD_LIMIT, access)
+        VirshHypervisor::open_within(uri, access, DEFAULT_CHILD_LIMIT)
+    }
+
+    /// [`open_with`](Self::open_with) whose check of the connection gives up after
+    /// `connect_timeout` ([`HvError::ConnectTimeout`]; never longer than the child limit).
+    pub fn open_within(
+        uri: Option<&str>,
+        access: Access,
+        connect_timeout: Duration,
+    ) -> HvResult<VirshHypervisor> {
+        VirshHypervisor::build_within(
+            PathBuf::from("virsh"),
+            uri,
+            DEFAULT_CHILD_LIMIT,
+            access,
+            connect_timeout,
+        )
     }
 
     fn build(
@@ -120,6 +136,16 @@ impl VirshHypervisor {
         uri: Option<&str>,
         child_limit: Duration,
         access: Access,
+    ) -> HvResult<VirshHypervisor> {
+        VirshHypervisor::build_within(program, uri, child_limit, access, child_limit)
+    }
+
+    fn build_within(
+        program: PathBuf,
+        uri: Option<&str>,
+        child_limit: Duration,
+        access: Access,
+        connect_timeout: Duration,
     ) -> HvResult<VirshHypervisor> {
         let mut hv = VirshHypervisor {
             program,
@@ -132,9 +158,13 @@ impl VirshHypervisor {
             read_only: access == Access::ReadOnly,
         };
         let shown_uri = hv.uri.clone();
+        let connect_limit = connect_timeout.min(child_limit);
         let finished = hv
-            .run(vec!["uri".into()], None, child_limit)
+            .run(vec!["uri".into()], None, connect_limit)
             .map_err(|e| match e {
+                RunError::TimedOut(limit) if limit < child_limit => {
+                    super::remote::timed_out(&shown_uri, limit)
+                }
                 RunError::TimedOut(limit) => HvError::Unreachable {
                     uri: shown_uri.clone(),
                     detail: format!("virsh did not answer within {}s", limit.as_secs()),
