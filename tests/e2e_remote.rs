@@ -536,3 +536,63 @@ fn a_dead_link_is_noticed_by_keepalive() {
         "noticed only after {took:?}"
     );
 }
+
+/// A fleet opens every host at once: six names of the ssh host, each open taking a few
+/// round trips and ssh's key exchange, all overlapping. (Opens in flight once counted as
+/// hung ones, so the fifth failed at once with a timeout it never waited for.)
+#[test]
+fn a_fleet_opens_every_ssh_host_at_once() {
+    let _serial = serial();
+    if !harness_available() {
+        return;
+    }
+    let Some(sshd) = TestSshd::start() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("dismount_iso_qemu");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config = String::new();
+    for i in 1..=6 {
+        config.push_str(&format!("[hosts.s{i}]\nuri = {:?}\n", sshd.harness_uri()));
+    }
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+    for backend in BACKENDS {
+        let t0 = Instant::now();
+        let out = tool_process(home.path())
+            .args([
+                "--backend",
+                backend,
+                "--connect-timeout",
+                "20",
+                "--all-hosts",
+            ])
+            .args(["scan", "--json"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let took = t0.elapsed();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{backend}: {}",
+            text(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let hosts = doc["hosts"].as_array().unwrap();
+        assert_eq!(hosts.len(), 6);
+        assert!(hosts.iter().all(|h| h["ok"] == true), "{hosts:?}");
+        for i in 1..=6 {
+            let host = format!("s{i}");
+            assert!(
+                doc["vms"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|v| v["host"] == host.as_str() && v["name"] == CENTOS),
+                "{host} has no {CENTOS}"
+            );
+        }
+        eprintln!("TIMING {backend}: fleet scan of 6 ssh hosts opened at once: {took:?}");
+    }
+}

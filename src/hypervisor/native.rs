@@ -372,7 +372,10 @@ fn connect_within(
     let (tx, rx) = std::sync::mpsc::channel();
     let owned_uri = uri.map(str::to_string);
     let thread_uri = shown_uri.to_string();
-    HUNG_OPENS.fetch_add(1, Ordering::Relaxed);
+    // Whether the caller gave up on this open: only those count in HUNG_OPENS, so any
+    // number of opens may run side by side (a fleet opens every host at once).
+    let abandoned = Arc::new(Mutex::new(false));
+    let given_up = Arc::clone(&abandoned);
     let spawned = std::thread::Builder::new()
         .name("libvirt-open".into())
         .spawn(move || {
@@ -380,12 +383,14 @@ fn connect_within(
             let opened = connect(owned_uri.as_deref(), access)
                 .map(Owned::new)
                 .map_err(|e| classify_open_error(&thread_uri, &e));
-            HUNG_OPENS.fetch_sub(1, Ordering::Relaxed);
-            // Nobody waits any more: the connection is closed as `opened` drops.
+            let given_up = given_up.lock().unwrap_or_else(|e| e.into_inner());
+            if *given_up {
+                HUNG_OPENS.fetch_sub(1, Ordering::Relaxed);
+            }
+            // When nobody waits any more, the connection is closed as `opened` drops.
             let _ = tx.send(opened);
         });
     if let Err(e) = spawned {
-        HUNG_OPENS.fetch_sub(1, Ordering::Relaxed);
         return Err(HvError::Failed {
             operation: "connecting to libvirt",
             detail: format!("cannot start a thread: {e}"),
@@ -393,7 +398,16 @@ fn connect_within(
     }
     match rx.recv_timeout(limit) {
         Ok(opened) => opened,
-        Err(_) => Err(remote::timed_out(shown_uri, limit)),
+        Err(_) => {
+            let mut given_up = abandoned.lock().unwrap_or_else(|e| e.into_inner());
+            // It may have finished between the timeout and the lock.
+            if let Ok(opened) = rx.try_recv() {
+                return opened;
+            }
+            *given_up = true;
+            HUNG_OPENS.fetch_add(1, Ordering::Relaxed);
+            Err(remote::timed_out(shown_uri, limit))
+        }
     }
 }
 
