@@ -149,10 +149,10 @@ impl OsCache {
         uuid: &str,
         tag: u64,
         ttl_secs: u64,
-    ) -> Option<&DomainXmlFacts> {
+    ) -> Option<&DefinitionEntry> {
         let e = self.definitions.get(&key(uri, uuid))?;
         let age = now_unix().saturating_sub(e.stored_at);
-        (e.tag == tag && age < ttl_secs).then_some(&e.facts)
+        (e.tag == tag && age < ttl_secs).then_some(e)
     }
 
     pub fn put_definition(&mut self, uri: &str, uuid: &str, tag: u64, facts: DomainXmlFacts) {

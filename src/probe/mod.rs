@@ -21,7 +21,7 @@ use crate::agent::Agent;
 use crate::domxml;
 use crate::hypervisor::{DomainInfo, DomainStats, HvError, HvResult, Hypervisor, XmlScope};
 use crate::snapshot::telemetry::{DomainTelemetry, Families, Telemetry};
-use crate::snapshot::{AgentStatus, OsAnswer, OsSource, Snapshot, VmRow};
+use crate::snapshot::{AgentStatus, FactAges, OsAnswer, OsSource, Snapshot, VmRow};
 use crate::term::progress::Progress;
 
 use cache::{now_unix, CacheEntry, OsCache};
@@ -320,18 +320,22 @@ impl ProbeManager {
         // its XML before; every other domain's XML is read now. `no_cache` is about agent
         // answers; `definition_ttl` 0 is what turns this off.
         let definition_ttl = self.settings.definition_ttl.as_secs();
-        let mut known: Vec<Option<domxml::DomainXmlFacts>> = {
+        let scan_started = now_unix();
+        let mut known: Vec<Option<(domxml::DomainXmlFacts, u64)>> = {
             let cache = lock(&self.cache);
             domains
                 .iter()
                 .map(|d| {
                     let tag = d.definition_tag?;
-                    cache
-                        .definition(&uri, &d.uuid, tag, definition_ttl)
-                        .cloned()
+                    let e = cache.definition(&uri, &d.uuid, tag, definition_ttl)?;
+                    Some((e.facts.clone(), scan_started.saturating_sub(e.stored_at)))
                 })
                 .collect()
         };
+        let definition_ages: Vec<u64> = known
+            .iter()
+            .map(|k| k.as_ref().map_or(0, |(_, age)| *age))
+            .collect();
         let names: Vec<String> = domains
             .iter()
             .zip(&known)
@@ -347,7 +351,7 @@ impl ProbeManager {
             .iter()
             .zip(known.iter_mut())
             .map(|(d, known)| {
-                if let Some(f) = known.take() {
+                if let Some((f, _)) = known.take() {
                     return Ok(f);
                 }
                 let Some(xml) = xmls.next().flatten() else {
@@ -388,7 +392,7 @@ impl ProbeManager {
         let mut cache = lock(&self.cache);
         let mut vms = Vec::with_capacity(domains.len());
         let mut telemetry = Vec::with_capacity(domains.len());
-        for (d, facts) in domains.into_iter().zip(facts) {
+        for ((d, facts), definition_age) in domains.into_iter().zip(facts).zip(definition_ages) {
             let (mut f, media_error) = match facts {
                 Ok(f) => (f, None),
                 Err(e) => (domxml::DomainXmlFacts::default(), Some(e)),
@@ -405,6 +409,7 @@ impl ProbeManager {
                     interfaces: std::mem::take(&mut f.interfaces),
                 });
             }
+            let mut os_age = None;
             let (agent, mut os, probe_ms) = if !d.state.agent_may_answer() {
                 (
                     AgentStatus::NotAsked,
@@ -414,6 +419,7 @@ impl ProbeManager {
             } else if let Some(e) = cached.remove(&d.uuid) {
                 let mut os = e.os;
                 os.cached = true;
+                os_age = Some(now.saturating_sub(e.stored_at));
                 (e.agent, os, None)
             } else if !self.settings.ask_agents {
                 (
@@ -428,6 +434,7 @@ impl ProbeManager {
                     None,
                 )
             } else {
+                os_age = Some(0);
                 // No answer by the deadline is a timeout, remembered like any other.
                 let (o, ms) = match outcomes.remove(&d.uuid) {
                     Some((o, ms)) => (o, Some(ms)),
@@ -470,7 +477,13 @@ impl ProbeManager {
                     os.reason = reason;
                 }
             }
-            vms.push(row(d, f, media_error, os, agent, probe_ms));
+            let mut r = row(d, f, media_error, os, agent, probe_ms);
+            r.ages = FactAges {
+                os_seconds: os_age,
+                definition_seconds: definition_age,
+                statistics_seconds: 0,
+            };
+            vms.push(r);
         }
         for (uuid, tag, f) in read_now {
             cache.put_definition(&uri, &uuid, tag, f);
@@ -754,6 +767,7 @@ fn row(
         os,
         agent,
         probe_ms,
+        ages: FactAges::default(),
     }
 }
 

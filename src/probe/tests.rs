@@ -597,6 +597,7 @@ fn a_shut_off_definition_is_read_once_while_its_tag_holds() {
     let m = manager(&hv, settings(500));
     let first = m.scan().unwrap();
     assert_eq!(xml_reads(&hv), ["run", "win"]);
+    assert_eq!(find(&first, "run").ages.os_seconds, Some(0));
     hv.clear_calls();
     // Same tag: the facts are reused; a running domain is read every time.
     let second = m.scan().unwrap();
@@ -663,18 +664,29 @@ fn definition_facts_persist_between_runs_and_forget_undefined_domains() {
         .with_domain(FakeDomain::new("gone", DomainState::ShutOff).with_definition_tag(8));
     let mut s = settings(500);
     s.cache_path = Some(path.clone());
-    manager(&hv, s.clone()).scan().unwrap();
+    let first = manager(&hv, s.clone()).scan().unwrap();
+    assert_eq!(find(&first, "win").ages.definition_seconds, 0);
+    assert_eq!(find(&first, "win").ages.os_seconds, None);
     assert!(std::fs::read_to_string(&path)
         .unwrap()
         .contains("virtio.iso"));
+    // Make the stored facts 100 s old, as if a run 100 s ago had read them.
+    let mut file: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for e in file["definitions"].as_object_mut().unwrap().values_mut() {
+        e["stored_at"] = json!(e["stored_at"].as_u64().unwrap() - 100);
+    }
+    std::fs::write(&path, file.to_string()).unwrap();
     hv.clear_calls();
-    // A second run (a new process in real life) reads no XML.
+    // A second run (a new process in real life) reads no XML, and says how old it is.
     let snap = manager(&hv, s.clone()).scan().unwrap();
     assert!(xml_reads(&hv).is_empty(), "{:?}", xml_reads(&hv));
     assert_eq!(
         media_of(&snap, "win"),
         [Some("/isos/virtio.iso".to_string())]
     );
+    let age = find(&snap, "win").ages.definition_seconds;
+    assert!((100..110).contains(&age), "{age}");
+    assert_eq!(find(&snap, "win").ages.statistics_seconds, 0);
     // An undefined domain's facts leave the file with it.
     let hv2 = FakeHypervisor::new().with_domain(
         FakeDomain::new("win", DomainState::ShutOff)

@@ -119,6 +119,7 @@ pub(crate) mod tests {
             },
             agent: AgentStatus::Ok,
             probe_ms: None,
+            ages: Default::default(),
         }
     }
 

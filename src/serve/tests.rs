@@ -409,6 +409,7 @@ fn agent_changes_are_logged_once() {
         os: crate::snapshot::OsAnswer::unknown("agent timed out"),
         agent: AgentStatus::Timeout,
         probe_ms: None,
+        ages: Default::default(),
     };
     snap.vms.push(row.clone());
     w.log_changes(&snap);

@@ -127,6 +127,22 @@ pub struct VmRow {
     pub agent: AgentStatus,
     /// How long this scan's agent probe took, when one ran.
     pub probe_ms: Option<u64>,
+    /// How old each part of the row is (parts come from the cache while their TTL holds).
+    #[serde(default)]
+    pub ages: FactAges,
+}
+
+/// How old each part of a row is, in seconds (JSON `ages`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactAges {
+    /// The OS answer (or a remembered agent timeout): 0 when asked in this scan, `None`
+    /// when no agent answer stands behind it (VM not running, read-only, …).
+    pub os_seconds: Option<u64>,
+    /// Drives, ISOs and metadata from the XML: 0 when read in this scan, more when a
+    /// shut-off VM's facts were reused (`--definition-ttl`).
+    pub definition_seconds: u64,
+    /// State, memory and CPU time: read in every scan.
+    pub statistics_seconds: u64,
 }
 
 /// One scan of one connection.

@@ -24,6 +24,7 @@ fn vm(name: &str, state: DomainState) -> VmRow {
         os: OsAnswer::unknown("VM shut off"),
         agent: AgentStatus::NotAsked,
         probe_ms: None,
+        ages: Default::default(),
     }
 }
 
