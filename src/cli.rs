@@ -60,6 +60,11 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub all_hosts: bool,
 
+    /// The host (a name of the config file's) of a command about one VM, instead of
+    /// writing HOST:VM; for other commands the same as --hosts NAME
+    #[arg(long, value_name = "NAME", global = true)]
+    pub host: Option<String>,
+
     /// How to talk to libvirt: the native C API (no process per VM) or the virsh command
     /// [default: native; virsh in builds without the `native` feature]
     #[arg(long, value_enum, env = "DISMOUNT_ISO_QEMU_BACKEND", global = true)]

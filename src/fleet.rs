@@ -62,7 +62,7 @@ pub fn targets(global: &GlobalArgs, settings: &Settings) -> Result<Vec<Target>, 
             out.push(named(name)?);
         }
     }
-    for name in &global.hosts {
+    for name in global.hosts.iter().chain(&global.host) {
         let name = name.trim();
         if name.is_empty() {
             return Err("--hosts: an empty host name (give NAME,NAME,…)".to_string());
@@ -306,6 +306,7 @@ mod tests {
             ["qemu:///system", "kvm2"]
         );
         assert_eq!(names(&["--hosts", "kvm2,kvm1"]).unwrap(), ["kvm2", "kvm1"]);
+        assert_eq!(names(&["--host", "kvm2"]).unwrap(), ["kvm2"]);
         assert_eq!(names(&["--all-hosts"]).unwrap(), ["kvm1", "kvm2"]);
         assert_eq!(
             names(&["--hosts", "kvm1", "-c", "qemu:///system"]).unwrap(),

@@ -69,6 +69,12 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
     // the VM; the app on that host and the VM's name there.
     let on_vm_host = |vm: &str| -> Result<(App, String), Failure> {
         let (settings, targets) = chosen()?;
+        // `--host NAME VM` is `NAME:VM`.
+        let vm = match &cli.global.host {
+            Some(h) => format!("{h}:{vm}"),
+            None => vm.to_string(),
+        };
+        let vm = vm.as_str();
         let limit = settings.connect_timeout + settings.scan_deadline;
         let (target, name) =
             fleet::host_of_vm(&targets, &settings, vm, limit).map_err(Failure::usage)?;

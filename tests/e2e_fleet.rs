@@ -381,6 +381,13 @@ fn eject_across_hosts_lists_asks_and_takes_and_host_vm_picks_the_host() {
             "{}",
             text(&out.stderr)
         );
+        // --host NAME is NAME:VM.
+        let (out, _) = run(
+            home.path(),
+            backend,
+            &["--host", "twin", "cat", "diq-ubuntu", "/etc/hostname"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         // A name on one host of several goes there without a prefix.
         let out = cat_hostname(home.path(), backend, "harness,test", "diq-ubuntu");
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -454,4 +461,79 @@ fn serve_probes_each_configured_host() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// libvirt's own `uri_aliases` work wherever a URI does: as `-c`, and in a host table.
+/// The aliases live in a libvirt.conf of the test's own, bind-mounted over
+/// /etc/libvirt in a private mount namespace of the tool's process only; the host's
+/// /etc/libvirt is never touched.
+#[test]
+fn libvirt_uri_aliases_work_as_hosts() {
+    let Some((_g, home)) = setup() else {
+        return;
+    };
+    let etc = tempfile::tempdir().unwrap();
+    std::fs::write(
+        etc.path().join("libvirt.conf"),
+        format!(
+            "uri_aliases = [\n  \"fleet-harness={}\",\n  \"fleet-test=test:///default\",\n]\n",
+            harness_uri()
+        ),
+    )
+    .unwrap();
+    let cfg = home.path().join("dismount_iso_qemu").join("config.toml");
+    let mut text_cfg = std::fs::read_to_string(&cfg).unwrap();
+    text_cfg.push_str("\n[hosts.aliased]\nuri = \"fleet-test\"\n");
+    std::fs::write(&cfg, text_cfg).unwrap();
+    let exe = env!("CARGO_BIN_EXE_dismount_iso_qemu");
+    for backend in BACKENDS {
+        let run_aliased = |args: &[&str]| -> Output {
+            let mut c = std::process::Command::new("unshare");
+            c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .arg("mount --bind \"$0\" /etc/libvirt && exec \"$@\"")
+                .arg(etc.path())
+                .arg(exe)
+                .args(["--backend", backend, "--probe-timeout", "3"])
+                .args(args)
+                .env("XDG_CONFIG_HOME", home.path())
+                .env("XDG_CACHE_HOME", home.path())
+                .env_remove("LIBVIRT_DEFAULT_URI")
+                .env_remove("LIBVIRT_URI")
+                .stdin(std::process::Stdio::null());
+            c.output().unwrap()
+        };
+        let out = run_aliased(&["-c", "fleet-harness", "-c", "fleet-test", "scan", "--json"]);
+        let doc = ok_json(&out, backend);
+        let vms = doc["vms"].as_array().unwrap();
+        assert!(vms
+            .iter()
+            .any(|v| v["host"] == "fleet-harness" && v["name"] == "diq-ubuntu"));
+        // A -c URI the config file names is shown by that name.
+        assert!(vms
+            .iter()
+            .any(|v| v["host"] == "aliased" && v["name"] == "test"));
+        let out = run_aliased(&["--hosts", "aliased,harness", "isos", "--json"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{backend}: {}",
+            text(&out.stderr)
+        );
+        // One alias alone: the one-host table.
+        let out = run_aliased(&["-c", "fleet-test", "scan"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{backend}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stdout).starts_with("VM "),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+    // The host's own file is as it was.
+    let host_conf = std::fs::read_to_string("/etc/libvirt/libvirt.conf").unwrap_or_default();
+    assert!(!host_conf.contains("fleet-harness"));
 }

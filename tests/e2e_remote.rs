@@ -572,13 +572,7 @@ fn a_fleet_opens_every_ssh_host_at_once() {
             .output()
             .unwrap();
         let took = t0.elapsed();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{backend}: {}",
-            text(&out.stderr)
-        );
-        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let doc = ok_json(&out, backend);
         let hosts = doc["hosts"].as_array().unwrap();
         assert_eq!(hosts.len(), 6);
         assert!(hosts.iter().all(|h| h["ok"] == true), "{hosts:?}");

@@ -243,3 +243,15 @@ pub fn try_get(
         .unwrap_or(0);
     Ok((status, head.to_string(), body.to_string()))
 }
+
+/// The JSON document a command printed, after checking it exited 0 (`what` names it in
+/// the failure, with its stderr).
+pub fn ok_json(out: &std::process::Output, what: &str) -> serde_json::Value {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON document")
+}
