@@ -537,3 +537,49 @@ fn libvirt_uri_aliases_work_as_hosts() {
     let host_conf = std::fs::read_to_string("/etc/libvirt/libvirt.conf").unwrap_or_default();
     assert!(!host_conf.contains("fleet-harness"));
 }
+
+/// `edit HOST:VM` on a fleet: the scripted editor's change lands in the VM of the host
+/// named, and `--host` does the same.
+#[test]
+fn edit_goes_to_the_host_named() {
+    let Some((_g, home)) = setup() else {
+        return;
+    };
+    let editor = home.path().join("ed.sh");
+    std::fs::write(&editor, "#!/bin/sh\nset -e\nsed -i 's/x=1/x=2/' \"$1\"\n").unwrap();
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for backend in BACKENDS {
+        let dir = guest::GuestDir::new(UBUNTU, backend);
+        let f = dir.file("fleet.conf");
+        guest::guest_put(UBUNTU, &f, b"x=1\n");
+        let out = tool(home.path())
+            .env("EDITOR", &editor)
+            .args(["--backend", backend, "--hosts", "harness,test"])
+            .args(["edit", &format!("harness:{UBUNTU}"), &f, "--yes"])
+            .timeout(Duration::from_secs(120))
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{backend}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(guest::guest_get(UBUNTU, &f), b"x=2\n", "{backend}");
+        guest::guest_put(UBUNTU, &f, b"x=1\n");
+        let out = tool(home.path())
+            .env("EDITOR", &editor)
+            .args(["--backend", backend, "--host", "harness"])
+            .args(["edit", UBUNTU, &f, "--yes"])
+            .timeout(Duration::from_secs(120))
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{backend}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(guest::guest_get(UBUNTU, &f), b"x=2\n", "{backend}");
+    }
+}
