@@ -548,38 +548,29 @@ fn edit_goes_to_the_host_named() {
     let editor = home.path().join("ed.sh");
     std::fs::write(&editor, "#!/bin/sh\nset -e\nsed -i 's/x=1/x=2/' \"$1\"\n").unwrap();
     std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let prefixed = format!("harness:{UBUNTU}");
     for backend in BACKENDS {
         let dir = guest::GuestDir::new(UBUNTU, backend);
         let f = dir.file("fleet.conf");
-        guest::guest_put(UBUNTU, &f, b"x=1\n");
-        let out = tool(home.path())
-            .env("EDITOR", &editor)
-            .args(["--backend", backend, "--hosts", "harness,test"])
-            .args(["edit", &format!("harness:{UBUNTU}"), &f, "--yes"])
-            .timeout(Duration::from_secs(120))
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{backend}: {}",
-            text(&out.stderr)
-        );
-        assert_eq!(guest::guest_get(UBUNTU, &f), b"x=2\n", "{backend}");
-        guest::guest_put(UBUNTU, &f, b"x=1\n");
-        let out = tool(home.path())
-            .env("EDITOR", &editor)
-            .args(["--backend", backend, "--host", "harness"])
-            .args(["edit", UBUNTU, &f, "--yes"])
-            .timeout(Duration::from_secs(120))
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{backend}: {}",
-            text(&out.stderr)
-        );
-        assert_eq!(guest::guest_get(UBUNTU, &f), b"x=2\n", "{backend}");
+        for how in [
+            ["--hosts", "harness,test", prefixed.as_str()],
+            ["--host", "harness", UBUNTU],
+        ] {
+            guest::guest_put(UBUNTU, &f, b"x=1\n");
+            let out = tool(home.path())
+                .env("EDITOR", &editor)
+                .args(["--backend", backend, how[0], how[1]])
+                .args(["edit", how[2], &f, "--yes"])
+                .timeout(Duration::from_secs(120))
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{backend} {how:?}: {}",
+                text(&out.stderr)
+            );
+            assert_eq!(guest::guest_get(UBUNTU, &f), b"x=2\n", "{backend} {how:?}");
+        }
     }
 }
