@@ -23,6 +23,21 @@ const SLACK: Duration = Duration::from_secs(1);
 /// What an ssh refusal may take: one ssh handshake on the loopback, a few processes.
 const REFUSAL_LIMIT: Duration = Duration::from_secs(5);
 
+/// The harness lock, the tests' sshd and a home; `None` without the harness (or the
+/// sshd, outside CI).
+fn setup() -> Option<(
+    std::sync::MutexGuard<'static, ()>,
+    TestSshd,
+    tempfile::TempDir,
+)> {
+    let serial = serial();
+    if !harness_available() {
+        return None;
+    }
+    let sshd = TestSshd::start()?;
+    Some((serial, sshd, tempfile::tempdir().unwrap()))
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -139,14 +154,9 @@ fn one_line(out: &Output, want: &[&str], what: &str) -> String {
 
 #[test]
 fn scan_isos_and_cat_over_ssh_match_the_local_socket_on_both_backends() {
-    let _serial = serial();
-    if !harness_available() {
-        return;
-    }
-    let Some(sshd) = TestSshd::start() else {
+    let Some((_serial, sshd, home)) = setup() else {
         return;
     };
-    let home = tempfile::tempdir().unwrap();
     // Through nc and the named socket, and through virt-ssh-helper (no socket named).
     let remote = [
         ("nc", sshd.harness_uri()),
@@ -218,14 +228,9 @@ fn scan_isos_and_cat_over_ssh_match_the_local_socket_on_both_backends() {
 
 #[test]
 fn ssh_refusals_are_one_line_that_says_what_to_do() {
-    let _serial = serial();
-    if !harness_available() {
-        return;
-    }
-    let Some(sshd) = TestSshd::start() else {
+    let Some((_serial, sshd, home)) = setup() else {
         return;
     };
-    let home = tempfile::tempdir().unwrap();
     let cases = [
         (
             "unknown host key",
@@ -275,15 +280,10 @@ fn ssh_refusals_are_one_line_that_says_what_to_do() {
 
 #[test]
 fn hanging_hosts_end_within_the_connect_timeout() {
-    let _serial = serial();
-    if !harness_available() {
-        return;
-    }
-    let Some(sshd) = TestSshd::start() else {
+    let Some((_serial, sshd, home)) = setup() else {
         return;
     };
     let silent = SilentHost::start();
-    let home = tempfile::tempdir().unwrap();
     let port = silent.addr.port();
     let tcp = format!("qemu+tcp://127.0.0.1:{port}/system");
     let ssh = format!(
@@ -417,14 +417,9 @@ fn in_terminal(
 
 #[test]
 fn nothing_prompts_even_in_a_terminal() {
-    let _serial = serial();
-    if !harness_available() {
-        return;
-    }
-    let Some(sshd) = TestSshd::start() else {
+    let Some((_serial, sshd, home)) = setup() else {
         return;
     };
-    let home = tempfile::tempdir().unwrap();
     let cases = [
         (
             "unknown host key",
@@ -480,11 +475,7 @@ fn nothing_prompts_even_in_a_terminal() {
 #[test]
 fn a_dead_link_is_noticed_by_keepalive() {
     use dismount_iso_qemu::hypervisor::{self, Backend};
-    let _serial = serial();
-    if !harness_available() {
-        return;
-    }
-    let Some(sshd) = TestSshd::start() else {
+    let Some((_serial, sshd, _home)) = setup() else {
         return;
     };
     let hv = hypervisor::open(Backend::Native, Some(&sshd.harness_uri())).expect("open over ssh");
@@ -542,14 +533,9 @@ fn a_dead_link_is_noticed_by_keepalive() {
 /// hung ones, so the fifth failed at once with a timeout it never waited for.)
 #[test]
 fn a_fleet_opens_every_ssh_host_at_once() {
-    let _serial = serial();
-    if !harness_available() {
-        return;
-    }
-    let Some(sshd) = TestSshd::start() else {
+    let Some((_serial, sshd, home)) = setup() else {
         return;
     };
-    let home = tempfile::tempdir().unwrap();
     let dir = home.path().join("dismount_iso_qemu");
     std::fs::create_dir_all(&dir).unwrap();
     let mut config = String::new();

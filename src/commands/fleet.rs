@@ -19,7 +19,7 @@ use crate::exit::{self, Failure};
 use crate::fleet::{self, HostOutcome, Target};
 use crate::media::eject::{eject_many, EjectOptions, Which};
 use crate::media::read_host;
-use crate::probe::ProbeManager;
+use crate::probe::{save_cache, ProbeManager};
 use crate::render::json::{write_fleet_json, HostStatus};
 use crate::render::media::{write_fleet_isos_json, write_fleet_isos_table};
 use crate::render::table::write_fleet_table;
@@ -30,6 +30,16 @@ use crate::snapshot::Snapshot;
 /// What a fleet command may take in all: connecting, then the scan's own deadline.
 fn limit(settings: &Settings) -> Duration {
     settings.connect_timeout + settings.scan_deadline + Duration::from_secs(1)
+}
+
+/// Every host's drives and ISOs, read in parallel.
+fn read_hosts(settings: &Settings, targets: &[Target]) -> Vec<HostOutcome<HostMedia>> {
+    fleet::each_host(
+        targets,
+        settings.connect_timeout,
+        limit(settings),
+        |_, hv| read_host(hv.as_ref()).map_err(|e| e.to_string()),
+    )
 }
 
 fn statuses<T>(outcomes: &[HostOutcome<T>]) -> Vec<HostStatus<'_>> {
@@ -75,14 +85,16 @@ pub fn scan(
     warnings: &mut impl Write,
 ) -> Result<u8, Failure> {
     let probe = probe_settings(settings, args.no_cache);
-    // One cache for every host (keyed by URI inside), so no host's save drops another's.
+    // One cache for every host (keyed by URI inside), saved once after all of them.
     let cache = Arc::new(Mutex::new(ProbeManager::load_cache(&probe)));
+    let shared = Arc::clone(&cache);
+    let saving = probe.clone();
     let outcomes = fleet::each_host(
         targets,
         settings.connect_timeout,
         limit(settings),
         move |_, hv| {
-            ProbeManager::with_cache(hv, probe.clone(), Arc::clone(&cache))
+            ProbeManager::with_cache(hv, probe.clone(), Arc::clone(&shared))
                 .scan()
                 .map_err(|e| e.to_string())
         },
@@ -102,6 +114,12 @@ pub fn scan(
             write_line(warnings, &format!("warning: {host}: {e}"))?;
         }
     }
+    if let Err(e) = save_cache(
+        &mut cache.lock().unwrap_or_else(|e| e.into_inner()),
+        &saving,
+    ) {
+        write_line(warnings, &format!("warning: {e}"))?;
+    }
     report_hosts(&outcomes, warnings)
 }
 
@@ -113,12 +131,7 @@ pub fn isos(
     out: &mut impl Write,
     warnings: &mut impl Write,
 ) -> Result<u8, Failure> {
-    let outcomes = fleet::each_host(
-        targets,
-        settings.connect_timeout,
-        limit(settings),
-        |_, hv| read_host(hv.as_ref()).map_err(|e| e.to_string()),
-    );
+    let outcomes = read_hosts(settings, targets);
     let wanted = args.iso.as_deref().map(IsoMatch::new);
     let chosen: Vec<(&str, &HostMedia, Vec<&VmMedia>)> = outcomes
         .iter()
@@ -178,12 +191,7 @@ pub fn eject(
     warnings: &mut impl Write,
     ask: Ask,
 ) -> Result<u8, Failure> {
-    let read = fleet::each_host(
-        targets,
-        settings.connect_timeout,
-        limit(settings),
-        |_, hv| read_host(hv.as_ref()).map_err(|e| e.to_string()),
-    );
+    let read = read_hosts(settings, targets);
     let mut plans: HashMap<String, HostPlan> = HashMap::new();
     for o in &read {
         if let Ok(host) = &o.result {

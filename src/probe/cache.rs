@@ -47,7 +47,7 @@ pub struct DefinitionEntry {
     pub facts: DomainXmlFacts,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 struct CacheFile {
     version: u32,
     /// Key: `URI uuid`.
@@ -201,10 +201,17 @@ impl OsCache {
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
-        let file = CacheFile {
+        // What CacheFile reads back, written from borrowed maps (no copy of either).
+        #[derive(Serialize)]
+        struct Written<'a> {
+            version: u32,
+            entries: &'a HashMap<String, CacheEntry>,
+            definitions: &'a HashMap<String, DefinitionEntry>,
+        }
+        let file = Written {
             version: FORMAT_VERSION,
-            entries: self.entries.clone(),
-            definitions: self.definitions.clone(),
+            entries: &self.entries,
+            definitions: &self.definitions,
         };
         // tempfile creates it with O_EXCL, 0600, under a random name: no link planted
         // in the directory is followed, and two runs never write into one file.

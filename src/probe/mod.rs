@@ -91,6 +91,8 @@ pub struct ProbeManager {
     settings: ProbeSettings,
     /// Shared by the managers of a fleet scan: one file, keyed by URI, saved whole.
     cache: Arc<Mutex<OsCache>>,
+    /// Whether each scan saves the cache file; a shared cache is saved once by its owner.
+    saves_cache: bool,
     /// UUIDs whose probe is still running (possibly from an earlier scan): never start a
     /// second one, libvirt would only queue it behind the first.
     in_flight: Arc<Mutex<HashSet<String>>>,
@@ -224,7 +226,10 @@ struct Task {
 impl ProbeManager {
     pub fn new(hv: Arc<dyn Hypervisor>, settings: ProbeSettings) -> ProbeManager {
         let cache = Arc::new(Mutex::new(ProbeManager::load_cache(&settings)));
-        ProbeManager::with_cache(hv, settings, cache)
+        ProbeManager {
+            saves_cache: true,
+            ..ProbeManager::with_cache(hv, settings, cache)
+        }
     }
 
     /// The cache `settings` name: its file, or one in memory.
@@ -235,8 +240,10 @@ impl ProbeManager {
         }
     }
 
-    /// A manager whose cache is shared with others (one per host of a fleet scan), so
-    /// that none of their saves drops another host's entries.
+    /// A manager whose cache is shared with others (one per host of a fleet scan). Its
+    /// scans do not save the file: the owner saves it once, after every host (see
+    /// [`save_cache`]), so no host's save drops another's entries and the file is written
+    /// once, not once per host.
     pub fn with_cache(
         hv: Arc<dyn Hypervisor>,
         settings: ProbeSettings,
@@ -246,6 +253,7 @@ impl ProbeManager {
             hv,
             settings,
             cache,
+            saves_cache: false,
             in_flight: Arc::new(Mutex::new(HashSet::new())),
             stats_busy: Arc::new(AtomicBool::new(false)),
             osinfo: OsinfoDb::system(),
@@ -490,8 +498,10 @@ impl ProbeManager {
         }
         let listed: HashSet<&str> = vms.iter().map(|v| v.uuid.as_str()).collect();
         cache.forget_others(&uri, &listed);
-        if let Err(e) = cache.save(ttl, definition_ttl) {
-            errors.push(format!("could not save the scan cache: {e}"));
+        if self.saves_cache {
+            if let Err(e) = save_cache(&mut cache, &self.settings) {
+                errors.push(e);
+            }
         }
         if let Some(line) = stats.as_ref().and_then(StatsOutcome::summary) {
             errors.push(line);
@@ -738,6 +748,16 @@ fn collect_probes(
         }
     }
     answers
+}
+
+/// Save `cache` with `settings`' TTLs; the error is the line to show.
+pub fn save_cache(cache: &mut OsCache, settings: &ProbeSettings) -> Result<(), String> {
+    cache
+        .save(
+            settings.cache_ttl.as_secs(),
+            settings.definition_ttl.as_secs(),
+        )
+        .map_err(|e| format!("could not save the scan cache: {e}"))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -700,3 +700,32 @@ fn definition_facts_persist_between_runs_and_forget_undefined_domains() {
     assert!(!std::fs::read_to_string(&path).unwrap().contains(&gone_uuid));
     assert!(xml_reads(&hv2).is_empty());
 }
+
+#[test]
+fn managers_sharing_a_cache_leave_the_saving_to_its_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.json");
+    let mut s = settings(500);
+    s.cache_path = Some(path.clone());
+    let cache = Arc::new(Mutex::new(ProbeManager::load_cache(&s)));
+    for name in ["a", "b"] {
+        let hv = FakeHypervisor::new().with_domain(
+            FakeDomain::new(name, DomainState::ShutOff)
+                .with_xml(WIN_XML)
+                .with_definition_tag(1),
+        );
+        ProbeManager::with_cache(Arc::new(hv), s.clone(), Arc::clone(&cache))
+            .scan()
+            .unwrap();
+    }
+    assert!(!path.exists(), "a shared manager's scan wrote the file");
+    save_cache(&mut cache.lock().unwrap(), &s).unwrap();
+    // One write, with the facts the scans read.
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let uuid = FakeDomain::new("b", DomainState::ShutOff).info.uuid;
+    assert!(
+        file["definitions"][format!("fake:///test {uuid}")]["facts"]["cdroms"][0]["source"]
+            == "/isos/virtio.iso",
+        "{file}"
+    );
+}
