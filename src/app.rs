@@ -111,6 +111,7 @@ pub fn probe_settings(settings: &Settings, no_cache: bool) -> ProbeSettings {
         collect: Families::NONE,
         ask_agents: true,
         definition_ttl: settings.definition_ttl,
+        stats_ttl: settings.stats_ttl,
     }
 }
 

@@ -13,10 +13,10 @@ Without a command, the interactive menu starts.
 
 Configuration: flags beat environment (LIBVIRT_URI, then LIBVIRT_DEFAULT_URI) beat the
 config file ($XDG_CONFIG_HOME/dismount_iso_qemu/config.toml: uri, backend, probe_timeout,
-agent_timeout, connect_timeout, cache_ttl, definition_ttl, jobs, max_size, transfer_timeout, min_rate,
-web_config_file, collect) beat defaults.
-OS answers and shut-off VMs' XML facts are cached in
-$XDG_CACHE_HOME/dismount_iso_qemu/os-cache.json (scan --no-cache ignores the
+agent_timeout, connect_timeout, cache_ttl, definition_ttl, stats_ttl, jobs, max_size,
+transfer_timeout, min_rate, web_config_file, collect, hosts) beat defaults.
+OS answers, shut-off VMs' XML facts and (with --stats-ttl) each host's VM list are cached
+in $XDG_CACHE_HOME/dismount_iso_qemu/os-cache.json (scan --no-cache ignores the
 OS answers, --definition-ttl 0 the XML facts). The editor is
 $VISUAL, else $EDITOR, else nano (vi when nano is missing).
 
@@ -119,6 +119,17 @@ pub struct GlobalArgs {
     )]
     pub definition_ttl: Option<u64>,
 
+    /// Seconds `scan` reuses a host's VM list with each VM's state, memory and CPU time
+    /// instead of asking libvirt again (a fleet over slow links rescans cheaply; JSON's
+    /// `ages` says how old each part is); serve and top are always fresh [default: 0]
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "DISMOUNT_ISO_QEMU_STATS_TTL",
+        global = true
+    )]
+    pub stats_ttl: Option<u64>,
+
     /// Largest file edit, cat, pull, push and the menu's option 3 move through the guest
     /// agent, e.g. 64M or 1G [default: 64M]
     #[arg(
@@ -177,6 +188,7 @@ impl GlobalArgs {
                 connect_timeout: self.connect_timeout,
                 cache_ttl: self.cache_ttl,
                 definition_ttl: self.definition_ttl,
+                stats_ttl: self.stats_ttl,
                 jobs: self.jobs,
                 max_size: self.max_size.clone(),
                 transfer_timeout: self.transfer_timeout,

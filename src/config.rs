@@ -11,6 +11,8 @@
 //! connect_timeout = 10    # seconds an open of the connection may take
 //! cache_ttl = 60          # seconds an OS answer is reused
 //! definition_ttl = 600    # seconds a shut-off VM's XML facts are reused (0: never)
+//! stats_ttl = 0           # seconds a host's VM list, states, memory and CPU times are
+//!                         # reused by scan (0: asked every scan)
 //! jobs = 32
 //! max_size = "64M"        # largest file edit/cat/pull/push move through the agent
 //! transfer_timeout = 600  # seconds one download or upload may take in all
@@ -57,7 +59,7 @@ pub const DEFAULT_TRANSFER_TIMEOUT_SECS: u64 = 600;
 /// Default progress floor of a transfer, bytes per second.
 pub const DEFAULT_MIN_RATE: u64 = 32 << 10;
 /// The config keys, for error messages.
-const KEYS: &str = "uri, backend, probe_timeout, agent_timeout, connect_timeout, cache_ttl, definition_ttl, jobs, max_size, transfer_timeout, min_rate, web_config_file, collect, hosts";
+const KEYS: &str = "uri, backend, probe_timeout, agent_timeout, connect_timeout, cache_ttl, definition_ttl, stats_ttl, jobs, max_size, transfer_timeout, min_rate, web_config_file, collect, hosts";
 
 /// The settings a user can give — in the config file, or as flags and environment
 /// variables. Unknown keys in the file are an error, so typos are noticed.
@@ -71,6 +73,7 @@ pub struct FileConfig {
     pub connect_timeout: Option<f64>,
     pub cache_ttl: Option<u64>,
     pub definition_ttl: Option<u64>,
+    pub stats_ttl: Option<u64>,
     pub jobs: Option<usize>,
     pub max_size: Option<String>,
     pub transfer_timeout: Option<u64>,
@@ -119,6 +122,8 @@ pub struct Settings {
     pub cache_ttl: Duration,
     /// How long a shut-off domain's XML facts are reused while its definition tag holds.
     pub definition_ttl: Duration,
+    /// How long `scan` reuses a host's domain list and statistics (0: never).
+    pub stats_ttl: Duration,
     pub jobs: usize,
     pub cache_path: Option<PathBuf>,
     /// Largest file moved through the guest agent, bytes.
@@ -237,6 +242,12 @@ pub fn resolve_with(
             "definition TTL must be at most {MAX_SECONDS} seconds (a year), got {definition_ttl}"
         ));
     }
+    let stats_ttl = o.stats_ttl.or(file.stats_ttl).unwrap_or(0);
+    if stats_ttl > MAX_SECONDS as u64 {
+        return Err(format!(
+            "statistics TTL must be at most {MAX_SECONDS} seconds (a year), got {stats_ttl}"
+        ));
+    }
     Ok(Settings {
         uri: o.uri.clone().or(env_uri).or(file.uri),
         backend: o
@@ -248,6 +259,7 @@ pub fn resolve_with(
         connect_timeout,
         cache_ttl: Duration::from_secs(cache_ttl),
         definition_ttl: Duration::from_secs(definition_ttl),
+        stats_ttl: Duration::from_secs(stats_ttl),
         jobs,
         cache_path: default_cache_path(),
         transfer_timeout: {
@@ -362,6 +374,7 @@ mod tests {
             connect_timeout: Some(3.5),
             cache_ttl: Some(10),
             definition_ttl: Some(0),
+            stats_ttl: Some(30),
             jobs: Some(3),
             max_size: Some("1G".into()),
             transfer_timeout: Some(30),
@@ -379,11 +392,13 @@ mod tests {
         assert_eq!(s.connect_timeout, Duration::from_secs(10));
         assert_eq!(s.cache_ttl, Duration::from_secs(60));
         assert_eq!(s.definition_ttl, Duration::from_secs(600));
+        assert_eq!(s.stats_ttl, Duration::ZERO);
         assert_eq!(s.max_size, DEFAULT_MAX_SIZE);
         assert_eq!(s.collect, Families::ALL);
 
         let s = resolve_with(&none, None, file).unwrap();
         assert_eq!(s.definition_ttl, Duration::ZERO);
+        assert_eq!(s.stats_ttl, Duration::from_secs(30));
         assert_eq!(s.max_size, 1 << 30);
         assert_eq!(s.scan_deadline, Duration::from_secs(9));
         assert_eq!(s.agent_timeout, Duration::from_secs(2));

@@ -64,6 +64,11 @@ fn cache_dir() -> &'static Path {
     DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
 }
 
+/// The tool's cache file under [`cache_dir`].
+fn cache_file() -> std::path::PathBuf {
+    cache_dir().join("dismount_iso_qemu").join("os-cache.json")
+}
+
 static LAST_SCAN: Mutex<Option<Instant>> = Mutex::new(None);
 
 /// Wait until a scan of ours can no longer hold up the frozen guest's agent queue, so the
@@ -380,19 +385,95 @@ fn a_busy_disc_is_locked_and_force_takes_it() {
     }
 }
 
-/// The disc `scan --json` shows in `vm`'s sda.
-fn scanned_disc(backend: &str, vm: &str) -> Value {
-    let r = ok(backend, &["scan", "--json"]);
+/// `vm`'s row in `scan --json` with `extra` flags.
+fn scanned_row(backend: &str, vm: &str, extra: &[&str]) -> Value {
+    let r = ok(backend, &[&["scan", "--json"], extra].concat());
     let doc: Value = serde_json::from_str(&r.stdout).unwrap();
-    let row = doc["vms"]
+    doc["vms"]
         .as_array()
         .unwrap()
         .iter()
         .find(|v| v["name"] == vm)
         .unwrap_or_else(|| panic!("{vm} missing"))
-        .clone();
+        .clone()
+}
+
+/// The disc `scan --json` shows in `vm`'s sda.
+fn scanned_disc(backend: &str, vm: &str) -> Value {
+    let row = scanned_row(backend, vm, &[]);
     assert_eq!(row["media"][0]["target"], "sda", "{row}");
     row["media"][0]["source"].clone()
+}
+
+/// Runs `virsh ARGS` on the harness, which must succeed.
+fn virsh(args: &[&str]) {
+    let out = std::process::Command::new("virsh")
+        .args(["-q", "-c", harness_uri()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "virsh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// With `--stats-ttl` a scan within the TTL asks libvirt nothing about the domains: a
+/// disc another tool ejected meanwhile still shows, with the listing's age; without it
+/// (the default, 0) the same scan sees the change.
+#[test]
+fn a_stats_ttl_rescan_reuses_what_the_last_scan_read() {
+    if !harness_available() {
+        return;
+    }
+    let _g = serial();
+    let (harness, second) = isos();
+    let cache_file = cache_file();
+    let ttl = ["--stats-ttl", "600"];
+    for backend in BACKENDS {
+        // No listing from an earlier test or backend.
+        if let Ok(text) = std::fs::read_to_string(&cache_file) {
+            let mut file: Value = serde_json::from_str(&text).unwrap();
+            file.as_object_mut().unwrap().remove("listings");
+            std::fs::write(&cache_file, file.to_string()).unwrap();
+        }
+        let first = scanned_row(backend, MEDIA_OFF, &ttl);
+        assert_eq!(first["media"][0]["source"], harness.as_str(), "{first}");
+        assert_eq!(first["ages"]["statistics_seconds"], 0, "{first}");
+        virsh(&[
+            "change-media",
+            MEDIA_OFF,
+            "sda",
+            "--eject",
+            "--config",
+            "--force",
+        ]);
+        std::thread::sleep(Duration::from_millis(1100));
+        let reused = scanned_row(backend, MEDIA_OFF, &ttl);
+        assert_eq!(reused["media"][0]["source"], harness.as_str(), "{reused}");
+        let age = reused["ages"]["statistics_seconds"].as_u64().unwrap();
+        assert!((1..60).contains(&age), "{backend}: {reused}");
+        assert_eq!(reused["state"], "shut_off", "{reused}");
+        let running = scanned_row(backend, MEDIA_A, &ttl);
+        assert_eq!(running["state"], "running", "{running}");
+        assert!(running["ages"]["statistics_seconds"].as_u64().unwrap() >= 1);
+        // Statistics TTL 0: the change shows at once.
+        let fresh = scanned_row(backend, MEDIA_OFF, &[]);
+        assert_eq!(
+            fresh["media"][0]["source"],
+            Value::Null,
+            "{backend}: {fresh}"
+        );
+        assert_eq!(fresh["ages"]["statistics_seconds"], 0, "{fresh}");
+        // A change made by this tool shows at once under the TTL too.
+        let _ = scanned_row(backend, MEDIA_OFF, &ttl);
+        ok(backend, &["mount", MEDIA_OFF, second.as_str()]);
+        let mounted = scanned_row(backend, MEDIA_OFF, &ttl);
+        assert_eq!(mounted["media"][0]["source"], second.as_str(), "{mounted}");
+        restore(MEDIA_OFF, &harness);
+    }
+    settle();
 }
 
 /// A shut-off VM's XML facts are reused between scans while libvirt's bulk statistics
@@ -404,20 +485,8 @@ fn scan_sees_a_shut_off_vms_disc_changed_by_another_tool() {
     }
     let _g = serial();
     let (harness, second) = isos();
-    let cache_file = cache_dir().join("dismount_iso_qemu").join("os-cache.json");
+    let cache_file = cache_file();
     let uuid = info_of(hv().as_ref(), MEDIA_OFF).uuid;
-    let virsh = |args: &[&str]| {
-        let out = std::process::Command::new("virsh")
-            .args(["-q", "-c", harness_uri()])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "virsh {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     for backend in BACKENDS {
         assert_eq!(scanned_disc(backend, MEDIA_OFF), harness.as_str());
         if backend == "native" {

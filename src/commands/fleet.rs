@@ -19,7 +19,7 @@ use crate::exit::{self, Failure};
 use crate::fleet::{self, HostOutcome, Target};
 use crate::media::eject::{eject_many, EjectOptions, Which};
 use crate::media::read_host;
-use crate::probe::{save_cache, ProbeManager};
+use crate::probe::{self, save_cache, ProbeManager};
 use crate::render::json::{write_fleet_json, HostStatus};
 use crate::render::media::{write_fleet_isos_json, write_fleet_isos_table};
 use crate::render::table::write_fleet_table;
@@ -280,13 +280,15 @@ pub fn eject(
             let mut lines = Vec::new();
             let code =
                 write_batch(&mut lines, &reports, &plan.errors, started).map_err(|f| f.message)?;
-            Ok((lines, code))
+            Ok((lines, code, hv.uri()))
         },
     );
     let mut code = report_hosts(&read, warnings)?;
     for o in &changed {
         match &o.result {
-            Ok((lines, host_code)) => {
+            Ok((lines, host_code, uri)) => {
+                // One after another: each rewrites the shared cache file.
+                probe::forget_listing(settings.cache_path.as_deref(), uri);
                 for l in String::from_utf8_lossy(lines).lines() {
                     writeln!(out, "{}: {l}", sanitize(&o.target.name))?;
                 }

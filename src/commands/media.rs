@@ -14,6 +14,7 @@ use crate::media::eject::{eject_many, eject_vm, EjectOptions, Which};
 use crate::media::guest::some_of;
 use crate::media::mount::{mount, MountRequest, ScopeChoice};
 use crate::media::{read_host, read_vm, MediaError};
+use crate::probe;
 use crate::render::media::{eject_line, write_isos_json, write_isos_table};
 use crate::render::text::write_line;
 use crate::snapshot::media::{DriveOutcome, HostMedia, IsoMatch, VmMedia, VmReport};
@@ -74,7 +75,13 @@ pub fn mount_cmd(app: &App, args: &MountArgs, out: &mut impl Write) -> Result<u8
 }
 
 /// The audit line of a mount that changed something.
+/// After a change to `app`'s VMs: the next `scan` must see it, whatever `--stats-ttl`.
+pub fn note_change(app: &App) {
+    probe::forget_listing(app.settings.cache_path.as_deref(), &app.uri());
+}
+
 pub fn audit_mount(app: &App, vm: &str, line: &str) {
+    note_change(app);
     audit::log_change(&Change {
         action: "mount",
         uri: &app.uri(),
@@ -139,6 +146,7 @@ pub fn eject_one(
     };
     let report = eject_vm(hv, &vm, &which, &eject_options(app, force));
     audit_ejects(&app.uri(), std::slice::from_ref(&report));
+    note_change(app);
     Ok(report)
 }
 
@@ -185,6 +193,7 @@ pub fn eject(app: &App, args: &EjectArgs, out: &mut impl Write) -> Result<u8, Fa
     }
     let reports = eject_many(hv, &vms, &which, &opts);
     audit_ejects(&app.uri(), &reports);
+    note_change(app);
     write_batch(out, &reports, &host.errors, started)
 }
 

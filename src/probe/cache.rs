@@ -7,6 +7,10 @@
 //!   [`crate::hypervisor::definition_tag`]). A scan reuses them only while the bulk
 //!   statistics give the same tag — a changed ISO, disk, memory or vCPU count always means
 //!   a fresh read — so libvirt's one-RPC-per-domain XML read is paid once, not every scan.
+//!   With a statistics TTL the facts of running domains are kept too, for listings below;
+//! - listings: with a statistics TTL (`--stats-ttl`, 0 by default), a host's domain list
+//!   with each domain's state, memory, CPU time and definition tag, so a rescan within the
+//!   TTL asks libvirt for none of it (a fleet over slow links rescans cheaply).
 //!
 //! It persists between invocations in one JSON file in the user's cache directory, written
 //! atomically (temp file + rename).
@@ -26,6 +30,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::domxml::DomainXmlFacts;
+use crate::hypervisor::DomainInfo;
 use crate::snapshot::{AgentStatus, OsAnswer};
 
 /// What we remember about one guest's OS probe.
@@ -38,10 +43,12 @@ pub struct CacheEntry {
     pub os: OsAnswer,
 }
 
-/// What the XML of one shut-off domain said, and under which definition tag.
+/// What the XML of one domain said, and under which definition tag (`None`: a running
+/// domain's, kept only for listings reused under a statistics TTL).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DefinitionEntry {
-    pub tag: u64,
+    #[serde(default)]
+    pub tag: Option<u64>,
     /// Unix seconds when the XML was read.
     pub stored_at: u64,
     pub facts: DomainXmlFacts,
@@ -55,7 +62,30 @@ struct CacheFile {
     /// Key: `URI uuid`. Absent in files of earlier releases.
     #[serde(default)]
     definitions: HashMap<String, DefinitionEntry>,
+    /// Key: URI. Absent in files of earlier releases.
+    #[serde(default)]
+    listings: HashMap<String, Listing>,
 }
+
+/// One host's domain list as a scan read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Listing {
+    /// Unix seconds when the list was read.
+    pub stored_at: u64,
+    pub domains: Vec<ListedDomain>,
+}
+
+/// One domain of a [`Listing`]: what libvirt said, with its definition tag (which
+/// [`DomainInfo`] itself does not serialize).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListedDomain {
+    #[serde(flatten)]
+    pub info: DomainInfo,
+    pub tag: Option<u64>,
+}
+
+/// At most this many domains of one listing are read back from the file.
+const MAX_LISTED: usize = 100_000;
 
 const FORMAT_VERSION: u32 = 1;
 
@@ -85,12 +115,30 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// How long each part of the cache is kept, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttls {
+    pub os: u64,
+    pub definition: u64,
+    pub statistics: u64,
+}
+
+impl Ttls {
+    /// Keeps every entry (for a save that only removes one thing).
+    pub const KEEP: Ttls = Ttls {
+        os: u64::MAX,
+        definition: u64::MAX,
+        statistics: u64::MAX,
+    };
+}
+
 /// In-memory cache, optionally backed by a file.
 #[derive(Debug)]
 pub struct OsCache {
     path: Option<PathBuf>,
     entries: HashMap<String, CacheEntry>,
     definitions: HashMap<String, DefinitionEntry>,
+    listings: HashMap<String, Listing>,
     dirty: bool,
 }
 
@@ -105,6 +153,7 @@ impl OsCache {
             path: None,
             entries: HashMap::new(),
             definitions: HashMap::new(),
+            listings: HashMap::new(),
             dirty: false,
         }
     }
@@ -117,14 +166,17 @@ impl OsCache {
             .and_then(|b| serde_json::from_slice::<CacheFile>(&b).ok())
             .filter(|f| f.version == FORMAT_VERSION)
             .unwrap_or_default();
-        let (mut entries, mut definitions) = (file.entries, file.definitions);
+        let (mut entries, mut definitions, mut listings) =
+            (file.entries, file.definitions, file.listings);
         // An entry from the future would never expire: not ours, or a clock gone wrong.
         entries.retain(|_, e| e.stored_at <= now + 60);
         definitions.retain(|_, e| e.stored_at <= now + 60);
+        listings.retain(|_, l| l.stored_at <= now + 60 && l.domains.len() <= MAX_LISTED);
         OsCache {
             path: Some(path.to_path_buf()),
             entries,
             definitions,
+            listings,
             dirty: false,
         }
     }
@@ -152,16 +204,76 @@ impl OsCache {
     ) -> Option<&DefinitionEntry> {
         let e = self.definitions.get(&key(uri, uuid))?;
         let age = now_unix().saturating_sub(e.stored_at);
-        (e.tag == tag && age < ttl_secs).then_some(e)
+        (e.tag == Some(tag) && age < ttl_secs).then_some(e)
     }
 
-    pub fn put_definition(&mut self, uri: &str, uuid: &str, tag: u64, facts: DomainXmlFacts) {
+    /// The facts last read from `uuid`'s XML, whatever their tag, when younger than
+    /// `ttl_secs`: for a listing reused under a statistics TTL, which has no fresher tag
+    /// to compare with.
+    pub fn last_definition(
+        &self,
+        uri: &str,
+        uuid: &str,
+        ttl_secs: u64,
+    ) -> Option<&DefinitionEntry> {
+        let e = self.definitions.get(&key(uri, uuid))?;
+        let age = now_unix().saturating_sub(e.stored_at);
+        (age < ttl_secs).then_some(e)
+    }
+
+    pub fn put_definition(
+        &mut self,
+        uri: &str,
+        uuid: &str,
+        tag: Option<u64>,
+        facts: DomainXmlFacts,
+    ) {
         let entry = DefinitionEntry {
             tag,
             stored_at: now_unix(),
             facts,
         };
         self.definitions.insert(key(uri, uuid), entry);
+        self.dirty = true;
+    }
+
+    /// `uri`'s domain list with its age in seconds, when younger than `ttl_secs`.
+    pub fn listing(&self, uri: &str, ttl_secs: u64) -> Option<(Vec<DomainInfo>, u64)> {
+        let l = self.listings.get(uri)?;
+        let age = now_unix().saturating_sub(l.stored_at);
+        (age < ttl_secs).then(|| {
+            let domains = l
+                .domains
+                .iter()
+                .map(|d| DomainInfo {
+                    definition_tag: d.tag,
+                    ..d.info.clone()
+                })
+                .collect();
+            (domains, age)
+        })
+    }
+
+    /// Forget `uri`'s listing; whether there was one.
+    pub fn remove_listing(&mut self, uri: &str) -> bool {
+        let had = self.listings.remove(uri).is_some();
+        self.dirty |= had;
+        had
+    }
+
+    pub fn put_listing(&mut self, uri: &str, domains: &[DomainInfo]) {
+        let domains = domains
+            .iter()
+            .map(|d| ListedDomain {
+                info: d.clone(),
+                tag: d.definition_tag,
+            })
+            .collect();
+        let listing = Listing {
+            stored_at: now_unix(),
+            domains,
+        };
+        self.listings.insert(uri.to_string(), listing);
         self.dirty = true;
     }
 
@@ -181,10 +293,9 @@ impl OsCache {
         }
     }
 
-    /// Write the file (when backed by one and changed), dropping OS answers older than
-    /// `ttl_secs` and definition facts older than `definition_ttl_secs`. Errors are
-    /// returned for the caller to mention, never fatal.
-    pub fn save(&mut self, ttl_secs: u64, definition_ttl_secs: u64) -> std::io::Result<()> {
+    /// Write the file (when backed by one and changed), dropping each part once older
+    /// than its TTL. Errors are returned for the caller to mention, never fatal.
+    pub fn save(&mut self, ttls: Ttls) -> std::io::Result<()> {
         let Some(path) = self.path.clone() else {
             return Ok(());
         };
@@ -193,9 +304,11 @@ impl OsCache {
         }
         let now = now_unix();
         self.entries
-            .retain(|_, e| now.saturating_sub(e.stored_at) < ttl_secs.max(1));
+            .retain(|_, e| now.saturating_sub(e.stored_at) < ttls.os.max(1));
         self.definitions
-            .retain(|_, e| now.saturating_sub(e.stored_at) < definition_ttl_secs);
+            .retain(|_, e| now.saturating_sub(e.stored_at) < ttls.definition);
+        self.listings
+            .retain(|_, l| now.saturating_sub(l.stored_at) < ttls.statistics);
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -207,11 +320,13 @@ impl OsCache {
             version: u32,
             entries: &'a HashMap<String, CacheEntry>,
             definitions: &'a HashMap<String, DefinitionEntry>,
+            listings: &'a HashMap<String, Listing>,
         }
         let file = Written {
             version: FORMAT_VERSION,
             entries: &self.entries,
             definitions: &self.definitions,
+            listings: &self.listings,
         };
         // tempfile creates it with O_EXCL, 0600, under a random name: no link planted
         // in the directory is followed, and two runs never write into one file.
@@ -231,6 +346,14 @@ impl OsCache {
 mod tests {
     use super::*;
     use crate::snapshot::OsSource;
+
+    fn ttls(secs: u64) -> Ttls {
+        Ttls {
+            os: secs,
+            definition: secs,
+            statistics: secs,
+        }
+    }
 
     fn entry(stored_at: u64) -> CacheEntry {
         CacheEntry {
@@ -268,7 +391,7 @@ mod tests {
         let real = dir.path().join("real.json");
         let mut c = OsCache::load(&real);
         c.put("u", "a", entry(now_unix()));
-        c.save(60, 60).unwrap();
+        c.save(ttls(60)).unwrap();
         let link = dir.path().join("link.json");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         assert!(OsCache::load(&link).entries.is_empty());
@@ -276,7 +399,7 @@ mod tests {
         // An entry from the future is dropped.
         let mut c = OsCache::load(&real);
         c.put("u", "b", entry(now_unix() + 86_400));
-        c.save(100_000, 100_000).unwrap();
+        c.save(ttls(100_000)).unwrap();
         let c = OsCache::load(&real);
         assert!(c.get("u", "b", 100_000).is_none());
         assert!(c.get("u", "a", 60).is_some());
@@ -291,7 +414,7 @@ mod tests {
         let path = dir.path().join("sub/os-cache.json");
         let mut c = OsCache::load(&path);
         c.put("u", "1", entry(now_unix()));
-        c.save(60, 60).unwrap();
+        c.save(ttls(60)).unwrap();
         let again = OsCache::load(&path);
         assert_eq!(
             again.get("u", "1", 60),

@@ -24,7 +24,7 @@ use crate::snapshot::telemetry::{DomainTelemetry, Families, Telemetry};
 use crate::snapshot::{AgentStatus, FactAges, OsAnswer, OsSource, Snapshot, VmRow};
 use crate::term::progress::Progress;
 
-use cache::{now_unix, CacheEntry, OsCache};
+use cache::{now_unix, CacheEntry, OsCache, Ttls};
 use os::OsinfoDb;
 
 /// Why a running guest's agent was not asked with `ask_agents` off.
@@ -57,6 +57,10 @@ pub struct ProbeSettings {
     /// How long the facts read from a shut-off domain's XML are reused while its
     /// definition tag stays the same (0: read every XML on every scan).
     pub definition_ttl: Duration,
+    /// How long a host's domain list (state, memory, CPU time, definition tags) is
+    /// reused instead of asked again; 0 (the default) asks every scan. Only scans that
+    /// collect no metric families reuse it: `serve` and `top` are always fresh.
+    pub stats_ttl: Duration,
 }
 
 impl Default for ProbeSettings {
@@ -70,6 +74,7 @@ impl Default for ProbeSettings {
             collect: Families::NONE,
             ask_agents: true,
             definition_ttl: DEFAULT_DEFINITION_TTL,
+            stats_ttl: Duration::ZERO,
         }
     }
 }
@@ -285,7 +290,26 @@ impl ProbeManager {
         let started = Instant::now();
         let deadline = started + self.settings.deadline;
         let uri = self.hv.uri();
-        let mut domains = self.hv.list_domains()?;
+        let collect = self.settings.collect;
+        // Under a statistics TTL a listing young enough is reused: no call to libvirt
+        // about any domain (its facts below come from the cache too, up to their TTLs).
+        let stats_ttl = self.settings.stats_ttl.as_secs();
+        let keep_listing = stats_ttl > 0 && collect == Families::NONE;
+        let reused = keep_listing
+            .then(|| lock(&self.cache).listing(&uri, stats_ttl))
+            .flatten();
+        // `Some(age)` when the listing came from the cache.
+        let listing_age = reused.as_ref().map(|(_, age)| *age);
+        let mut domains = match reused {
+            Some((domains, _)) => domains,
+            None => {
+                let domains = self.hv.list_domains()?;
+                if keep_listing {
+                    lock(&self.cache).put_listing(&uri, &domains);
+                }
+                domains
+            }
+        };
         domains.sort_by(|a, b| a.name.cmp(&b.name));
 
         // Which guests need their agent asked now?
@@ -320,7 +344,6 @@ impl ProbeManager {
         // Probes start first; the XML (media, libosinfo metadata) and the bulk statistics
         // are read while they run.
         let pending = self.start_probes(tasks, deadline, progress);
-        let collect = self.settings.collect;
         let stats = collect
             .need_stats()
             .then(|| self.start_stats(collect, deadline));
@@ -334,8 +357,12 @@ impl ProbeManager {
             domains
                 .iter()
                 .map(|d| {
-                    let tag = d.definition_tag?;
-                    let e = cache.definition(&uri, &d.uuid, tag, definition_ttl)?;
+                    let e = match listing_age {
+                        Some(_) => cache.last_definition(&uri, &d.uuid, definition_ttl)?,
+                        None => {
+                            cache.definition(&uri, &d.uuid, d.definition_tag?, definition_ttl)?
+                        }
+                    };
                     Some((e.facts.clone(), scan_started.saturating_sub(e.stored_at)))
                 })
                 .collect()
@@ -375,8 +402,10 @@ impl ProbeManager {
                     .map_err(|e| e.to_string())
                     .and_then(|x| domxml::parse(&x))
                     .inspect_err(|e| errors.push(format!("{}: {e}", d.name)))?;
-                if let Some(tag) = d.definition_tag {
-                    read_now.push((d.uuid.clone(), tag, f.clone()));
+                // Running domains' facts are kept only for listings a statistics TTL
+                // reuses.
+                if d.definition_tag.is_some() || keep_listing {
+                    read_now.push((d.uuid.clone(), d.definition_tag, f.clone()));
                 }
                 Ok(f)
             })
@@ -489,7 +518,7 @@ impl ProbeManager {
             r.ages = FactAges {
                 os_seconds: os_age,
                 definition_seconds: definition_age,
-                statistics_seconds: 0,
+                statistics_seconds: listing_age.unwrap_or(0),
             };
             vms.push(r);
         }
@@ -753,11 +782,22 @@ fn collect_probes(
 /// Save `cache` with `settings`' TTLs; the error is the line to show.
 pub fn save_cache(cache: &mut OsCache, settings: &ProbeSettings) -> Result<(), String> {
     cache
-        .save(
-            settings.cache_ttl.as_secs(),
-            settings.definition_ttl.as_secs(),
-        )
+        .save(Ttls {
+            os: settings.cache_ttl.as_secs(),
+            definition: settings.definition_ttl.as_secs(),
+            statistics: settings.stats_ttl.as_secs(),
+        })
         .map_err(|e| format!("could not save the scan cache: {e}"))
+}
+
+/// Drop `uri`'s listing from the cache file at `path`, so that a change this tool made
+/// shows in the next scan whatever the statistics TTL. Quiet: the cache only saves time.
+pub fn forget_listing(path: Option<&std::path::Path>, uri: &str) {
+    let Some(path) = path else { return };
+    let mut cache = OsCache::load(path);
+    if cache.remove_listing(uri) {
+        let _ = cache.save(Ttls::KEEP);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -26,6 +26,7 @@ fn settings(timeout_ms: u64) -> ProbeSettings {
         collect: Families::NONE,
         ask_agents: true,
         definition_ttl: DEFAULT_DEFINITION_TTL,
+        stats_ttl: Duration::ZERO,
     }
 }
 
@@ -577,6 +578,13 @@ fn xml_reads(hv: &FakeHypervisor) -> Vec<String> {
     names
 }
 
+/// A shut-off domain "win" with an ISO, under definition tag `tag`.
+fn shut_off_win(tag: u64) -> FakeDomain {
+    FakeDomain::new("win", DomainState::ShutOff)
+        .with_xml(WIN_XML)
+        .with_definition_tag(tag)
+}
+
 fn media_of(s: &Snapshot, name: &str) -> Vec<Option<String>> {
     find(s, name)
         .media
@@ -588,11 +596,7 @@ fn media_of(s: &Snapshot, name: &str) -> Vec<Option<String>> {
 #[test]
 fn a_shut_off_definition_is_read_once_while_its_tag_holds() {
     let hv = FakeHypervisor::new()
-        .with_domain(
-            FakeDomain::new("win", DomainState::ShutOff)
-                .with_xml(WIN_XML)
-                .with_definition_tag(1),
-        )
+        .with_domain(shut_off_win(1))
         .with_domain(FakeDomain::new("run", DomainState::Running));
     let m = manager(&hv, settings(500));
     let first = m.scan().unwrap();
@@ -630,11 +634,7 @@ fn a_shut_off_definition_is_read_once_while_its_tag_holds() {
 
 #[test]
 fn definition_ttl_zero_reads_every_xml_and_no_cache_keeps_the_facts() {
-    let hv = FakeHypervisor::new().with_domain(
-        FakeDomain::new("win", DomainState::ShutOff)
-            .with_xml(WIN_XML)
-            .with_definition_tag(1),
-    );
+    let hv = FakeHypervisor::new().with_domain(shut_off_win(1));
     let mut s = settings(500);
     s.definition_ttl = Duration::ZERO;
     let m = manager(&hv, s);
@@ -656,11 +656,7 @@ fn definition_facts_persist_between_runs_and_forget_undefined_domains() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cache.json");
     let hv = FakeHypervisor::new()
-        .with_domain(
-            FakeDomain::new("win", DomainState::ShutOff)
-                .with_xml(WIN_XML)
-                .with_definition_tag(7),
-        )
+        .with_domain(shut_off_win(7))
         .with_domain(FakeDomain::new("gone", DomainState::ShutOff).with_definition_tag(8));
     let mut s = settings(500);
     s.cache_path = Some(path.clone());
@@ -688,11 +684,7 @@ fn definition_facts_persist_between_runs_and_forget_undefined_domains() {
     assert!((100..110).contains(&age), "{age}");
     assert_eq!(find(&snap, "win").ages.statistics_seconds, 0);
     // An undefined domain's facts leave the file with it.
-    let hv2 = FakeHypervisor::new().with_domain(
-        FakeDomain::new("win", DomainState::ShutOff)
-            .with_xml(WIN_XML)
-            .with_definition_tag(7),
-    );
+    let hv2 = FakeHypervisor::new().with_domain(shut_off_win(7));
     let before = std::fs::read_to_string(&path).unwrap();
     let gone_uuid = find(&snap, "gone").uuid.clone();
     assert!(before.contains(&gone_uuid));
@@ -728,4 +720,74 @@ fn managers_sharing_a_cache_leave_the_saving_to_its_owner() {
             == "/isos/virtio.iso",
         "{file}"
     );
+}
+
+fn list_calls(hv: &FakeHypervisor) -> usize {
+    hv.calls()
+        .iter()
+        .filter(|c| matches!(c, Call::ListDomains))
+        .count()
+}
+
+#[test]
+fn a_stats_ttl_reuses_the_listing_and_every_fact_between_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.json");
+    let hv = FakeHypervisor::new()
+        .with_domain(shut_off_win(1))
+        .with_domain(
+            FakeDomain::new("run", DomainState::Running)
+                .with_xml(WIN_XML)
+                .with_agent(osinfo("Ubuntu 24.04.1 LTS")),
+        );
+    let mut s = settings(500);
+    s.cache_path = Some(path.clone());
+    s.stats_ttl = Duration::from_secs(60);
+    let first = manager(&hv, s.clone()).scan().unwrap();
+    assert_eq!(list_calls(&hv), 1);
+    assert_eq!(find(&first, "run").ages.statistics_seconds, 0);
+    // Age the listing by 20 s, as if a run 20 s ago had read it.
+    let mut file: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for l in file["listings"].as_object_mut().unwrap().values_mut() {
+        l["stored_at"] = json!(l["stored_at"].as_u64().unwrap() - 20);
+    }
+    std::fs::write(&path, file.to_string()).unwrap();
+    // A domain undefined since is still listed: within the TTL nothing is asked.
+    hv.redefine("win", &WIN_XML.replace("virtio.iso", "other.iso"), Some(2));
+    hv.clear_calls();
+    let second = manager(&hv, s.clone()).scan().unwrap();
+    assert!(hv.calls().is_empty(), "{:?}", hv.calls());
+    for name in ["win", "run"] {
+        let ages = &find(&second, name).ages;
+        assert!((20..30).contains(&ages.statistics_seconds), "{ages:?}");
+        assert_eq!(find(&second, name).state, find(&first, name).state);
+        assert_eq!(find(&second, name).media, find(&first, name).media);
+    }
+    assert_eq!(find(&second, "run").os, {
+        let mut os = find(&first, "run").os.clone();
+        os.cached = true;
+        os
+    });
+    // Past the TTL the listing is asked again, and the new tag brings the new ISO.
+    s.stats_ttl = Duration::from_secs(10);
+    hv.clear_calls();
+    let third = manager(&hv, s.clone()).scan().unwrap();
+    assert_eq!(list_calls(&hv), 1);
+    assert_eq!(xml_reads(&hv), ["run", "win"]);
+    assert_eq!(find(&third, "win").ages.statistics_seconds, 0);
+    assert_eq!(
+        media_of(&third, "win"),
+        [Some("/isos/other.iso".to_string())]
+    );
+}
+
+#[test]
+fn scans_collecting_metrics_never_reuse_a_listing() {
+    let hv = FakeHypervisor::new().with_domain(FakeDomain::new("run", DomainState::Running));
+    let mut s = collecting(500, Families::ALL);
+    s.stats_ttl = Duration::from_secs(60);
+    let m = manager(&hv, s);
+    m.scan().unwrap();
+    m.scan().unwrap();
+    assert_eq!(list_calls(&hv), 2);
 }

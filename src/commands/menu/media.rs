@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use crate::app::App;
-use crate::commands::media::{audit_ejects, audit_mount, eject_options, iso_volumes};
+use crate::commands::media::{audit_ejects, audit_mount, eject_options, iso_volumes, note_change};
 use crate::exit::Failure;
 use crate::media::eject::{eject_many, eject_vm, Which};
 use crate::media::mount::{mount, MountRequest, ScopeChoice};
@@ -49,6 +49,7 @@ fn report_and_offer_force(
     reports: Vec<VmReport>,
 ) -> Result<(), Failure> {
     audit_ejects(&app.uri(), &reports);
+    note_change(app);
     for r in &reports {
         p.say(&eject_line(r))?;
     }
@@ -72,6 +73,7 @@ fn report_and_offer_force(
         let opts = eject_options(app, true);
         let forced = eject_many(app.hv.as_ref(), &locked, which, &opts);
         audit_ejects(&app.uri(), &forced);
+        note_change(app);
         for r in &forced {
             p.say(&eject_line(r))?;
         }
