@@ -16,6 +16,7 @@ use crate::term::progress::ProgressSink;
 use crate::transfer::{Pace, Transfer};
 
 /// What a command needs: settings, the open connection and the probe manager over it.
+#[derive(Clone)]
 pub struct App {
     pub settings: Settings,
     pub hv: Arc<dyn Hypervisor>,
@@ -29,8 +30,8 @@ impl App {
     }
 
     /// Connect to the one host chosen (`targets` as [`fleet::targets`] gives them; none:
-    /// the settings' URI). Several hosts are a usage error: only `scan` and `isos` cover a
-    /// fleet so far.
+    /// the settings' URI). Several hosts are a usage error: the commands that cover a
+    /// fleet open its hosts themselves.
     pub fn connect_to(
         mut settings: Settings,
         targets: &[Target],
@@ -46,7 +47,8 @@ impl App {
                 let names: Vec<&str> = many.iter().map(|t| t.name.as_str()).collect();
                 return Err(Failure::usage(format!(
                     "this command works on one host and {} were chosen ({}): choose one with \
-                     -c URI or --hosts NAME (scan and isos cover several)",
+                     -c URI or --hosts NAME (scan, isos, eject --iso/--all and the menu cover \
+                     several)",
                     many.len(),
                     names.join(", ")
                 )));

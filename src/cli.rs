@@ -204,7 +204,7 @@ impl GlobalArgs {
 pub enum Command {
     /// Print every VM once: name, guest OS, memory used/max, CPU time, state, ISO
     Scan(ScanArgs),
-    /// The interactive menu (also what no command does)
+    /// The interactive menu (also what no command does); over every host chosen
     Menu,
     /// Show every VM's CD-ROM drives and the ISO in each
     Isos(IsosArgs),

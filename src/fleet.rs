@@ -25,6 +25,17 @@ pub struct Target {
     pub backend: Backend,
 }
 
+impl Target {
+    /// How error lines name it: `NAME (URI)`, or the URI alone when that is its name.
+    pub fn shown(&self) -> String {
+        if self.name == self.uri {
+            self.name.clone()
+        } else {
+            format!("{} ({})", self.name, self.uri)
+        }
+    }
+}
+
 /// The hosts the command line chooses. Empty: none was chosen beyond the one connection
 /// every command has (`-c` once, the environment, the config file's `uri`).
 pub fn targets(global: &GlobalArgs, settings: &Settings) -> Result<Vec<Target>, String> {

@@ -89,9 +89,20 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
     }
     match &cli.command {
         None | Some(Command::Menu) => {
+            let (mut settings, targets) = chosen()?;
+            // The menu shows the user's own changes: never a kept listing.
+            settings.stats_ttl = std::time::Duration::ZERO;
+            let session = if targets.len() > 1 {
+                match menu::Session::connect(&settings, &targets, &mut stderr.lock())? {
+                    Some(s) => s,
+                    None => return Ok(exit::USAGE),
+                }
+            } else {
+                menu::Session::one(App::connect_to(settings, &targets, false)?)
+            };
             let stdin = io::stdin();
             menu::run(
-                &connect(false)?,
+                &session,
                 &mut stdin.lock(),
                 &mut stdout.lock(),
                 &mut stderr.lock(),

@@ -574,3 +574,66 @@ fn edit_goes_to_the_host_named() {
         }
     }
 }
+
+/// The menu over several hosts: each list names VMs as HOST:VM, the table has a HOST
+/// column, and a host that cannot be opened is one line while the others work.
+#[test]
+fn the_menu_covers_every_host_chosen() {
+    let Some((_g, home)) = setup() else {
+        return;
+    };
+    for backend in BACKENDS {
+        let t0 = Instant::now();
+        let out = tool(home.path())
+            .args(["--backend", backend, "--probe-timeout", "3"])
+            .args(["--connect-timeout", "3", "--hosts", "harness,test,dead"])
+            .arg("menu")
+            .write_stdin("1\n\n2\n\n3\n\n4\n")
+            .timeout(Duration::from_secs(120))
+            .output()
+            .unwrap();
+        let took = t0.elapsed();
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{backend}: {stderr}");
+        // The dead host: one line, before the menu, and the menu goes on without it.
+        let dead: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("error: host dead (qemu+tcp://127.0.0.1:"))
+            .collect();
+        assert_eq!(dead.len(), 1, "{backend}: {stderr}");
+        assert!(stdout.starts_with("--- MENU ---\n"), "{backend}: {stdout}");
+        // Option 1: every host's VMs by HOST:VM.
+        for item in [
+            ") harness:diq-media-off (shut off)",
+            ") test:test (running)",
+        ] {
+            assert!(stdout.contains(item), "{backend}: {item} in {stdout}");
+        }
+        // Option 2: the fleet table.
+        assert!(stdout.contains(": HOST    VM "), "{backend}: {stdout}");
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("harness diq-ubuntu ") && l.contains("Ubuntu")),
+            "{backend}: {stdout}"
+        );
+        assert!(stdout.lines().any(|l| l.starts_with("test    test ")));
+        assert!(
+            stdout.contains(") harness:diq-ubuntu sda: "),
+            "{backend}: {stdout}"
+        );
+        // Option 3: running VMs of both hosts; shut-off ones named apart.
+        let running = stdout.split("Running VMs:\n").nth(1).unwrap_or("");
+        assert!(
+            running.contains(") harness:diq-ubuntu\n"),
+            "{backend}: {stdout}"
+        );
+        assert!(running.contains(") test:test\n"), "{backend}: {stdout}");
+        assert!(
+            stdout.contains("harness:diq-media-off"),
+            "{backend}: {stdout}"
+        );
+        assert!(took < Duration::from_secs(60), "{backend}: {took:?}");
+        eprintln!("TIMING {backend}: menu over 3 hosts (1 dead), 3 options: {took:?}");
+    }
+}

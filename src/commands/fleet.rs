@@ -61,12 +61,7 @@ fn report_hosts<T>(outcomes: &[HostOutcome<T>], warnings: &mut impl Write) -> Re
     for o in outcomes {
         if let Some(e) = o.error() {
             failed += 1;
-            let host = if o.target.name == o.target.uri {
-                o.target.name.clone()
-            } else {
-                format!("{} ({})", o.target.name, o.target.uri)
-            };
-            write_line(warnings, &format!("error: host {host}: {e}"))?;
+            write_line(warnings, &format!("error: host {}: {e}", o.target.shown()))?;
         }
     }
     Ok(match failed {

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::media::{self as media_cmd, write_batch};
 use super::menu::media::{dismount_offer, mount_flow};
+use super::menu::Session;
 use crate::app::App;
 use crate::config::{resolve_with, FileConfig, Overrides};
 use crate::exit::{self, Failure};
@@ -31,11 +32,12 @@ fn app(hv: FakeHypervisor) -> App {
 fn drive_flow(
     app: &App,
     input: &str,
-    f: fn(&App, &mut Prompter<'_>) -> Result<(), Failure>,
+    f: fn(&Session, &mut Prompter<'_>) -> Result<(), Failure>,
 ) -> String {
     let mut inp = Cursor::new(input.as_bytes().to_vec());
     let mut out = Vec::new();
-    f(app, &mut Prompter::new(&mut inp, &mut out)).unwrap();
+    let session = Session::one(app.clone());
+    f(&session, &mut Prompter::new(&mut inp, &mut out)).unwrap();
     String::from_utf8(out).unwrap()
 }
 

@@ -11,15 +11,16 @@ use crate::media::eject::{eject_many, eject_vm, Which};
 use crate::media::mount::{mount, MountRequest, ScopeChoice};
 use crate::media::read_host;
 use crate::render::media::{eject_line, slot_text};
-use crate::snapshot::media::{DriveOutcome, IsoMatch, MediaSlot, VmMedia, VmReport};
+use crate::snapshot::media::{DriveOutcome, HostMedia, IsoMatch, MediaSlot, VmMedia, VmReport};
 use crate::term::prompt::Prompter;
+
+use super::Session;
 
 const TYPE_A_PATH: &str = "Type a path";
 const MOUNT_ANOTHER: &str = "Mount another ISO";
 
-/// Show a VM's drives.
-fn show_drives(p: &mut Prompter<'_>, vm: &VmMedia) -> Result<(), Failure> {
-    let name = &vm.name;
+/// Show a VM's drives (`name`: how the menu calls it).
+fn show_drives(p: &mut Prompter<'_>, name: &str, vm: &VmMedia) -> Result<(), Failure> {
     if vm.drives.is_empty() {
         p.say(&format!("{name} ({}) has no CD-ROM drive.", vm.state))?;
         return Ok(());
@@ -40,10 +41,12 @@ fn show_drives(p: &mut Prompter<'_>, vm: &VmMedia) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Print each report's line; when some drive was locked, offer to force it open.
+/// Print each report's line (after `prefix`: `HOST:` with several hosts); when some
+/// drive was locked, offer to force it open.
 fn report_and_offer_force(
     app: &App,
     p: &mut Prompter<'_>,
+    prefix: &str,
     vms: &[VmMedia],
     which: &Which,
     reports: Vec<VmReport>,
@@ -51,7 +54,7 @@ fn report_and_offer_force(
     audit_ejects(&app.uri(), &reports);
     note_change(app);
     for r in &reports {
-        p.say(&eject_line(r))?;
+        p.say(&format!("{prefix}{}", eject_line(r)))?;
     }
     let locked: Vec<VmMedia> = reports
         .iter()
@@ -75,30 +78,51 @@ fn report_and_offer_force(
         audit_ejects(&app.uri(), &forced);
         note_change(app);
         for r in &forced {
-            p.say(&eject_line(r))?;
+            p.say(&format!("{prefix}{}", eject_line(r)))?;
         }
     }
     Ok(())
 }
 
+/// Every host's drives; a host that cannot be read is one line on `p`.
+fn read_hosts(session: &Session, p: &mut Prompter<'_>) -> Result<Vec<(usize, HostMedia)>, Failure> {
+    let read = session.each(|app| read_host(app.hv.as_ref()));
+    let mut hosts = Vec::new();
+    for (h, r) in read.into_iter().enumerate() {
+        match r {
+            Ok(media) => hosts.push((h, media)),
+            Err(e) => p.say(&format!("{}cannot read the drives: {e}", session.on(h)))?,
+        }
+    }
+    Ok(hosts)
+}
+
 /// Menu option 1.
-pub fn mount_flow(app: &App, p: &mut Prompter<'_>) -> Result<(), Failure> {
-    let hv = app.hv.as_ref();
-    let host = read_host(hv)?;
-    if host.vms.is_empty() {
-        p.say(&format!("no VMs on {}", host.uri))?;
+pub fn mount_flow(session: &Session, p: &mut Prompter<'_>) -> Result<(), Failure> {
+    let hosts = read_hosts(session, p)?;
+    let vms: Vec<(usize, &VmMedia)> = hosts
+        .iter()
+        .flat_map(|(h, media)| media.vms.iter().map(move |vm| (*h, vm)))
+        .collect();
+    if vms.is_empty() {
+        let uris: Vec<&str> = hosts.iter().map(|(_, m)| m.uri.as_str()).collect();
+        if !uris.is_empty() {
+            p.say(&format!("no VMs on {}", uris.join(", ")))?;
+        }
         return Ok(());
     }
-    let items: Vec<String> = host
-        .vms
+    let items: Vec<String> = vms
         .iter()
-        .map(|v| format!("{} ({})", v.name, v.state))
+        .map(|(h, v)| format!("{} ({})", session.label(*h, &v.name), v.state))
         .collect();
     let Some(i) = p.choose("Mount an ISO into which VM?", &items)? else {
         return Ok(());
     };
-    let vm = &host.vms[i];
-    show_drives(p, vm)?;
+    let (h, vm) = vms[i];
+    let app = &session.hosts[h].app;
+    let hv = app.hv.as_ref();
+    let shown = session.label(h, &vm.name);
+    show_drives(p, &shown, vm)?;
 
     let held: Vec<&MediaSlot> = vm.drives.iter().filter(|d| !d.is_empty()).collect();
     if !held.is_empty() {
@@ -119,7 +143,9 @@ pub fn mount_flow(app: &App, p: &mut Prompter<'_>) -> Result<(), Failure> {
         if a < held.len() {
             let which = Which::Drive(held[a].target.clone());
             let report = eject_vm(hv, vm, &which, &eject_options(app, false));
-            return report_and_offer_force(app, p, std::slice::from_ref(vm), &which, vec![report]);
+            let prefix = session.prefix(h);
+            let vms = std::slice::from_ref(vm);
+            return report_and_offer_force(app, p, &prefix, vms, &which, vec![report]);
         }
     }
 
@@ -141,8 +167,8 @@ pub fn mount_flow(app: &App, p: &mut Prompter<'_>) -> Result<(), Failure> {
         vm.drives.first().map(|d| d.target.clone())
     };
     let into = match &drive {
-        Some(t) => format!("{} {t}", vm.name),
-        None => format!("{} (a new CD-ROM drive)", vm.name),
+        Some(t) => format!("{shown} {t}"),
+        None => format!("{shown} (a new CD-ROM drive)"),
     };
     let question = format!("Mount {} into {into}?", iso.to_string_lossy());
     if p.confirm(&question, true)? != Some(true) {
@@ -158,7 +184,7 @@ pub fn mount_flow(app: &App, p: &mut Prompter<'_>) -> Result<(), Failure> {
     match mount(hv, &req) {
         Ok(line) => {
             audit_mount(app, &vm.name, &line);
-            p.say(&line)?
+            p.say(&format!("{}{line}", session.prefix(h)))?
         }
         Err(e) => p.say(&format!("error: {e}"))?,
     }
@@ -191,25 +217,20 @@ fn pick_iso(app: &App, p: &mut Prompter<'_>) -> Result<Option<PathBuf>, Failure>
     }
 }
 
-/// After option 2's table: one numbered choice dismounts a drive, an ISO everywhere, or
-/// everything.
-pub fn dismount_offer(app: &App, p: &mut Prompter<'_>) -> Result<(), Failure> {
-    let hv = app.hv.as_ref();
-    let host = match read_host(hv) {
-        Ok(h) => h,
-        Err(e) => {
-            p.say(&format!("cannot read the drives: {e}"))?;
-            return Ok(());
-        }
-    };
-    let held: Vec<(&VmMedia, &MediaSlot)> = host
-        .vms
+/// After option 2's table: one numbered choice dismounts a drive, an ISO everywhere (on
+/// every host), or everything.
+pub fn dismount_offer(session: &Session, p: &mut Prompter<'_>) -> Result<(), Failure> {
+    let hosts = read_hosts(session, p)?;
+    let held: Vec<(usize, &VmMedia, &MediaSlot)> = hosts
         .iter()
-        .flat_map(|vm| vm.drives.iter().map(move |d| (vm, d)))
-        .filter(|(_, d)| !d.is_empty())
+        .flat_map(|(h, media)| media.vms.iter().map(move |vm| (*h, vm)))
+        .flat_map(|(h, vm)| vm.drives.iter().map(move |d| (h, vm, d)))
+        .filter(|(_, _, d)| !d.is_empty())
         .collect();
     if held.is_empty() {
-        p.say("No VM holds an ISO.")?;
+        if !hosts.is_empty() {
+            p.say("No VM holds an ISO.")?;
+        }
         return Ok(());
     }
     enum Action {
@@ -219,18 +240,19 @@ pub fn dismount_offer(app: &App, p: &mut Prompter<'_>) -> Result<(), Failure> {
     }
     let mut items = Vec::new();
     let mut actions = Vec::new();
-    for (i, (vm, d)) in held.iter().enumerate() {
-        items.push(format!("{} {}: {}", vm.name, d.target, slot_text(d)));
+    for (i, (h, vm, d)) in held.iter().enumerate() {
+        let vm = session.label(*h, &vm.name);
+        items.push(format!("{vm} {}: {}", d.target, slot_text(d)));
         actions.push(Action::Drive(i));
     }
-    let mut isos: Vec<&str> = held.iter().filter_map(|(_, d)| d.current()).collect();
+    let mut isos: Vec<&str> = held.iter().filter_map(|(_, _, d)| d.current()).collect();
     isos.sort();
     isos.dedup();
     for iso in isos {
         let n = held
             .iter()
-            .filter(|(_, d)| d.holds(&IsoMatch::new(std::path::Path::new(iso))))
-            .map(|(vm, _)| &vm.name)
+            .filter(|(_, _, d)| d.holds(&IsoMatch::new(std::path::Path::new(iso))))
+            .map(|(h, vm, _)| (h, &vm.name))
             .collect::<std::collections::BTreeSet<_>>()
             .len();
         if n > 1 {
@@ -245,31 +267,43 @@ pub fn dismount_offer(app: &App, p: &mut Prompter<'_>) -> Result<(), Failure> {
     let Some(i) = p.choose("Dismount an ISO? (empty to go back)", &items)? else {
         return Ok(());
     };
-    let (which, vms): (Which, Vec<VmMedia>) = match &actions[i] {
+    // What goes, host by host.
+    let plan: Vec<(usize, Which, Vec<VmMedia>)> = match &actions[i] {
         Action::Drive(k) => {
-            let (vm, d) = held[*k];
-            (Which::Drive(d.target.clone()), vec![vm.clone()])
+            let (h, vm, d) = held[*k];
+            vec![(h, Which::Drive(d.target.clone()), vec![vm.clone()])]
         }
         Action::Iso(iso) => {
             let m = IsoMatch::new(std::path::Path::new(iso));
-            let vms = host
-                .vms
-                .iter()
-                .filter(|vm| vm.drives.iter().any(|d| d.holds(&m)))
-                .cloned()
-                .collect();
-            (Which::Holding(m, None), vms)
+            holding(&hosts, |d| d.holds(&m), || Which::Holding(m.clone(), None))
         }
-        Action::Everything => {
-            let vms = host
-                .vms
-                .iter()
-                .filter(|vm| vm.drives.iter().any(|d| !d.is_empty()))
-                .cloned()
-                .collect();
-            (Which::All, vms)
-        }
+        Action::Everything => holding(&hosts, |d| !d.is_empty(), || Which::All),
     };
-    let reports = eject_many(hv, &vms, &which, &eject_options(app, false));
-    report_and_offer_force(app, p, &vms, &which, reports)
+    for (h, which, vms) in plan {
+        let app = &session.hosts[h].app;
+        let reports = eject_many(app.hv.as_ref(), &vms, &which, &eject_options(app, false));
+        report_and_offer_force(app, p, &session.prefix(h), &vms, &which, reports)?;
+    }
+    Ok(())
+}
+
+/// Per host, the VMs with a drive that `takes`, and what to eject from them.
+fn holding(
+    hosts: &[(usize, HostMedia)],
+    takes: impl Fn(&MediaSlot) -> bool,
+    which: impl Fn() -> Which,
+) -> Vec<(usize, Which, Vec<VmMedia>)> {
+    hosts
+        .iter()
+        .map(|(h, media)| {
+            let vms: Vec<VmMedia> = media
+                .vms
+                .iter()
+                .filter(|vm| vm.drives.iter().any(&takes))
+                .cloned()
+                .collect();
+            (*h, which(), vms)
+        })
+        .filter(|(_, _, vms)| !vms.is_empty())
+        .collect()
 }

@@ -11,12 +11,15 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::app::App;
+use crate::app::{probe_settings, App};
+use crate::config::Settings;
 use crate::edit::{self, EditError, EditOptions, ExternalEditor};
 use crate::exit::{self, Failure};
-use crate::hypervisor::DomainState;
+use crate::fleet::{self, Target};
+use crate::hypervisor::{DomainInfo, DomainState, HvResult};
 use crate::media::guest::some_of;
-use crate::probe::ProbeManager;
+use crate::probe::cache::OsCache;
+use crate::probe::{save_cache, ProbeManager, ProbeSettings};
 use crate::render;
 use crate::snapshot::Snapshot;
 use crate::term::progress::{Progress, ProgressSink};
@@ -29,9 +32,193 @@ pub const PROMPT: &str = "Select option: ";
 /// A snapshot younger than this is shown at once by option 2.
 const FRESH_ENOUGH: Duration = Duration::from_secs(10);
 
+/// One host of a menu session: its name (the config file's, or the URI given) and the
+/// app on it.
+pub struct Host {
+    pub name: String,
+    pub app: App,
+}
+
+/// The hosts the menu works on. With one, every list and table is the single-host one;
+/// with several, the table gets a HOST column and every VM is shown as `HOST:VM`.
+pub struct Session {
+    hosts: Vec<Host>,
+    /// With several hosts: the cache their scans share, and its TTLs (saved once a scan).
+    shared: Option<(Arc<Mutex<OsCache>>, ProbeSettings)>,
+}
+
+/// Each host's name and what its scan gave.
+type Scanned = Vec<(String, Result<Snapshot, String>)>;
+
+impl Session {
+    /// The session over one host.
+    pub fn one(app: App) -> Session {
+        let name = app.uri();
+        Session {
+            hosts: vec![Host { name, app }],
+            shared: None,
+        }
+    }
+
+    /// Open every target in parallel, each within the connect timeout. Each host that
+    /// could not be opened is one `error: host …` line in `warnings`; `None` when no host
+    /// could.
+    pub fn connect(
+        settings: &Settings,
+        targets: &[Target],
+        warnings: &mut dyn Write,
+    ) -> Result<Option<Session>, Failure> {
+        let limit = settings.connect_timeout + Duration::from_secs(1);
+        let opened = fleet::each_host(targets, settings.connect_timeout, limit, |_, hv| Ok(hv));
+        let probe = probe_settings(settings, false);
+        let cache = Arc::new(Mutex::new(ProbeManager::load_cache(&probe)));
+        let mut hosts = Vec::new();
+        for o in opened {
+            match o.result {
+                Ok(hv) => {
+                    let settings = Settings {
+                        uri: Some(o.target.uri.clone()),
+                        backend: o.target.backend,
+                        ..settings.clone()
+                    };
+                    let probes = Arc::new(ProbeManager::with_cache(
+                        Arc::clone(&hv),
+                        probe.clone(),
+                        Arc::clone(&cache),
+                    ));
+                    let app = App {
+                        settings,
+                        hv,
+                        probes,
+                    };
+                    hosts.push(Host {
+                        name: o.target.name,
+                        app,
+                    });
+                }
+                Err(e) => render::text::write_line(
+                    warnings,
+                    &format!("error: host {}: {e}", o.target.shown()),
+                )?,
+            }
+        }
+        Ok((!hosts.is_empty()).then(|| Session::of(hosts, Some((cache, probe)))))
+    }
+
+    /// A session over hosts already open (tests).
+    pub fn of(hosts: Vec<Host>, shared: Option<(Arc<Mutex<OsCache>>, ProbeSettings)>) -> Session {
+        Session { hosts, shared }
+    }
+
+    fn several(&self) -> bool {
+        self.hosts.len() > 1
+    }
+
+    /// How the menu shows VM `vm` of host `h`: `HOST:VM` with several hosts (what the
+    /// commands take), the bare name with one.
+    fn label(&self, h: usize, vm: &str) -> String {
+        if self.several() {
+            format!("{}:{vm}", self.hosts[h].name)
+        } else {
+            vm.to_string()
+        }
+    }
+
+    /// `read` on every host in parallel, in the hosts' order.
+    fn each<T: Send>(&self, read: impl Fn(&App) -> T + Sync) -> Vec<T> {
+        if let [one] = &self.hosts[..] {
+            return vec![read(&one.app)];
+        }
+        thread::scope(|s| {
+            let running: Vec<_> = self
+                .hosts
+                .iter()
+                .map(|h| {
+                    let read = &read;
+                    s.spawn(move || read(&h.app))
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|r| r.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
+    }
+
+    /// Every host's domains; a host that fails is one line on `p`.
+    fn domains(&self, p: &mut Prompter) -> Result<Vec<(usize, DomainInfo)>, Failure> {
+        let listed: Vec<HvResult<Vec<DomainInfo>>> = self.each(|app| app.hv.list_domains());
+        let mut all = Vec::new();
+        for (h, r) in listed.into_iter().enumerate() {
+            match r {
+                Ok(ds) => all.extend(ds.into_iter().map(|d| (h, d))),
+                Err(e) => p.say(&format!("{}cannot list VMs: {e}", self.on(h)))?,
+            }
+        }
+        Ok(all)
+    }
+
+    /// `HOST:` before a VM's lines when there are several hosts.
+    fn prefix(&self, h: usize) -> String {
+        if self.several() {
+            format!("{}:", self.hosts[h].name)
+        } else {
+            String::new()
+        }
+    }
+
+    /// `host NAME: ` before a line about one host when there are several.
+    fn on(&self, h: usize) -> String {
+        if self.several() {
+            format!("host {}: ", self.hosts[h].name)
+        } else {
+            String::new()
+        }
+    }
+
+    /// What the background refresher runs: every host's scan, in parallel.
+    fn scanner(&self) -> impl Fn() -> Scanned + Send + 'static {
+        let hosts: Vec<(String, Arc<ProbeManager>)> = self
+            .hosts
+            .iter()
+            .map(|h| (h.name.clone(), Arc::clone(&h.app.probes)))
+            .collect();
+        let shared = self.shared.clone();
+        move || {
+            let scanned: Scanned = thread::scope(|s| {
+                let running: Vec<_> = hosts
+                    .iter()
+                    .map(|(_, probes)| {
+                        s.spawn(move || {
+                            probes
+                                .scan_with_progress(&Progress::default())
+                                .map_err(|e| e.to_string())
+                        })
+                    })
+                    .collect();
+                hosts
+                    .iter()
+                    .zip(running)
+                    .map(|((name, _), r)| {
+                        let r = r
+                            .join()
+                            .unwrap_or_else(|_| Err("the scan stopped unexpectedly".into()));
+                        (name.clone(), r)
+                    })
+                    .collect()
+            });
+            if let Some((cache, settings)) = &shared {
+                // The cache only saves time: a failed save costs the next scan, no more.
+                let _ = save_cache(&mut lock(cache), settings);
+            }
+            scanned
+        }
+    }
+}
+
 #[derive(Default)]
 struct Shared {
-    latest: Option<(Result<Snapshot, String>, Instant)>,
+    latest: Option<(Scanned, Instant)>,
     /// A refresh was asked for and has not finished yet.
     pending: bool,
     closing: bool,
@@ -44,7 +231,7 @@ pub struct Refresher {
 }
 
 impl Refresher {
-    pub fn start(probes: Arc<ProbeManager>) -> Refresher {
+    pub fn start(scan: impl Fn() -> Scanned + Send + 'static) -> Refresher {
         let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
         let bg = Arc::clone(&shared);
         {
@@ -63,9 +250,7 @@ impl Refresher {
                         return;
                     }
                 }
-                let result = probes
-                    .scan_with_progress(&Progress::default())
-                    .map_err(|e| e.to_string());
+                let result = scan();
                 let mut s = lock(m);
                 s.latest = Some((result, Instant::now()));
                 s.pending = false;
@@ -87,12 +272,12 @@ impl Refresher {
 
     /// A snapshot no older than `max_age`: the latest when fresh enough, else wait for
     /// the refresh under way (starting one when none is).
-    pub fn get(&self, max_age: Duration) -> Result<Snapshot, String> {
+    pub fn get(&self, max_age: Duration) -> Option<Scanned> {
         let (m, cv) = &*self.shared;
         let mut s = lock(m);
         if let Some((snap, at)) = &s.latest {
             if at.elapsed() <= max_age {
-                return snap.clone();
+                return Some(snap.clone());
             }
         }
         if !s.pending {
@@ -102,10 +287,7 @@ impl Refresher {
         while s.pending {
             s = cv.wait(s).unwrap_or_else(|e| e.into_inner());
         }
-        match &s.latest {
-            Some((snap, _)) => snap.clone(),
-            None => Err("no scan result".to_string()),
-        }
+        s.latest.as_ref().map(|(snap, _)| snap.clone())
     }
 }
 
@@ -126,13 +308,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The menu loop over any input/output; loud warnings also go to `warnings` (stderr).
 /// Option 4 or end of input exits 0.
 pub fn run(
-    app: &App,
+    session: &Session,
     input: &mut dyn BufRead,
     output: &mut dyn Write,
     warnings: &mut dyn Write,
     progress: &ProgressSink,
 ) -> Result<u8, Failure> {
-    let refresher = Refresher::start(Arc::clone(&app.probes));
+    let refresher = Refresher::start(session.scanner());
     let mut p = Prompter::new(input, output);
     loop {
         write!(p.out(), "{MENU}")?;
@@ -141,15 +323,15 @@ pub fn run(
         };
         match choice.trim() {
             "1" => {
-                media::mount_flow(app, &mut p)?;
+                media::mount_flow(session, &mut p)?;
                 refresher.refresh();
             }
             "2" => {
                 show_scan(&refresher, &mut p)?;
-                media::dismount_offer(app, &mut p)?;
+                media::dismount_offer(session, &mut p)?;
                 refresher.refresh();
             }
-            "3" => modify_file(app, &mut p, warnings, progress)?,
+            "3" => modify_file(session, &mut p, warnings, progress)?,
             "4" => return Ok(exit::OK),
             other => p.say(&format!("{other:?} is not an option: type 1, 2, 3 or 4."))?,
         }
@@ -159,36 +341,38 @@ pub fn run(
 /// Option 3: the seed's prompts (VM, remote path, local path), then the edit flow. A
 /// failure is one line and the menu comes back.
 fn modify_file(
-    app: &App,
+    session: &Session,
     p: &mut Prompter,
     warnings: &mut dyn Write,
     progress: &ProgressSink,
 ) -> Result<(), Failure> {
-    let domains = match app.hv.list_domains() {
-        Ok(d) => d,
-        Err(e) => {
-            p.say(&format!("cannot list VMs: {e}"))?;
-            return Ok(());
-        }
-    };
+    let domains = session.domains(p)?;
     if domains.is_empty() {
-        p.say(&format!("no VMs on {}", app.hv.uri()))?;
+        let uris: Vec<String> = session.hosts.iter().map(|h| h.app.hv.uri()).collect();
+        p.say(&format!("no VMs on {}", uris.join(", ")))?;
         return Ok(());
     }
     // Files move through the guest agent: only a running VM can be edited. The others
     // are named apart, with why, instead of sitting in the list like the rest.
     let (mut running, mut others): (Vec<_>, Vec<_>) = domains
         .into_iter()
-        .partition(|d| d.state == DomainState::Running);
-    running.sort_by(|a, b| a.name.cmp(&b.name));
-    others.sort_by(|a, b| a.name.cmp(&b.name));
-    let names: Vec<String> = running.into_iter().map(|d| d.name).collect();
+        .partition(|(_, d)| d.state == DomainState::Running);
+    let labelled = |v: &mut Vec<(usize, DomainInfo)>| -> Vec<(usize, String, DomainInfo)> {
+        let mut v: Vec<_> = v
+            .drain(..)
+            .map(|(h, d)| (h, session.label(h, &d.name), d))
+            .collect();
+        v.sort_by(|a, b| a.1.cmp(&b.1));
+        v
+    };
+    let running = labelled(&mut running);
+    let others = labelled(&mut others);
     if !others.is_empty() {
         let mut by_state: Vec<(&str, Vec<String>)> = Vec::new();
-        for d in &others {
+        for (_, label, d) in &others {
             match by_state.iter_mut().find(|(s, _)| *s == d.state.as_str()) {
-                Some((_, v)) => v.push(d.name.clone()),
-                None => by_state.push((d.state.as_str(), vec![d.name.clone()])),
+                Some((_, v)) => v.push(label.clone()),
+                None => by_state.push((d.state.as_str(), vec![label.clone()])),
             }
         }
         let parts: Vec<String> = by_state
@@ -200,15 +384,18 @@ fn modify_file(
             parts.join("; ")
         ))?;
     }
-    if names.is_empty() {
+    if running.is_empty() {
         p.say("No VM is running, so none can be edited.")?;
         return Ok(());
     }
+    let names: Vec<String> = running.iter().map(|(_, l, _)| l.clone()).collect();
     const CANCELLED: &str = "Cancelled; nothing was changed.";
     let Some(i) = p.choose("Running VMs:", &names)? else {
         p.say(CANCELLED)?;
         return Ok(());
     };
+    let (h, _, chosen) = &running[i];
+    let app = &session.hosts[*h].app;
     let remote = match p.ask("Path of the file inside the VM: ")? {
         Some(r) if !r.trim().is_empty() => r.trim().to_string(),
         _ => {
@@ -222,7 +409,7 @@ fn modify_file(
     };
     let guard = super::edit::interrupts()?;
     let opts = EditOptions {
-        vm: names[i].clone(),
+        vm: chosen.name.clone(),
         remote_path: remote,
         local: Some(local.trim())
             .filter(|l| !l.is_empty())
@@ -262,16 +449,36 @@ fn modify_file(
 }
 
 fn show_scan(refresher: &Refresher, p: &mut Prompter) -> Result<(), Failure> {
-    match refresher.get(FRESH_ENOUGH) {
-        Ok(snap) => {
-            let mut buf = Vec::new();
-            render::table::write_table(&mut buf, &snap)?;
+    let scanned = refresher.get(FRESH_ENOUGH).unwrap_or_default();
+    let mut buf = Vec::new();
+    match &scanned[..] {
+        [] => p.say("scan failed: no scan result")?,
+        [(_, Err(e))] => p.say(&format!("scan failed: {e}"))?,
+        [(_, Ok(snap))] => {
+            render::table::write_table(&mut buf, snap)?;
             p.out().write_all(&buf)?;
             for e in &snap.errors {
                 p.say(&format!("warning: {e}"))?;
             }
         }
-        Err(e) => p.say(&format!("scan failed: {e}"))?,
+        several => {
+            let snaps: Vec<(&str, &Snapshot)> = several
+                .iter()
+                .filter_map(|(host, r)| Some((host.as_str(), r.as_ref().ok()?)))
+                .collect();
+            render::table::write_fleet_table(&mut buf, &snaps)?;
+            p.out().write_all(&buf)?;
+            for (host, r) in several {
+                match r {
+                    Ok(snap) => {
+                        for e in &snap.errors {
+                            p.say(&format!("warning: {host}: {e}"))?;
+                        }
+                    }
+                    Err(e) => p.say(&format!("error: host {host}: {e}"))?,
+                }
+            }
+        }
     }
     // Keep the next view fresh without making the user wait for it.
     refresher.refresh();
@@ -293,11 +500,15 @@ mod tests {
         App::from_parts(settings, Arc::new(hv), false)
     }
 
-    fn drive(app: &App, input: &str) -> (u8, String) {
+    fn drive(app: App, input: &str) -> (u8, String) {
+        drive_session(&Session::one(app), input)
+    }
+
+    pub(super) fn drive_session(session: &Session, input: &str) -> (u8, String) {
         let mut inp = std::io::Cursor::new(input.as_bytes().to_vec());
         let mut out = Vec::new();
         let code = run(
-            app,
+            session,
             &mut inp,
             &mut out,
             &mut Vec::new(),
@@ -309,7 +520,7 @@ mod tests {
 
     #[test]
     fn menu_text_is_the_seeds_exactly() {
-        let (code, out) = drive(&app(FakeHypervisor::new()), "4\n");
+        let (code, out) = drive(app(FakeHypervisor::new()), "4\n");
         assert_eq!(code, 0);
         assert_eq!(
             out,
@@ -320,7 +531,7 @@ mod tests {
     #[test]
     fn scan_invalid_input_and_end_of_input() {
         let hv = FakeHypervisor::new().with_domain(FakeDomain::new("web01", DomainState::ShutOff));
-        let (code, out) = drive(&app(hv), "2\nfoo\n2\n");
+        let (code, out) = drive(app(hv), "2\nfoo\n2\n");
         assert_eq!(code, 0);
         assert_eq!(out.matches("--- MENU ---").count(), 4);
         assert_eq!(out.matches("web01").count(), 2);
@@ -335,7 +546,7 @@ mod tests {
             .with_domain(FakeDomain::new("db01", DomainState::Running));
         // By number, then by name; a stopped VM is not offered, and says why.
         let (code, out) = drive(
-            &app(hv),
+            app(hv),
             "3\n1\n/etc/hosts\n\n3\ndb01\n/etc/hosts\n\n3\n\n4\n",
         );
         assert_eq!(code, 0);
@@ -354,7 +565,125 @@ mod tests {
 
     #[test]
     fn empty_host_says_no_vms() {
-        let (_, out) = drive(&app(FakeHypervisor::new()), "2\n");
+        let (_, out) = drive(app(FakeHypervisor::new()), "2\n");
         assert!(out.contains("no VMs on fake:///test"));
+    }
+}
+
+#[cfg(test)]
+mod several_hosts {
+    use super::tests::drive_session;
+    use super::*;
+    use crate::config::{resolve_with, FileConfig, Overrides};
+    use crate::hypervisor::fake::{Call, FakeDomain, FakeHypervisor};
+    use crate::hypervisor::{DomainState, StorageVolume};
+    use crate::media::testkit::iso_file;
+
+    const ISO_XML: &str = "<domain><devices><disk type='file' device='cdrom'>\
+        <source file='/isos/a.iso'/><target dev='sda' bus='sata'/></disk></devices></domain>";
+    const EMPTY_XML: &str = "<domain><devices><disk type='file' device='cdrom'>\
+        <target dev='sda' bus='sata'/></disk></devices></domain>";
+
+    fn host(name: &str, hv: &FakeHypervisor) -> Host {
+        let mut settings =
+            resolve_with(&Overrides::default(), None, FileConfig::default()).unwrap();
+        settings.cache_path = None;
+        settings.scan_deadline = Duration::from_millis(500);
+        Host {
+            name: name.to_string(),
+            app: App::from_parts(settings, Arc::new(hv.clone()), false),
+        }
+    }
+
+    /// Host "kvm1" with web01 (shut off, holding a.iso) and db01 (running, empty drive);
+    /// host "kvm2" with web01 (running, holding a.iso) and an ISO volume in its pool.
+    fn fleet() -> (FakeHypervisor, FakeHypervisor, Session, tempfile::TempDir) {
+        let (dir, iso) = iso_file();
+        let one = FakeHypervisor::new()
+            .with_domain(FakeDomain::new("web01", DomainState::ShutOff).with_xml(ISO_XML))
+            .with_domain(FakeDomain::new("db01", DomainState::Running).with_xml(EMPTY_XML));
+        let two = FakeHypervisor::new()
+            .with_domain(FakeDomain::new("web01", DomainState::Running).with_xml(ISO_XML))
+            .with_volume(StorageVolume {
+                pool: "isos".into(),
+                name: "b.iso".into(),
+                path: iso.display().to_string(),
+                capacity_bytes: None,
+            });
+        let session = Session::of(vec![host("kvm1", &one), host("kvm2", &two)], None);
+        (one, two, session, dir)
+    }
+
+    fn changes(hv: &FakeHypervisor) -> Vec<Call> {
+        hv.calls()
+            .into_iter()
+            .filter(|c| matches!(c, Call::UpdateDevice { .. } | Call::AttachDevice { .. }))
+            .collect()
+    }
+
+    #[test]
+    fn the_table_has_a_host_column_and_every_hosts_vms() {
+        let (_, _, session, _dir) = fleet();
+        let (code, out) = drive_session(&session, "2\n\n4\n");
+        assert_eq!(code, 0);
+        let header = out
+            .lines()
+            .find(|l| l.contains("Memory (used/max)"))
+            .unwrap();
+        assert!(header.contains(": HOST VM "), "{out}");
+        for row in ["kvm1 ", "kvm2 "] {
+            assert!(
+                out.lines()
+                    .any(|l| l.starts_with(row) && l.contains("web01")),
+                "{out}"
+            );
+        }
+        // The dismount offer names each drive by HOST:VM, and the ISO across hosts.
+        assert!(out.contains(") kvm1:web01 sda: /isos/a.iso"), "{out}");
+        assert!(out.contains(") kvm2:web01 sda: /isos/a.iso"), "{out}");
+        assert!(
+            out.contains(") /isos/a.iso from all 2 VMs holding it"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn an_iso_is_dismounted_from_every_host_holding_it() {
+        let (one, two, session, _dir) = fleet();
+        let (_, out) = drive_session(&session, "2\n/isos/a.iso from all\n4\n");
+        assert_eq!(changes(&one).len(), 1, "{out}");
+        assert_eq!(changes(&two).len(), 1, "{out}");
+        assert!(out.contains("kvm1:web01: sda ejected /isos/a.iso"), "{out}");
+        assert!(out.contains("kvm2:web01: sda ejected /isos/a.iso"), "{out}");
+    }
+
+    #[test]
+    fn option_1_lists_host_vm_and_mounts_on_the_host_chosen() {
+        let (one, two, session, _dir) = fleet();
+        // kvm2's web01 holds a.iso: "Mount another ISO", kvm2's pool offers b.iso.
+        let (_, out) = drive_session(&session, "1\nkvm2:web01\n2\n1\ny\n4\n");
+        assert!(out.contains(") kvm1:db01 (running)"), "{out}");
+        assert!(out.contains(") kvm2:web01 (running)"), "{out}");
+        assert!(
+            out.contains("CD-ROM drives of kvm2:web01 (running):"),
+            "{out}"
+        );
+        assert!(out.contains(" into kvm2:web01 sda?"), "{out}");
+        assert!(changes(&one).is_empty(), "{out}");
+        assert_eq!(changes(&two).len(), 1, "{out}");
+        assert!(out.contains("] kvm2:web01 sda: mounted "), "{out}");
+    }
+
+    #[test]
+    fn option_3_offers_running_vms_of_every_host_by_host_vm() {
+        let (_, _, session, _dir) = fleet();
+        let (_, out) = drive_session(&session, "3\n\n4\n");
+        assert!(
+            out.contains(
+                "Not offered, files move through the guest agent of a running VM: \
+                 1 shut off (kvm1:web01)\nRunning VMs:\n  1) kvm1:db01\n  2) kvm2:web01\n"
+            ),
+            "{out}"
+        );
     }
 }
