@@ -101,26 +101,30 @@ sshd_dir="$SSHD_DIR"
 socket="${URI#*socket=}"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-start_proxy() { # MODE UPSTREAM -> port
+# Sets proxy_port (not a command substitution: its subshell would keep the pid from
+# `pids`, and the proxy would outlive the benchmark).
+start_proxy() { # MODE UPSTREAM
     local port
     port=$(free_port)
     python3 "$work/proxy.py" "$1" "$port" "$2" "$((RTT_MS / 2))" >"$work/proxy-$port.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 50); do grep -q ready "$work/proxy-$port.log" 2>/dev/null && break; sleep 0.1; done
-    echo "$port"
+    proxy_port=$port
 }
 
 mkdir -p "$work/cfg/dismount_iso_qemu"
 config="$work/cfg/dismount_iso_qemu/config.toml"
 : >"$config"
 for i in $(seq 1 "$HOSTS"); do
-    port=$(start_proxy relay "$SSHD_PORT")
+    start_proxy relay "$SSHD_PORT"
+    port=$proxy_port
     # The proxy's port is another name for the same sshd: its host key is known there too.
     printf '[127.0.0.1]:%s %s\n' "$port" "$(cut -d' ' -f2,3 <<<"$SSHD_HOST_KEY_LINE")" >>"$SSHD_DIR/known_hosts"
     printf '[hosts.h%s]\nuri = "qemu+ssh://%s@127.0.0.1:%s/session?keyfile=%s&command=%s&socket=%s"\n\n' \
         "$i" "$SSHD_USER" "$port" "$SSHD_KEY" "$SSHD_SSH" "$socket" >>"$config"
 done
-hang_port=$(start_proxy hang 0)
+start_proxy hang 0
+hang_port=$proxy_port
 
 tool() {
     XDG_CONFIG_HOME="$work/cfg" XDG_CACHE_HOME="$work/cache" "$BIN" --probe-timeout "$PROBE_TIMEOUT" \
@@ -148,10 +152,20 @@ for i in $(seq 1 "$HOSTS"); do
     slowest=$(awk -v a="$slowest" -v b="${single[$i]}" 'BEGIN {print (b > a ? b : a)}')
 done
 busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
-cpu0=$(busy_ticks)
+# CPU ticks (user + system) of the given processes.
+proc_ticks() { local p t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
+# libvirtd's pid: its pid file sits beside its socket.
+daemon_pid="$(cat "$(dirname "$socket")/libvirtd.pid" 2>/dev/null || true)"
+[[ "$daemon_pid" =~ ^[0-9]+$ && "$(cat "/proc/$daemon_pid/comm" 2>/dev/null)" == libvirtd ]] || daemon_pid=""
+# shellcheck disable=SC2086 # an empty daemon_pid is no process
+cpu0=$(busy_ticks) px0=$(proc_ticks "${pids[@]}") d0=$(proc_ticks $daemon_pid)
 fleet=$(for _ in $(seq "$RUNS"); do time_ms tool --all-hosts scan --json; done | median)
-cpu1=$(busy_ticks)
-fleet_cpu=$(awk -v a="$cpu0" -v b="$cpu1" -v r="$RUNS" -v t="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / t / r }')
+# shellcheck disable=SC2086
+cpu1=$(busy_ticks) px1=$(proc_ticks "${pids[@]}") d1=$(proc_ticks $daemon_pid)
+per_run() { awk -v a="$1" -v b="$2" -v r="$RUNS" -v t="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / t / r }'; }
+fleet_cpu=$(per_run "$cpu0" "$cpu1")
+proxies_cpu=$(per_run "$px0" "$px1")
+daemon_cpu=$(per_run "$d0" "$d1")
 
 printf '\n%-40s %8s ms\n' "slowest single-host scan" "$slowest"
 printf '%-40s %8s ms\n' "sum of the single-host scans" "$sum"
@@ -164,7 +178,8 @@ ours=$( { /usr/bin/time -f '%U %S' env XDG_CONFIG_HOME="$work/cfg" XDG_CACHE_HOM
     --probe-timeout "$PROBE_TIMEOUT" --connect-timeout "$CONNECT_TIMEOUT" --all-hosts scan --json >/dev/null; } 2>&1 | tail -1 |
     awk '{ printf "%.2f", $1 + $2 }')
 echo "CPU time of the whole machine per fleet scan: ${fleet_cpu} s on $(nproc) cores, so no fleet scan here can take less than ${floor} ms"
-echo "  (every host is this machine: ssh, sshd, the proxies and libvirtd run here; the tool with its ssh children: ${ours} s)"
+echo "  (every host is this machine: ssh, sshd, the proxies and libvirtd run here)"
+echo "  of it: the tool with its ssh children ${ours} s, the latency proxies ${proxies_cpu} s, libvirtd ${daemon_cpu} s, the rest (sshd) $(awk -v a="$fleet_cpu" -v b="$ours" -v c="$proxies_cpu" -v d="$daemon_cpu" 'BEGIN { printf "%.2f", a - b - c - d }') s"
 echo "fleet / max(slowest single, CPU floor) = $(ratio "$fleet" "$(( floor > ${slowest%.*} ? floor : ${slowest%.*} ))")"
 
 # A host that accepts and never answers, added to the fleet.

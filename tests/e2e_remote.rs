@@ -223,6 +223,35 @@ fn scan_isos_and_cat_over_ssh_match_the_local_socket_on_both_backends() {
             "{backend}: cat over ssh is not byte-exact"
         );
         eprintln!("TIMING {backend}: cat over ssh {:.2}s", took.as_secs_f64());
+
+        // Agent calls one after another share the one connection: over ssh each further
+        // connection would be another handshake (and its key exchange's CPU).
+        if backend == "native" {
+            let log = home.path().join("ssh-runs");
+            let counting = home.path().join("counting-ssh");
+            std::fs::write(
+                &counting,
+                format!(
+                    "#!/bin/sh\necho run >> '{}'\nexec '{}' \"$@\"\n",
+                    log.display(),
+                    sshd.ssh.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(
+                &counting,
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+            .unwrap();
+            let uri = sshd.uri(&counting, &sshd.key, true);
+            let (cat, _) = run(&home, &uri, backend, &["cat", CENTOS, "/etc/os-release"]);
+            assert!(cat.status.success(), "{}", text(&cat.stderr));
+            let runs = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .count();
+            assert_eq!(runs, 1, "cat over ssh opened {runs} ssh connections");
+        }
     }
 }
 

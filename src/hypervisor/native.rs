@@ -290,6 +290,10 @@ pub struct NativeHypervisor {
     /// Guest agent calls, opened on first use, up to [`AGENT_CONNECTIONS`].
     agent_conns: Mutex<Vec<Arc<Owned<Connect>>>>,
     next_agent_conn: AtomicUsize,
+    /// Agent calls under way. One alone goes over the main connection: a scan that asks
+    /// one agent (the others cached) or an edit's calls one after another then open no
+    /// further connection, which over ssh is a whole handshake each.
+    agent_calls: AtomicUsize,
     /// Handles from the last listing, by name: reading a listed domain's XML then needs
     /// no lookup round trip. A stale handle (domain undefined or redefined since) fails
     /// with "no domain" and the name is looked up afresh.
@@ -304,6 +308,15 @@ fn connect(uri: Option<&str>, access: Access) -> Result<Connect, VirtError> {
     match access {
         Access::ReadWrite => Connect::open(uri),
         Access::ReadOnly => Connect::open_read_only(uri),
+    }
+}
+
+/// Takes one off the counter when dropped.
+struct Decrement<'a>(&'a AtomicUsize);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -444,6 +457,7 @@ impl NativeHypervisor {
             conn: Arc::new(conn),
             agent_conns: Mutex::new(Vec::new()),
             next_agent_conn: AtomicUsize::new(0),
+            agent_calls: AtomicUsize::new(0),
             listed: Mutex::new(HashMap::new()),
             uri,
             access,
@@ -812,7 +826,13 @@ impl Hypervisor for NativeHypervisor {
         timeout: Duration,
     ) -> HvResult<serde_json::Value> {
         let name = command_name(command);
-        let conn = self.agent_conn();
+        let alone = self.agent_calls.fetch_add(1, Ordering::SeqCst) == 0;
+        let _done = Decrement(&self.agent_calls);
+        let conn = if alone {
+            Arc::clone(&self.conn)
+        } else {
+            self.agent_conn()
+        };
         let dom = conn
             .lookup_domain_by_name(domain)
             .map(Owned::new)
