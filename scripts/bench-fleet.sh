@@ -13,8 +13,9 @@
 # fleet scan first).
 #
 # Prints the median of RUNS runs of: each single-host scan (`--hosts hK scan --json`),
-# their slowest and their sum (the one-host-at-a-time way), and the fleet scan
-# (`--all-hosts scan --json`); then, with a host added that accepts connections and never
+# their slowest and their sum (the one-host-at-a-time way), the fleet scan
+# (`--all-hosts scan --json`) with the machine's CPU per fleet scan split by process,
+# and a fleet rescan within `--stats-ttl`; then, with a host added that accepts connections and never
 # answers, the fleet scan's wall time against its connect timeout and deadline.
 # Goals: fleet <= 1.3x the slowest single-host scan; with the hanging host, the fleet scan
 # ends within its deadline + 0.5 s. All HOSTS names reach one libvirtd on this machine,
@@ -181,6 +182,11 @@ echo "CPU time of the whole machine per fleet scan: ${fleet_cpu} s on $(nproc) c
 echo "  (every host is this machine: ssh, sshd, the proxies and libvirtd run here)"
 echo "  of it: the tool with its ssh children ${ours} s, the latency proxies ${proxies_cpu} s, libvirtd ${daemon_cpu} s, the rest (sshd) $(awk -v a="$fleet_cpu" -v b="$ours" -v c="$proxies_cpu" -v d="$daemon_cpu" 'BEGIN { printf "%.2f", a - b - c - d }') s"
 echo "fleet / max(slowest single, CPU floor) = $(ratio "$fleet" "$(( floor > ${slowest%.*} ? floor : ${slowest%.*} ))")"
+
+# A rescan within a statistics TTL: the listing kept by the scan before it.
+time_ms tool --all-hosts --stats-ttl 300 scan --json >/dev/null
+kept=$(for _ in $(seq "$RUNS"); do time_ms tool --all-hosts --stats-ttl 300 scan --json; done | median)
+echo "fleet rescan within --stats-ttl (each host's VM list kept): ${kept} ms ($(ratio "$kept" "$fleet")x the fresh fleet scan)"
 
 # A host that accepts and never answers, added to the fleet.
 printf '[hosts.hang]\nuri = "qemu+ssh://%s@127.0.0.1:%s/session?keyfile=%s&command=%s&socket=%s"\n' \
