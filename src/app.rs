@@ -39,10 +39,7 @@ impl App {
     ) -> Result<App, Failure> {
         match targets {
             [] => {}
-            [one] => {
-                settings.uri = Some(one.uri.clone());
-                settings.backend = one.backend;
-            }
+            [one] => settings = one.settings(&settings),
             many => {
                 let names: Vec<&str> = many.iter().map(|t| t.name.as_str()).collect();
                 return Err(Failure::usage(format!(

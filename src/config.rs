@@ -24,7 +24,8 @@
 //! uri = "qemu+ssh://root@kvm1/system"
 //! [hosts.kvm2]
 //! uri = "qemu+ssh://root@kvm2/system"
-//! backend = "virsh"       # optional, per host
+//! backend = "virsh"       # optional, per host; so are connect_timeout, probe_timeout,
+//! connect_timeout = 30    # agent_timeout, cache_ttl, definition_ttl and stats_ttl
 //! ```
 //!
 //! The timeouts are named for what they bound: `scan_deadline` (`--probe-timeout`) is the
@@ -88,13 +89,71 @@ pub struct FileConfig {
     pub hosts: Option<BTreeMap<String, HostConfig>>,
 }
 
-/// One `[hosts.NAME]` table of the config file.
+/// One `[hosts.NAME]` table of the config file. Every optional setting is this host's
+/// own and beats the global one, flags included (a host's known needs — virsh where the
+/// native library cannot go, a longer connect over a slow link — are not undone by a
+/// flag meant for the rest).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
     pub uri: String,
-    /// This host's backend, beating the global one.
     pub backend: Option<Backend>,
+    pub connect_timeout: Option<f64>,
+    pub probe_timeout: Option<f64>,
+    pub agent_timeout: Option<f64>,
+    pub cache_ttl: Option<u64>,
+    pub definition_ttl: Option<u64>,
+    pub stats_ttl: Option<u64>,
+}
+
+/// The keys of a `[hosts.NAME]` table.
+const HOST_KEYS: &str =
+    "uri, backend, connect_timeout, probe_timeout, agent_timeout, cache_ttl, definition_ttl, stats_ttl";
+
+/// A host's own timeouts and TTLs, checked ([`HostConfig`] gives them): `None` keeps the
+/// global setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostTuning {
+    pub connect_timeout: Option<Duration>,
+    pub scan_deadline: Option<Duration>,
+    pub agent_timeout: Option<Duration>,
+    pub cache_ttl: Option<Duration>,
+    pub definition_ttl: Option<Duration>,
+    pub stats_ttl: Option<Duration>,
+}
+
+impl HostConfig {
+    /// Its timeouts and TTLs, each checked like the global one.
+    pub fn tuning(&self) -> Result<HostTuning, String> {
+        let secs = |what: &str, v: Option<f64>| v.map(|v| seconds(what, v)).transpose();
+        let ttl = |what: &str, v: Option<u64>| v.map(|v| ttl(what, v)).transpose();
+        Ok(HostTuning {
+            connect_timeout: secs("connect timeout", self.connect_timeout)?,
+            scan_deadline: secs("probe timeout", self.probe_timeout)?,
+            agent_timeout: secs("agent timeout", self.agent_timeout)?,
+            cache_ttl: ttl("cache TTL", self.cache_ttl)?,
+            definition_ttl: ttl("definition TTL", self.definition_ttl)?,
+            stats_ttl: ttl("statistics TTL", self.stats_ttl)?,
+        })
+    }
+}
+
+impl Settings {
+    /// These settings for one host: its URI and backend, and its own timeouts and TTLs
+    /// where it has them.
+    pub fn for_host(&self, uri: &str, backend: Backend, t: &HostTuning) -> Settings {
+        Settings {
+            uri: Some(uri.to_string()),
+            backend,
+            connect_timeout: t.connect_timeout.unwrap_or(self.connect_timeout),
+            scan_deadline: t.scan_deadline.unwrap_or(self.scan_deadline),
+            agent_timeout: t.agent_timeout.unwrap_or(self.agent_timeout),
+            cache_ttl: t.cache_ttl.unwrap_or(self.cache_ttl),
+            definition_ttl: t.definition_ttl.unwrap_or(self.definition_ttl),
+            stats_ttl: t.stats_ttl.unwrap_or(self.stats_ttl),
+            ..self.clone()
+        }
+    }
 }
 
 /// The settings given on the command line or in the environment (clap reads both), and
@@ -228,26 +287,16 @@ pub fn resolve_with(
         .cache_ttl
         .or(file.cache_ttl)
         .unwrap_or(DEFAULT_CACHE_TTL_SECS);
-    if cache_ttl > MAX_SECONDS as u64 {
-        return Err(format!(
-            "cache TTL must be at most {MAX_SECONDS} seconds (a year), got {cache_ttl}"
-        ));
-    }
+    let cache_ttl = ttl("cache TTL", cache_ttl)?;
     let definition_ttl = o
         .definition_ttl
         .or(file.definition_ttl)
         .unwrap_or(DEFAULT_DEFINITION_TTL_SECS);
-    if definition_ttl > MAX_SECONDS as u64 {
-        return Err(format!(
-            "definition TTL must be at most {MAX_SECONDS} seconds (a year), got {definition_ttl}"
-        ));
-    }
-    let stats_ttl = o.stats_ttl.or(file.stats_ttl).unwrap_or(0);
-    if stats_ttl > MAX_SECONDS as u64 {
-        return Err(format!(
-            "statistics TTL must be at most {MAX_SECONDS} seconds (a year), got {stats_ttl}"
-        ));
-    }
+    let definition_ttl = ttl("definition TTL", definition_ttl)?;
+    let stats_ttl = ttl(
+        "statistics TTL",
+        o.stats_ttl.or(file.stats_ttl).unwrap_or(0),
+    )?;
     Ok(Settings {
         uri: o.uri.clone().or(env_uri).or(file.uri),
         backend: o
@@ -257,9 +306,9 @@ pub fn resolve_with(
         scan_deadline,
         agent_timeout,
         connect_timeout,
-        cache_ttl: Duration::from_secs(cache_ttl),
-        definition_ttl: Duration::from_secs(definition_ttl),
-        stats_ttl: Duration::from_secs(stats_ttl),
+        cache_ttl,
+        definition_ttl,
+        stats_ttl,
         jobs,
         cache_path: default_cache_path(),
         transfer_timeout: {
@@ -313,8 +362,20 @@ fn checked_hosts(
         if h.uri.trim().is_empty() {
             return Err(format!("config file: host {name:?} has an empty uri"));
         }
+        h.tuning()
+            .map_err(|e| format!("config file: host {name:?}: {e} (its keys: {HOST_KEYS})"))?;
     }
     Ok(hosts)
+}
+
+/// A TTL in seconds, checked: at most a year.
+fn ttl(what: &str, secs: u64) -> Result<Duration, String> {
+    if secs > MAX_SECONDS as u64 {
+        return Err(format!(
+            "{what} must be at most {MAX_SECONDS} seconds (a year), got {secs}"
+        ));
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 /// The longest any seconds setting may be: a year.
@@ -360,6 +421,16 @@ mod tests {
         assert!(resolve_with(&Overrides::default(), None, file)
             .unwrap_err()
             .contains("empty uri"));
+        // A host's own setting is checked like the global one, naming the host.
+        let file: FileConfig =
+            toml::from_str("[hosts.far]\nuri = \"test:///default\"\nconnect_timeout = 0\n")
+                .unwrap();
+        let e = resolve_with(&Overrides::default(), None, file).unwrap_err();
+        assert!(
+            e.starts_with("config file: host \"far\": connect timeout must be between 0 and 3600"),
+            "{e}"
+        );
+        assert!(e.contains("its keys: uri, backend, connect_timeout"), "{e}");
         // A typo in a host table is noticed, like anywhere else in the file.
         assert!(toml::from_str::<FileConfig>("[hosts.x]\nurl = \"test:///default\"\n").is_err());
     }

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::cli::GlobalArgs;
-use crate::config::Settings;
+use crate::config::{HostConfig, HostTuning, Settings};
 use crate::hypervisor::{self, Access, Backend, Hypervisor};
 
 /// One chosen host.
@@ -23,9 +23,40 @@ pub struct Target {
     pub name: String,
     pub uri: String,
     pub backend: Backend,
+    /// Its own timeouts and TTLs from its `[hosts.NAME]` table.
+    pub tuning: HostTuning,
 }
 
 impl Target {
+    /// The config file's host `name`.
+    pub fn configured(name: &str, h: &HostConfig, settings: &Settings) -> Target {
+        Target {
+            name: name.to_string(),
+            uri: h.uri.clone(),
+            backend: h.backend.unwrap_or(settings.backend),
+            // Checked when the settings were resolved.
+            tuning: h.tuning().unwrap_or_default(),
+        }
+    }
+
+    /// `base` for this host: its URI, backend, timeouts and TTLs.
+    pub fn settings(&self, base: &Settings) -> Settings {
+        base.for_host(&self.uri, self.backend, &self.tuning)
+    }
+
+    /// What a fleet command over `targets` may take in all: the slowest host's connect
+    /// timeout and scan deadline, plus 1 s.
+    pub fn limit(targets: &[Target], base: &Settings) -> Duration {
+        targets
+            .iter()
+            .map(|t| t.settings(base))
+            .chain(std::iter::once(base.clone()))
+            .map(|s| s.connect_timeout + s.scan_deadline)
+            .max()
+            .unwrap_or_default()
+            + Duration::from_secs(1)
+    }
+
     /// How error lines name it: `NAME (URI)`, or the URI alone when that is its name.
     pub fn shown(&self) -> String {
         if self.name == self.uri {
@@ -54,11 +85,7 @@ pub fn targets(global: &GlobalArgs, settings: &Settings) -> Result<Vec<Target>, 
                 )
             }
         })?;
-        Ok(Target {
-            name: name.to_string(),
-            uri: h.uri.clone(),
-            backend: h.backend.unwrap_or(settings.backend),
-        })
+        Ok(Target::configured(name, h, settings))
     };
     let mut out: Vec<Target> = Vec::new();
     if global.all_hosts {
@@ -87,16 +114,17 @@ pub fn targets(global: &GlobalArgs, settings: &Settings) -> Result<Vec<Target>, 
             if uri.trim().is_empty() {
                 return Err("-c/--connect: an empty URI".to_string());
             }
-            let name = settings
-                .hosts
-                .iter()
-                .find(|(_, h)| h.uri == *uri)
-                .map_or_else(|| uri.clone(), |(n, _)| n.clone());
-            out.push(Target {
-                name,
-                uri: uri.clone(),
-                backend: settings.backend,
-            });
+            // A URI the config file names is that host, with its own settings.
+            let target = match settings.hosts.iter().find(|(_, h)| h.uri == *uri) {
+                Some((name, h)) => Target::configured(name, h, settings),
+                None => Target {
+                    name: uri.clone(),
+                    uri: uri.clone(),
+                    backend: settings.backend,
+                    tuning: HostTuning::default(),
+                },
+            };
+            out.push(target);
         }
     }
     let mut seen = std::collections::HashSet::new();
@@ -142,7 +170,7 @@ pub fn each_host<T: Send + 'static>(
                     t.backend,
                     Some(&t.uri),
                     Access::ReadWrite,
-                    connect_timeout,
+                    t.tuning.connect_timeout.unwrap_or(connect_timeout),
                 )
                 .map_err(|e| e.to_string())
                 .and_then(|hv| work(&t, Arc::from(hv)));
@@ -206,11 +234,10 @@ pub fn host_of_vm(
 ) -> Result<(Option<Target>, String), String> {
     if let Some((host, name)) = vm.split_once(':') {
         let chosen = targets.iter().find(|t| t.name == host).cloned();
-        let configured = settings.hosts.get(host).map(|h| Target {
-            name: host.to_string(),
-            uri: h.uri.clone(),
-            backend: h.backend.unwrap_or(settings.backend),
-        });
+        let configured = settings
+            .hosts
+            .get(host)
+            .map(|h| Target::configured(host, h, settings));
         if let Some(t) = chosen.or(configured) {
             if name.is_empty() {
                 return Err(format!(
@@ -269,7 +296,6 @@ pub fn host_of_vm(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::HostConfig;
     use clap::Parser;
 
     fn global(args: &[&str]) -> GlobalArgs {
@@ -279,25 +305,39 @@ mod tests {
     }
 
     fn settings() -> Settings {
-        let mut s = crate::config::resolve_with(
-            &crate::config::Overrides::default(),
-            None,
-            crate::config::FileConfig::default(),
+        let file = toml::from_str(
+            "[hosts.kvm1]\nuri = \"qemu+ssh://kvm1/system\"\n\
+             [hosts.kvm2]\nuri = \"test:///default\"\nbackend = \"virsh\"\n\
+             connect_timeout = 30\nprobe_timeout = 2.5\nstats_ttl = 120\n",
         )
         .unwrap();
-        for (name, uri) in [
-            ("kvm1", "qemu+ssh://kvm1/system"),
-            ("kvm2", "test:///default"),
-        ] {
-            s.hosts.insert(
-                name.to_string(),
-                HostConfig {
-                    uri: uri.to_string(),
-                    backend: None,
-                },
-            );
-        }
-        s
+        crate::config::resolve_with(&crate::config::Overrides::default(), None, file).unwrap()
+    }
+
+    #[test]
+    fn a_hosts_own_settings_apply_to_it_alone() {
+        let base = settings();
+        let all = targets(&global(&["--all-hosts"]), &base).unwrap();
+        let (kvm1, kvm2) = (all[0].settings(&base), all[1].settings(&base));
+        assert_eq!(kvm1.uri.as_deref(), Some("qemu+ssh://kvm1/system"));
+        assert_eq!(kvm1.connect_timeout, base.connect_timeout);
+        assert_eq!(kvm1.stats_ttl, Duration::ZERO);
+        assert_eq!(kvm2.uri.as_deref(), Some("test:///default"));
+        assert_eq!(kvm2.backend, Backend::Virsh);
+        assert_eq!(kvm2.connect_timeout, Duration::from_secs(30));
+        assert_eq!(kvm2.scan_deadline, Duration::from_millis(2500));
+        assert_eq!(kvm2.stats_ttl, Duration::from_secs(120));
+        assert_eq!(kvm2.agent_timeout, base.agent_timeout);
+        // The fleet waits for its slowest host: kvm2's 30 s connect + 2.5 s scan, + 1 s.
+        assert_eq!(Target::limit(&all, &base), Duration::from_millis(33_500));
+        // A URI given with -c that the config file names is that host, settings and all.
+        let by_uri = targets(&global(&["-c", "test:///default", "-c", "x:///"]), &base).unwrap();
+        assert_eq!(by_uri[0].name, "kvm2");
+        assert_eq!(
+            by_uri[0].tuning.connect_timeout,
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(by_uri[1].tuning, HostTuning::default());
     }
 
     fn names(args: &[&str]) -> Result<Vec<String>, String> {
@@ -345,6 +385,7 @@ mod tests {
             name: name.to_string(),
             uri: "test:///default".to_string(),
             backend: Backend::default_for_build(),
+            tuning: HostTuning::default(),
         };
         let started = Instant::now();
         let out = each_host(

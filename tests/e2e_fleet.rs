@@ -637,3 +637,64 @@ fn the_menu_covers_every_host_chosen() {
         eprintln!("TIMING {backend}: menu over 3 hosts (1 dead), 3 options: {took:?}");
     }
 }
+
+/// A host's own settings in its `[hosts.NAME]` table beat the global ones for it alone:
+/// the hanging host given `connect_timeout = 1` is given up after 1 s while the flag says 3,
+/// and `test` with `stats_ttl` reuses its VM list while `harness` reads its own again.
+#[test]
+fn a_hosts_own_settings_beat_the_global_ones_for_it_alone() {
+    let Some((_g, home)) = setup() else {
+        return;
+    };
+    let config = home.path().join("dismount_iso_qemu").join("config.toml");
+    let text_before = std::fs::read_to_string(&config).unwrap();
+    // The hanging host's table is the file's last; test's gets a statistics TTL.
+    let tuned = format!("{text_before}connect_timeout = 1\n").replace(
+        "uri = \"test:///default\"\n",
+        "uri = \"test:///default\"\nstats_ttl = 600\n",
+    );
+    std::fs::write(&config, tuned).unwrap();
+    for backend in BACKENDS {
+        let t0 = Instant::now();
+        let (out, _) = run(home.path(), backend, &["--hosts", "hang,test", "scan"]);
+        let took = t0.elapsed();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{backend}: {stderr}");
+        let hang: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("error: host hang "))
+            .collect();
+        assert_eq!(hang.len(), 1, "{backend}: {stderr}");
+        assert!(hang[0].contains(" within 1 s"), "{backend}: {stderr}");
+        assert!(
+            took < Duration::from_secs(CONNECT_TIMEOUT_S),
+            "{backend}: {took:?}"
+        );
+
+        let (out, _) = run(
+            home.path(),
+            backend,
+            &["--hosts", "harness,test", "scan", "--json"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        std::thread::sleep(Duration::from_millis(1100));
+        let (out, _) = run(
+            home.path(),
+            backend,
+            &["--hosts", "harness,test", "scan", "--json"],
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+        let age = |host: &str| {
+            doc["vms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["host"] == host)
+                .unwrap()["ages"]["statistics_seconds"]
+                .as_u64()
+                .unwrap()
+        };
+        assert!(age("test") >= 1, "{backend}: {doc}");
+        assert_eq!(age("harness"), 0, "{backend}");
+    }
+}

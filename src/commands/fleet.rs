@@ -27,9 +27,17 @@ use crate::render::text::{sanitize, write_line};
 use crate::snapshot::media::{HostMedia, IsoMatch, VmMedia};
 use crate::snapshot::Snapshot;
 
-/// What a fleet command may take in all: connecting, then the scan's own deadline.
-fn limit(settings: &Settings) -> Duration {
-    settings.connect_timeout + settings.scan_deadline + Duration::from_secs(1)
+/// `settings` with each TTL the longest any of `targets` has: what a cache shared by
+/// them keeps when saved.
+pub fn widest(settings: &Settings, targets: &[Target]) -> Settings {
+    let mut wide = settings.clone();
+    for t in targets {
+        let s = t.settings(settings);
+        wide.cache_ttl = wide.cache_ttl.max(s.cache_ttl);
+        wide.definition_ttl = wide.definition_ttl.max(s.definition_ttl);
+        wide.stats_ttl = wide.stats_ttl.max(s.stats_ttl);
+    }
+    wide
 }
 
 /// Every host's drives and ISOs, read in parallel.
@@ -37,7 +45,7 @@ fn read_hosts(settings: &Settings, targets: &[Target]) -> Vec<HostOutcome<HostMe
     fleet::each_host(
         targets,
         settings.connect_timeout,
-        limit(settings),
+        Target::limit(targets, settings),
         |_, hv| read_host(hv.as_ref()).map_err(|e| e.to_string()),
     )
 }
@@ -79,17 +87,20 @@ pub fn scan(
     out: &mut impl Write,
     warnings: &mut impl Write,
 ) -> Result<u8, Failure> {
-    let probe = probe_settings(settings, args.no_cache);
-    // One cache for every host (keyed by URI inside), saved once after all of them.
-    let cache = Arc::new(Mutex::new(ProbeManager::load_cache(&probe)));
+    // One cache for every host (keyed by URI inside), saved once after all of them, each
+    // part kept for the longest TTL any host has for it.
+    let saving = probe_settings(&widest(settings, targets), args.no_cache);
+    let cache = Arc::new(Mutex::new(ProbeManager::load_cache(&saving)));
     let shared = Arc::clone(&cache);
-    let saving = probe.clone();
+    let base = settings.clone();
+    let no_cache = args.no_cache;
     let outcomes = fleet::each_host(
         targets,
         settings.connect_timeout,
-        limit(settings),
-        move |_, hv| {
-            ProbeManager::with_cache(hv, probe.clone(), Arc::clone(&shared))
+        Target::limit(targets, settings),
+        move |t, hv| {
+            let probe = probe_settings(&t.settings(&base), no_cache);
+            ProbeManager::with_cache(hv, probe, Arc::clone(&shared))
                 .scan()
                 .map_err(|e| e.to_string())
         },
@@ -257,7 +268,13 @@ pub fn eject(
         }
     }
     let opts = EjectOptions::new(args.force, settings.agent_timeout, settings.jobs);
-    let change_limit = settings.connect_timeout + opts.batch_budget + Duration::from_secs(30);
+    let slowest_connect = busy_hosts
+        .iter()
+        .map(|t| t.settings(settings).connect_timeout)
+        .max()
+        .unwrap_or(settings.connect_timeout);
+    let change_limit = slowest_connect + opts.batch_budget + Duration::from_secs(30);
+    let base = settings.clone();
     let plans = Arc::new(Mutex::new(plans));
     let changed = fleet::each_host(
         &busy_hosts,
@@ -270,6 +287,10 @@ pub fn eject(
                 .remove(&t.name)
                 .ok_or_else(|| "nothing planned for this host".to_string())?;
             let started = Instant::now();
+            let opts = EjectOptions {
+                agent_timeout: t.settings(&base).agent_timeout,
+                ..opts
+            };
             let reports = eject_many(hv.as_ref(), &plan.vms, &plan.which, &opts);
             audit_ejects(&t.uri, &reports);
             let mut lines = Vec::new();

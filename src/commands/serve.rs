@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::app::{probe_settings, resolve};
 use crate::cli::{GlobalArgs, LogFormat, ServeArgs};
 use crate::exit::{self, Failure};
+use crate::fleet::Target;
 use crate::hypervisor::{self, Access, Hypervisor};
 use crate::probe::ProbeSettings;
 use crate::render::text::sanitize;
@@ -59,23 +60,22 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Failure> {
     } else {
         Access::ReadWrite
     };
-    let connect_timeout = settings.connect_timeout;
-    let open = move |backend, uri: Option<String>| -> Opener {
+    let open = move |backend, uri: Option<String>, connect_timeout| -> Opener {
         Arc::new(move || {
             hypervisor::open_within(backend, uri.as_deref(), access, connect_timeout)
                 .map(Arc::<dyn Hypervisor>::from)
         })
     };
-    let opener = open(backend, uri);
+    let opener = open(backend, uri, settings.connect_timeout);
     // Every host of the config file is a `/probe?target=NAME` target.
     let targets: Vec<(String, Opener)> = settings
         .hosts
         .iter()
         .map(|(name, h)| {
-            (
-                name.clone(),
-                open(h.backend.unwrap_or(backend), Some(h.uri.clone())),
-            )
+            // Each host's own backend and connect timeout; the scans are serve's.
+            let t = Target::configured(name, h, &settings);
+            let connect_timeout = t.settings(&settings).connect_timeout;
+            (name.clone(), open(t.backend, Some(t.uri), connect_timeout))
         })
         .collect();
     let target_names: Vec<String> = targets.iter().map(|(n, _)| sanitize(n)).collect();

@@ -12,6 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::app::{probe_settings, App};
+use crate::commands::fleet::widest;
 use crate::config::Settings;
 use crate::edit::{self, EditError, EditOptions, ExternalEditor};
 use crate::exit::{self, Failure};
@@ -68,22 +69,23 @@ impl Session {
         targets: &[Target],
         warnings: &mut dyn Write,
     ) -> Result<Option<Session>, Failure> {
-        let limit = settings.connect_timeout + Duration::from_secs(1);
+        let limit = targets
+            .iter()
+            .map(|t| t.settings(settings).connect_timeout)
+            .max()
+            .unwrap_or(settings.connect_timeout)
+            + Duration::from_secs(1);
         let opened = fleet::each_host(targets, settings.connect_timeout, limit, |_, hv| Ok(hv));
-        let probe = probe_settings(settings, false);
-        let cache = Arc::new(Mutex::new(ProbeManager::load_cache(&probe)));
+        let saving = probe_settings(&widest(settings, targets), false);
+        let cache = Arc::new(Mutex::new(ProbeManager::load_cache(&saving)));
         let mut hosts = Vec::new();
         for o in opened {
             match o.result {
                 Ok(hv) => {
-                    let settings = Settings {
-                        uri: Some(o.target.uri.clone()),
-                        backend: o.target.backend,
-                        ..settings.clone()
-                    };
+                    let settings = o.target.settings(settings);
                     let probes = Arc::new(ProbeManager::with_cache(
                         Arc::clone(&hv),
-                        probe.clone(),
+                        probe_settings(&settings, false),
                         Arc::clone(&cache),
                     ));
                     let app = App {
@@ -102,7 +104,7 @@ impl Session {
                 )?,
             }
         }
-        Ok((!hosts.is_empty()).then(|| Session::of(hosts, Some((cache, probe)))))
+        Ok((!hosts.is_empty()).then(|| Session::of(hosts, Some((cache, saving)))))
     }
 
     /// A session over hosts already open (tests).
