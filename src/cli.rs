@@ -14,7 +14,8 @@ Without a command, the interactive menu starts.
 Configuration: flags beat environment (LIBVIRT_URI, then LIBVIRT_DEFAULT_URI) beat the
 config file ($XDG_CONFIG_HOME/dismount_iso_qemu/config.toml: uri, backend, probe_timeout,
 agent_timeout, connect_timeout, cache_ttl, definition_ttl, stats_ttl, jobs, max_size,
-transfer_timeout, min_rate, web_config_file, collect, hosts) beat defaults.
+transfer_timeout, min_rate, web_config_file, collect, hosts) beat defaults; a
+[hosts.NAME] table's own backend, timeouts and TTLs beat all of them for that host.
 OS answers, shut-off VMs' XML facts and (with --stats-ttl) each host's VM list are cached
 in $XDG_CACHE_HOME/dismount_iso_qemu/os-cache.json (scan --no-cache ignores the
 OS answers, --definition-ttl 0 the XML facts). The editor is

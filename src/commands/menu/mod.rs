@@ -48,6 +48,9 @@ pub struct Session {
     shared: Option<(Arc<Mutex<OsCache>>, ProbeSettings)>,
 }
 
+/// Domains with the index of their host.
+type Listed = Vec<(usize, DomainInfo)>;
+
 /// Each host's name and what its scan gave.
 type Scanned = Vec<(String, Result<Snapshot, String>)>;
 
@@ -147,17 +150,21 @@ impl Session {
         })
     }
 
-    /// Every host's domains; a host that fails is one line on `p`.
-    fn domains(&self, p: &mut Prompter) -> Result<Vec<(usize, DomainInfo)>, Failure> {
+    /// Every host's domains, and the URIs of the hosts that answered; a host that fails
+    /// is one line on `p`.
+    fn domains(&self, p: &mut Prompter) -> Result<(Listed, Vec<String>), Failure> {
         let listed: Vec<HvResult<Vec<DomainInfo>>> = self.each(|app| app.hv.list_domains());
-        let mut all = Vec::new();
+        let (mut all, mut answered) = (Vec::new(), Vec::new());
         for (h, r) in listed.into_iter().enumerate() {
             match r {
-                Ok(ds) => all.extend(ds.into_iter().map(|d| (h, d))),
+                Ok(ds) => {
+                    answered.push(self.hosts[h].app.hv.uri());
+                    all.extend(ds.into_iter().map(|d| (h, d)));
+                }
                 Err(e) => p.say(&format!("{}cannot list VMs: {e}", self.on(h)))?,
             }
         }
-        Ok(all)
+        Ok((all, answered))
     }
 
     /// `HOST:` before a VM's lines when there are several hosts.
@@ -348,10 +355,11 @@ fn modify_file(
     warnings: &mut dyn Write,
     progress: &ProgressSink,
 ) -> Result<(), Failure> {
-    let domains = session.domains(p)?;
+    let (domains, answered) = session.domains(p)?;
     if domains.is_empty() {
-        let uris: Vec<String> = session.hosts.iter().map(|h| h.app.hv.uri()).collect();
-        p.say(&format!("no VMs on {}", uris.join(", ")))?;
+        if !answered.is_empty() {
+            p.say(&format!("no VMs on {}", answered.join(", ")))?;
+        }
         return Ok(());
     }
     // Files move through the guest agent: only a running VM can be edited. The others
@@ -687,5 +695,21 @@ mod several_hosts {
             ),
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_host_gone_mid_session_is_one_line_and_the_others_still_work() {
+        let (one, _, session, _dir) = fleet();
+        one.fail_listing(crate::hypervisor::HvError::Unreachable {
+            uri: "fake:///test".into(),
+            detail: "connection lost".into(),
+        });
+        let (code, out) = drive_session(&session, "3\n\n2\n\n4\n");
+        assert_eq!(code, 0);
+        assert!(out.contains("host kvm1: cannot list VMs: "), "{out}");
+        assert!(!out.contains("no VMs on"), "{out}");
+        assert!(out.contains("Running VMs:\n  1) kvm2:web01\n"), "{out}");
+        assert!(out.contains("error: host kvm1: "), "{out}");
+        assert!(out.lines().any(|l| l.starts_with("kvm2 web01 ")), "{out}");
     }
 }
