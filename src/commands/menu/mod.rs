@@ -46,6 +46,9 @@ pub struct Session {
     hosts: Vec<Host>,
     /// With several hosts: the cache their scans share, and its TTLs (saved once a scan).
     shared: Option<(Arc<Mutex<OsCache>>, ProbeSettings)>,
+    /// Several hosts were chosen: VMs are `HOST:VM` and the table has its HOST column,
+    /// even when only one of them could be opened.
+    named: bool,
 }
 
 /// Domains with the index of their host.
@@ -61,6 +64,7 @@ impl Session {
         Session {
             hosts: vec![Host { name, app }],
             shared: None,
+            named: false,
         }
     }
 
@@ -107,16 +111,25 @@ impl Session {
                 )?,
             }
         }
-        Ok((!hosts.is_empty()).then(|| Session::of(hosts, Some((cache, saving)))))
+        Ok((!hosts.is_empty()).then(|| Session {
+            hosts,
+            shared: Some((cache, saving)),
+            named: true,
+        }))
     }
 
     /// A session over hosts already open (tests).
     pub fn of(hosts: Vec<Host>, shared: Option<(Arc<Mutex<OsCache>>, ProbeSettings)>) -> Session {
-        Session { hosts, shared }
+        let named = hosts.len() > 1;
+        Session {
+            hosts,
+            shared,
+            named,
+        }
     }
 
     fn several(&self) -> bool {
-        self.hosts.len() > 1
+        self.named
     }
 
     /// How the menu shows VM `vm` of host `h`: `HOST:VM` with several hosts (what the
@@ -336,7 +349,7 @@ pub fn run(
                 refresher.refresh();
             }
             "2" => {
-                show_scan(&refresher, &mut p)?;
+                show_scan(&refresher, session.several(), &mut p)?;
                 media::dismount_offer(session, &mut p)?;
                 refresher.refresh();
             }
@@ -458,13 +471,15 @@ fn modify_file(
     Ok(())
 }
 
-fn show_scan(refresher: &Refresher, p: &mut Prompter) -> Result<(), Failure> {
+/// Option 2's table: the one-host table, or with `named` hosts the HOST column and one
+/// line per host whose scan failed.
+fn show_scan(refresher: &Refresher, named: bool, p: &mut Prompter) -> Result<(), Failure> {
     let scanned = refresher.get(FRESH_ENOUGH).unwrap_or_default();
     let mut buf = Vec::new();
     match &scanned[..] {
         [] => p.say("scan failed: no scan result")?,
-        [(_, Err(e))] => p.say(&format!("scan failed: {e}"))?,
-        [(_, Ok(snap))] => {
+        [(_, Err(e))] if !named => p.say(&format!("scan failed: {e}"))?,
+        [(_, Ok(snap))] if !named => {
             render::table::write_table(&mut buf, snap)?;
             p.out().write_all(&buf)?;
             for e in &snap.errors {
@@ -711,5 +726,22 @@ mod several_hosts {
         assert!(out.contains("Running VMs:\n  1) kvm2:web01\n"), "{out}");
         assert!(out.contains("error: host kvm1: "), "{out}");
         assert!(out.lines().any(|l| l.starts_with("kvm2 web01 ")), "{out}");
+    }
+
+    #[test]
+    fn hosts_stay_named_when_only_one_of_those_chosen_could_be_opened() {
+        let (_, two, _, _dir) = fleet();
+        let session = Session {
+            hosts: vec![host("kvm2", &two)],
+            shared: None,
+            named: true,
+        };
+        let (_, out) = drive_session(&session, "1\nkvm2:web01\n\n\n2\n\n4\n");
+        assert!(out.contains("  1) kvm2:web01 (running)"), "{out}");
+        assert!(
+            out.contains("CD-ROM drives of kvm2:web01 (running):"),
+            "{out}"
+        );
+        assert!(out.contains(": HOST VM "), "{out}");
     }
 }
