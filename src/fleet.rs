@@ -44,6 +44,15 @@ impl Target {
         base.for_host(&self.uri, self.backend, &self.tuning)
     }
 
+    /// The longest connect timeout of `targets` (`base`'s when there are none).
+    pub fn slowest_connect(targets: &[Target], base: &Settings) -> Duration {
+        targets
+            .iter()
+            .map(|t| t.settings(base).connect_timeout)
+            .max()
+            .unwrap_or(base.connect_timeout)
+    }
+
     /// What a fleet command over `targets` may take in all: the slowest host's connect
     /// timeout and scan deadline, plus 1 s.
     pub fn limit(targets: &[Target], base: &Settings) -> Duration {
@@ -65,6 +74,19 @@ impl Target {
             format!("{} ({})", self.name, self.uri)
         }
     }
+}
+
+/// `settings` with each TTL the longest any of `targets` has: what a cache shared by
+/// them keeps when saved.
+pub fn widest(settings: &Settings, targets: &[Target]) -> Settings {
+    let mut wide = settings.clone();
+    for t in targets {
+        let s = t.settings(settings);
+        wide.cache_ttl = wide.cache_ttl.max(s.cache_ttl);
+        wide.definition_ttl = wide.definition_ttl.max(s.definition_ttl);
+        wide.stats_ttl = wide.stats_ttl.max(s.stats_ttl);
+    }
+    wide
 }
 
 /// The hosts the command line chooses. Empty: none was chosen beyond the one connection
@@ -282,6 +304,12 @@ pub fn host_of_vm(
             if !silent.is_empty() {
                 e.push_str(&format!("; not answering: {}", names(&silent)));
             }
+            // `typo:vm` is more likely a host name mistyped than a VM named so.
+            if let Some((host, _)) = vm.split_once(':') {
+                e.push_str(&format!(
+                    "; \"{host}\" is not a host chosen or configured either"
+                ));
+            }
             Err(e)
         }
         many => Err(format!(
@@ -402,5 +430,27 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(3));
         assert_eq!(out[0].result.as_deref(), Ok("quick"));
         assert!(out[1].error().unwrap().contains("no answer within 0.3 s"));
+    }
+
+    #[test]
+    fn a_mistyped_host_in_host_vm_is_named() {
+        let t = |name: &str| Target {
+            name: name.to_string(),
+            uri: "test:///default".to_string(),
+            backend: Backend::default_for_build(),
+            tuning: HostTuning::default(),
+        };
+        let e = host_of_vm(
+            &[t("a"), t("b")],
+            &settings(),
+            "kvm9:test",
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "no VM named \"kvm9:test\" on the hosts chosen (a, b); \"kvm9\" is not a host \
+             chosen or configured either"
+        );
     }
 }

@@ -16,7 +16,7 @@ use crate::commands::media::{
 };
 use crate::config::Settings;
 use crate::exit::{self, Failure};
-use crate::fleet::{self, HostOutcome, Target};
+use crate::fleet::{self, widest, HostOutcome, Target};
 use crate::media::eject::{eject_many, EjectOptions, Which};
 use crate::media::read_host;
 use crate::probe::{self, save_cache, ProbeManager};
@@ -26,19 +26,6 @@ use crate::render::table::write_fleet_table;
 use crate::render::text::{sanitize, write_line};
 use crate::snapshot::media::{HostMedia, IsoMatch, VmMedia};
 use crate::snapshot::Snapshot;
-
-/// `settings` with each TTL the longest any of `targets` has: what a cache shared by
-/// them keeps when saved.
-pub fn widest(settings: &Settings, targets: &[Target]) -> Settings {
-    let mut wide = settings.clone();
-    for t in targets {
-        let s = t.settings(settings);
-        wide.cache_ttl = wide.cache_ttl.max(s.cache_ttl);
-        wide.definition_ttl = wide.definition_ttl.max(s.definition_ttl);
-        wide.stats_ttl = wide.stats_ttl.max(s.stats_ttl);
-    }
-    wide
-}
 
 /// Every host's drives and ISOs, read in parallel.
 fn read_hosts(settings: &Settings, targets: &[Target]) -> Vec<HostOutcome<HostMedia>> {
@@ -268,12 +255,9 @@ pub fn eject(
         }
     }
     let opts = EjectOptions::new(args.force, settings.agent_timeout, settings.jobs);
-    let slowest_connect = busy_hosts
-        .iter()
-        .map(|t| t.settings(settings).connect_timeout)
-        .max()
-        .unwrap_or(settings.connect_timeout);
-    let change_limit = slowest_connect + opts.batch_budget + Duration::from_secs(30);
+    let change_limit = Target::slowest_connect(&busy_hosts, settings)
+        + opts.batch_budget
+        + Duration::from_secs(30);
     let base = settings.clone();
     let plans = Arc::new(Mutex::new(plans));
     let changed = fleet::each_host(
@@ -299,12 +283,15 @@ pub fn eject(
             Ok((lines, code, hv.uri()))
         },
     );
+    // The changed hosts' kept VM lists go, in one rewrite of the shared cache file.
+    let uris = changed
+        .iter()
+        .filter_map(|o| Some(o.result.as_ref().ok()?.2.as_str()));
+    probe::forget_listings(settings.cache_path.as_deref(), uris);
     let mut code = report_hosts(&read, warnings)?;
     for o in &changed {
         match &o.result {
-            Ok((lines, host_code, uri)) => {
-                // One after another: each rewrites the shared cache file.
-                probe::forget_listing(settings.cache_path.as_deref(), uri);
+            Ok((lines, host_code, _)) => {
                 for l in String::from_utf8_lossy(lines).lines() {
                     writeln!(out, "{}: {l}", sanitize(&o.target.name))?;
                 }

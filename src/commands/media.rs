@@ -77,7 +77,7 @@ pub fn mount_cmd(app: &App, args: &MountArgs, out: &mut impl Write) -> Result<u8
 /// The audit line of a mount that changed something.
 /// After a change to `app`'s VMs: the next `scan` must see it, whatever `--stats-ttl`.
 pub fn note_change(app: &App) {
-    probe::forget_listing(app.settings.cache_path.as_deref(), &app.uri());
+    probe::forget_listings(app.settings.cache_path.as_deref(), [app.uri().as_str()]);
 }
 
 pub fn audit_mount(app: &App, vm: &str, line: &str) {

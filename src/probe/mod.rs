@@ -790,12 +790,20 @@ pub fn save_cache(cache: &mut OsCache, settings: &ProbeSettings) -> Result<(), S
         .map_err(|e| format!("could not save the scan cache: {e}"))
 }
 
-/// Drop `uri`'s listing from the cache file at `path`, so that a change this tool made
-/// shows in the next scan whatever the statistics TTL. Quiet: the cache only saves time.
-pub fn forget_listing(path: Option<&std::path::Path>, uri: &str) {
+/// Drop the listings of `uris` from the cache file at `path`, so that a change this tool
+/// made shows in the next scan whatever the statistics TTL. Quiet: the cache only saves
+/// time.
+pub fn forget_listings<'a>(
+    path: Option<&std::path::Path>,
+    uris: impl IntoIterator<Item = &'a str>,
+) {
     let Some(path) = path else { return };
     let mut cache = OsCache::load(path);
-    if cache.remove_listing(uri) {
+    let mut removed = false;
+    for uri in uris {
+        removed |= cache.remove_listing(uri);
+    }
+    if removed {
         let _ = cache.save(Ttls::KEEP);
     }
 }

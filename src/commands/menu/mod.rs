@@ -12,11 +12,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::app::{probe_settings, App};
-use crate::commands::fleet::widest;
 use crate::config::Settings;
 use crate::edit::{self, EditError, EditOptions, ExternalEditor};
 use crate::exit::{self, Failure};
-use crate::fleet::{self, Target};
+use crate::fleet::{self, widest, Target};
 use crate::hypervisor::{DomainInfo, DomainState, HvResult};
 use crate::media::guest::some_of;
 use crate::probe::cache::OsCache;
@@ -51,6 +50,22 @@ pub struct Session {
     named: bool,
 }
 
+/// `f` on every item, each on a thread of its own (one item: on this one), results in the
+/// items' order. A panic in `f` is a panic here, as it would be without the threads.
+fn in_parallel<I: Sync, T: Send>(items: &[I], f: impl Fn(&I) -> T + Sync) -> Vec<T> {
+    if let [one] = items {
+        return vec![f(one)];
+    }
+    thread::scope(|s| {
+        let f = &f;
+        let running: Vec<_> = items.iter().map(|i| s.spawn(move || f(i))).collect();
+        running
+            .into_iter()
+            .map(|r| r.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 /// Domains with the index of their host.
 type Listed = Vec<(usize, DomainInfo)>;
 
@@ -76,12 +91,7 @@ impl Session {
         targets: &[Target],
         warnings: &mut dyn Write,
     ) -> Result<Option<Session>, Failure> {
-        let limit = targets
-            .iter()
-            .map(|t| t.settings(settings).connect_timeout)
-            .max()
-            .unwrap_or(settings.connect_timeout)
-            + Duration::from_secs(1);
+        let limit = Target::slowest_connect(targets, settings) + Duration::from_secs(1);
         let opened = fleet::each_host(targets, settings.connect_timeout, limit, |_, hv| Ok(hv));
         let saving = probe_settings(&widest(settings, targets), false);
         let cache = Arc::new(Mutex::new(ProbeManager::load_cache(&saving)));
@@ -119,6 +129,7 @@ impl Session {
     }
 
     /// A session over hosts already open (tests).
+    #[cfg(test)]
     pub fn of(hosts: Vec<Host>, shared: Option<(Arc<Mutex<OsCache>>, ProbeSettings)>) -> Session {
         let named = hosts.len() > 1;
         Session {
@@ -135,32 +146,12 @@ impl Session {
     /// How the menu shows VM `vm` of host `h`: `HOST:VM` with several hosts (what the
     /// commands take), the bare name with one.
     fn label(&self, h: usize, vm: &str) -> String {
-        if self.several() {
-            format!("{}:{vm}", self.hosts[h].name)
-        } else {
-            vm.to_string()
-        }
+        format!("{}{vm}", self.prefix(h))
     }
 
     /// `read` on every host in parallel, in the hosts' order.
     fn each<T: Send>(&self, read: impl Fn(&App) -> T + Sync) -> Vec<T> {
-        if let [one] = &self.hosts[..] {
-            return vec![read(&one.app)];
-        }
-        thread::scope(|s| {
-            let running: Vec<_> = self
-                .hosts
-                .iter()
-                .map(|h| {
-                    let read = &read;
-                    s.spawn(move || read(&h.app))
-                })
-                .collect();
-            running
-                .into_iter()
-                .map(|r| r.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
-        })
+        in_parallel(&self.hosts, |h| read(&h.app))
     }
 
     /// Every host's domains, and the URIs of the hosts that answered; a host that fails
@@ -207,27 +198,17 @@ impl Session {
             .collect();
         let shared = self.shared.clone();
         move || {
-            let scanned: Scanned = thread::scope(|s| {
-                let running: Vec<_> = hosts
-                    .iter()
-                    .map(|(_, probes)| {
-                        s.spawn(move || {
-                            probes
-                                .scan_with_progress(&Progress::default())
-                                .map_err(|e| e.to_string())
-                        })
-                    })
-                    .collect();
-                hosts
-                    .iter()
-                    .zip(running)
-                    .map(|((name, _), r)| {
-                        let r = r
-                            .join()
-                            .unwrap_or_else(|_| Err("the scan stopped unexpectedly".into()));
-                        (name.clone(), r)
-                    })
-                    .collect()
+            let scanned: Scanned = in_parallel(&hosts, |(name, probes)| {
+                // A scan that panics is that host's error, not the end of the refresher
+                // (the menu would wait for it forever).
+                let scan = std::panic::AssertUnwindSafe(|| {
+                    probes.scan_with_progress(&Progress::default())
+                });
+                let r = match std::panic::catch_unwind(scan) {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err("the scan stopped unexpectedly".to_string()),
+                };
+                (name.clone(), r)
             });
             if let Some((cache, settings)) = &shared {
                 // The cache only saves time: a failed save costs the next scan, no more.
