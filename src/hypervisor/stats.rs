@@ -309,6 +309,17 @@ impl DomainStats {
         s
     }
 
+    /// Whether libvirt skipped this domain's monitor figures because another job held the
+    /// domain (the NOWAIT flag): every block device is named but none has a counter. An
+    /// empty CD-ROM drive still has its counters, so this tells busy from idle.
+    pub fn job_skipped(&self) -> bool {
+        !self.blocks.is_empty()
+            && self
+                .blocks
+                .iter()
+                .all(|b| b.rd_bytes.is_none() && b.wr_bytes.is_none() && b.rd_reqs.is_none())
+    }
+
     /// This record as the listing's cheap facts, when it has all of them (the QEMU driver
     /// reports them for every domain; the test driver reports the state only). The CPU
     /// time of an inactive domain is 0, as `virDomainGetInfo` says.
@@ -482,6 +493,30 @@ mod tests {
         assert_eq!(typed.blocks[0].rd_bytes, None);
         assert_eq!(typed.blocks[0].wr_bytes, None);
         assert_eq!(typed.balloon.rss_kib, None);
+    }
+
+    #[test]
+    fn a_busy_domain_is_told_from_an_idle_one() {
+        // What `domstats --nowait` printed for a running guest while another client's
+        // job held it, and the same guest idle with its drive emptied.
+        let busy = text(&[
+            ("block.count", "1"),
+            ("block.0.name", "sda"),
+            ("block.0.path", "/iso/a.iso"),
+            ("block.0.backingIndex", "1"),
+        ]);
+        assert!(busy.job_skipped());
+        let empty_drive = text(&[
+            ("block.0.name", "sda"),
+            ("block.0.rd.reqs", "6"),
+            ("block.0.rd.bytes", "2150"),
+            ("block.0.wr.bytes", "0"),
+        ]);
+        assert!(!empty_drive.job_skipped());
+        assert!(
+            !text(&[("state.state", "1")]).job_skipped(),
+            "no block group"
+        );
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub enum Why {
     FirstSample,
     /// libvirt gave no statistics for this VM in this scan.
     NoStats,
+    /// libvirt skipped this VM's disk and balloon figures this time: another job held the
+    /// VM, and the collector never waits for one (a frozen VM would freeze the screen).
+    Busy,
     /// The guest reports no memory figures (no balloon driver, or no stats period).
     NoBalloon,
     /// No guest agent answers.
@@ -45,7 +48,7 @@ pub enum Why {
     NoDisk,
     /// The VM has no network interface.
     NoNic,
-    /// The host's CPU count is unknown (a remote connection).
+    /// The host's CPU count is unknown (the driver cannot say).
     HostCpusUnknown,
     /// This scan could not read the VM's XML.
     XmlUnknown,
@@ -58,6 +61,7 @@ impl Why {
             Why::Paused => "paused",
             Why::FirstSample => "first sample",
             Why::NoStats => "no stats from libvirt",
+            Why::Busy => "VM busy in libvirt, not waited for",
             Why::NoBalloon => "no balloon driver",
             Why::NoAgent => "no agent",
             Why::AgentTimeout => "agent timeout",
@@ -65,7 +69,7 @@ impl Why {
             Why::AgentError => "agent error",
             Why::NoDisk => "no disk",
             Why::NoNic => "no NIC",
-            Why::HostCpusUnknown => "host CPUs unknown (remote)",
+            Why::HostCpusUnknown => "host CPUs unknown",
             Why::XmlUnknown => "XML late",
         }
     }
@@ -77,6 +81,7 @@ impl Why {
             Why::Paused => "paused",
             Why::FirstSample => "first-sample",
             Why::NoStats => "no-stats",
+            Why::Busy => "vm-busy",
             Why::NoBalloon => "no-balloon",
             Why::NoAgent => "no-agent",
             Why::AgentTimeout => "agent-timeout",
@@ -257,11 +262,12 @@ pub fn lines(prev: Option<&Sample>, cur: &Sample, host_cpus: Option<u32>) -> Vec
                 None => cpu_ns_rate.and(Err(Why::HostCpusUnknown)),
                 Some(n) => cpu_ns_rate.map(|r| r / 1e9 / f64::from(n.max(1)) * 100.0),
             };
+            let busy = stats.is_some_and(DomainStats::job_skipped);
             let mem_used_kib = match inactive(row.state) {
                 Some(w) => Err(w),
                 None => match stats {
                     None => Err(Why::NoStats),
-                    Some(s) => balloon_used(s).ok_or(Why::NoBalloon),
+                    Some(s) => balloon_used(s).ok_or(if busy { Why::Busy } else { Why::NoBalloon }),
                 },
             };
             let io =
@@ -271,6 +277,9 @@ pub fn lines(prev: Option<&Sample>, cur: &Sample, host_cpus: Option<u32>) -> Vec
                     }
                     if stats.is_none() {
                         return Err(Why::NoStats);
+                    }
+                    if busy && list.iter().all(|d| pick(d).is_none()) {
+                        return Err(Why::Busy);
                     }
                     if list.is_empty() {
                         return Err(none);
@@ -292,6 +301,11 @@ pub fn lines(prev: Option<&Sample>, cur: &Sample, host_cpus: Option<u32>) -> Vec
                             (None, None) => (Err(Why::FirstSample), Err(Why::FirstSample)),
                             (None, Some(p)) => (rate(p.1, c.1, dt), rate(p.2, c.2, dt)),
                         };
+                        let skipped = |r: Fig<f64>| match r {
+                            Err(Why::NoStats) if busy => Err(Why::Busy),
+                            r => r,
+                        };
+                        let (a, b) = (skipped(a), skipped(b));
                         DeviceRate {
                             name: c.0.clone(),
                             about: about(&c.0),

@@ -274,6 +274,38 @@ fn one_sample_has_no_rates_and_a_restarted_counter_none_either() {
 }
 
 #[test]
+fn a_vm_libvirt_skipped_as_busy_says_so_instead_of_no_stats() {
+    let (a, mut b) = two_samples();
+    // What NOWAIT gives while another job holds the VM: the drive named, no counters,
+    // no balloon figures; the CPU time and the tap's counters need no job.
+    let t = b.snapshot.telemetry.as_mut().unwrap();
+    let web = t
+        .domains
+        .iter_mut()
+        .filter_map(|d| d.stats.as_mut())
+        .find(|s| s.name == "web01")
+        .unwrap();
+    web.blocks[0] = BlockStats {
+        name: "vda".into(),
+        path: Some("/img/web.qcow2".into()),
+        ..BlockStats::default()
+    };
+    web.balloon = BalloonStats::default();
+    let l = model::lines(Some(&a), &b, Some(4));
+    let web = l.iter().find(|l| l.row.name == "web01").unwrap();
+    assert_eq!(web.rd_bps, Err(Why::Busy));
+    assert_eq!(web.wr_bps, Err(Why::Busy));
+    assert_eq!(web.mem_used_kib, Err(Why::Busy));
+    assert_eq!(web.disks[0].a_bps, Err(Why::Busy));
+    assert!(web.rx_bps.is_ok(), "{:?}", web.rx_bps);
+    assert!(web.cpu_pct.is_ok(), "{:?}", web.cpu_pct);
+    // A VM without balloon figures and not busy still says why it has none.
+    let db = l.iter().find(|l| l.row.name == "db01").unwrap();
+    assert_eq!(db.mem_used_kib, Err(Why::NoBalloon));
+    assert_eq!(Why::Busy.key(), "vm-busy");
+}
+
+#[test]
 fn the_80x24_screen_keeps_the_important_columns_and_explains_every_dash() {
     let mut ui = ui_with_samples(false);
     let (lines, _) = screen(&mut ui, 80, 24);
