@@ -2,14 +2,18 @@
 //! the probe manager over it. Built once per invocation from the command line; the
 //! domain modules below never see it — commands hand them what they need.
 
-use std::sync::Arc;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::cli::{GlobalArgs, ServeArgs};
 use crate::config::{self, Settings};
 use crate::exit::Failure;
-use crate::fleet::Target;
+use crate::fleet::{self, widest, Target};
 use crate::hypervisor::{self, Hypervisor};
+use crate::probe::cache::OsCache;
 use crate::probe::{ProbeManager, ProbeSettings};
+use crate::render;
 use crate::snapshot::telemetry::Families;
 use crate::term::interrupt::Cancel;
 use crate::term::progress::ProgressSink;
@@ -44,7 +48,7 @@ impl App {
                 let names: Vec<&str> = many.iter().map(|t| t.name.as_str()).collect();
                 return Err(Failure::usage(format!(
                     "this command works on one host and {} were chosen ({}): choose one with \
-                     -c URI or --hosts NAME (scan, isos, eject --iso/--all and the menu cover \
+                     -c URI or --hosts NAME (scan, isos, eject --iso/--all, the menu and top cover \
                      several)",
                     many.len(),
                     names.join(", ")
@@ -90,6 +94,90 @@ impl App {
             settings,
             hv,
             probes,
+        }
+    }
+}
+
+/// One host of a command that keeps several open (the menu, `top`): its name (the config
+/// file's, or the URI given) and the app on it.
+pub struct Host {
+    pub name: String,
+    pub app: App,
+}
+
+/// The hosts that opened, and the cache their probe managers share: it is saved whole by
+/// its owner (see [`crate::probe::save_cache`]) with `saving`, the widest TTLs of them all.
+pub struct OpenHosts {
+    pub hosts: Vec<Host>,
+    /// The hosts that could not be opened (their names), and why.
+    pub unopened: Vec<(String, String)>,
+    pub cache: Arc<Mutex<OsCache>>,
+    pub saving: ProbeSettings,
+}
+
+/// Open every target in parallel, each within its connect timeout. Each host that could
+/// not be opened is one `error: host …` line in `warnings`; `None` when no host could.
+pub fn open_hosts(
+    settings: &Settings,
+    targets: &[Target],
+    warnings: &mut dyn Write,
+) -> Result<Option<OpenHosts>, Failure> {
+    let limit = Target::slowest_connect(targets, settings) + Duration::from_secs(1);
+    let opened = fleet::each_host(targets, settings.connect_timeout, limit, |_, hv| Ok(hv));
+    let saving = probe_settings(&widest(settings, targets), false);
+    let cache = Arc::new(Mutex::new(ProbeManager::load_cache(&saving)));
+    let (mut hosts, mut unopened) = (Vec::new(), Vec::new());
+    for o in opened {
+        match o.result {
+            Ok(hv) => {
+                let settings = o.target.settings(settings);
+                let probes = Arc::new(ProbeManager::with_cache(
+                    Arc::clone(&hv),
+                    probe_settings(&settings, false),
+                    Arc::clone(&cache),
+                ));
+                let app = App {
+                    settings,
+                    hv,
+                    probes,
+                };
+                hosts.push(Host {
+                    name: o.target.name,
+                    app,
+                });
+            }
+            Err(e) => {
+                render::text::write_line(
+                    warnings,
+                    &format!("error: host {}: {e}", o.target.shown()),
+                )?;
+                unopened.push((o.target.name, e));
+            }
+        }
+    }
+    Ok((!hosts.is_empty()).then_some(OpenHosts {
+        hosts,
+        unopened,
+        cache,
+        saving,
+    }))
+}
+
+impl Host {
+    /// A host over a fake hypervisor, with no cache file and a short scan deadline (tests).
+    #[cfg(test)]
+    pub fn fake(name: &str, hv: &crate::hypervisor::fake::FakeHypervisor) -> Host {
+        let mut settings = config::resolve_with(
+            &config::Overrides::default(),
+            None,
+            config::FileConfig::default(),
+        )
+        .unwrap();
+        settings.cache_path = None;
+        settings.scan_deadline = Duration::from_millis(500);
+        Host {
+            name: name.to_string(),
+            app: App::from_parts(settings, Arc::new(hv.clone()), false),
         }
     }
 }

@@ -41,7 +41,8 @@ pub struct Cli {
 #[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
     /// libvirt connection URI, e.g. qemu:///system or qemu+ssh://root@host/system; give
-    /// it again for more hosts (scan and isos then cover them all, with a HOST column)
+    /// it again for more hosts (scan, isos, eject --iso/--all, the menu and top then cover
+    /// them all, with a HOST column)
     /// [default: LIBVIRT_DEFAULT_URI, then the config file, then libvirt's default]
     #[arg(
         short = 'c',
@@ -392,17 +393,19 @@ pub struct TopArgs {
         default_value_t = 2.0
     )]
     pub delay: f64,
-    /// Sort by this column: vm, os, state, cpu, host, mem, read, write, rx, tx, agent, iso
-    /// [default: cpu; vm with --batch]
+    /// Sort by this column: vm, os, state, cpu, host (HOST%), mem, read, write, rx, tx,
+    /// agent, iso, hostname (the HOST column of several hosts) [default: cpu; vm with
+    /// --batch]
     #[arg(long, value_name = "FIELD")]
     pub sort: Option<String>,
-    /// Show only VMs whose name, OS, state or ISO contains this text (any case)
+    /// Show only VMs whose name, OS, state, ISO or host contains this text (any case)
     #[arg(long, value_name = "TEXT")]
     pub filter: Option<String>,
     /// No screen: print one record per VM per interval to stdout
     #[arg(long)]
     pub batch: bool,
-    /// With --batch: stop after N intervals [default: run until interrupted]
+    /// With --batch: stop after N intervals (of every host) [default: run until
+    /// interrupted]
     #[arg(long, value_name = "N", requires = "batch",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub iterations: Option<u64>,

@@ -61,10 +61,6 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         let targets = fleet::targets(&cli.global, &settings).map_err(Failure::usage)?;
         Ok((settings, targets))
     };
-    let connect = |no_cache| {
-        let (settings, targets) = chosen()?;
-        App::connect_to(settings, &targets, no_cache)
-    };
     // A command about one VM: the host `HOST:VM` names, or the one chosen host that has
     // the VM; the app on that host and the VM's name there.
     let on_vm_host = |vm: &str| -> Result<(App, String), Failure> {
@@ -164,7 +160,23 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             }
         },
         Some(Command::Serve(args)) => serve_cmd::run(&cli.global, args),
-        Some(Command::Top(args)) => top_cmd::run(connect(false)?, args),
+        Some(Command::Top(args)) => {
+            let (settings, targets) = chosen()?;
+            let watched = if targets.len() > 1 {
+                match app::open_hosts(&settings, &targets, &mut stderr.lock())? {
+                    Some(o) => top_cmd::Watched {
+                        hosts: o.hosts,
+                        several: true,
+                        shared: Some((o.cache, o.saving)),
+                        unopened: o.unopened,
+                    },
+                    None => return Ok(exit::USAGE),
+                }
+            } else {
+                top_cmd::Watched::one(App::connect_to(settings, &targets, false)?)
+            };
+            top_cmd::run(watched, args)
+        }
         Some(Command::Edit(args)) => {
             let (app, vm) = on_vm_host(&args.vm)?;
             let args = &cli::EditArgs { vm, ..args.clone() };

@@ -189,7 +189,7 @@ fn a_fleet_scan_has_every_host_and_one_line_per_host_that_failed() {
 }
 
 #[test]
-fn isos_covers_every_host_and_one_vm_commands_want_one_host() {
+fn isos_and_top_cover_every_host() {
     let Some((_g, home)) = setup() else {
         return;
     };
@@ -228,26 +228,49 @@ fn isos_covers_every_host_and_one_vm_commands_want_one_host() {
         );
         assert!(!stdout.lines().any(|l| l.starts_with("test ")), "{stdout}");
 
-        // A command that covers one host only, with two chosen: one clear line, exit 2.
-        let (out, _) = run(
+        // top --batch covers every host: records carry `host`, each host has its own
+        // intervals, and a host that cannot be opened is its error line and exit 1.
+        let (out, took) = run(
             home.path(),
             backend,
             &[
                 "--hosts",
-                "harness,test",
+                "harness,test,dead",
                 "top",
                 "--batch",
                 "--iterations",
+                "2",
+                "-d",
                 "1",
+                "--format",
+                "jsonl",
             ],
         );
-        assert_eq!(out.status.code(), Some(2));
         let stderr = text(&out.stderr);
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(
-            stderr.contains("works on one host and 2 were chosen (harness, test)"),
-            "{stderr}"
+        assert_eq!(out.status.code(), Some(1), "{backend}: {stderr}");
+        assert!(stderr.contains("error: host dead ("), "{stderr}");
+        let records: Vec<Value> = text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let of = |host: &str, vm: &str| {
+            let mut its: Vec<u64> = records
+                .iter()
+                .filter(|r| r["host"] == host && r["vm"] == vm)
+                .map(|r| r["iteration"].as_u64().unwrap())
+                .collect();
+            its.sort();
+            its
+        };
+        assert_eq!(
+            of("harness", "diq-ubuntu"),
+            [1, 2],
+            "{backend}: {records:?}"
         );
+        assert_eq!(of("test", "test"), [1, 2], "{backend}: {records:?}");
+        assert!(records.iter().all(|r| r["host"] != "dead"));
+        eprintln!("TIMING {backend}: top --batch over 3 hosts, 2 intervals: {took:?}");
+        assert!(took < FLEET_LIMIT + Duration::from_secs(3), "{took:?}");
 
         // An unknown host name: one clear line naming the known ones.
         let (out, _) = run(home.path(), backend, &["--hosts", "nope", "scan"]);

@@ -62,18 +62,30 @@ impl Drop for Session {
     }
 }
 
-/// Start `top ARGS` in a fresh tmux session of `w`×`h`; after it ends the shell prints
-/// its exit code and whether the terminal is back in cooked mode with echo.
+/// Start `top ARGS` on the harness in a fresh tmux session of `w`×`h`; after it ends the
+/// shell prints its exit code and whether the terminal is back in cooked mode with echo.
 fn start(tag: &str, home: &std::path::Path, editor: &str, w: u16, h: u16, args: &str) -> Session {
+    let on = format!("-c '{}'", harness_uri());
+    start_on(tag, home, editor, (w, h), &on, args)
+}
+
+/// `start` with the hosts chosen by `on` (`-c 'URI'`, `--all-hosts`, …).
+fn start_on(
+    tag: &str,
+    home: &std::path::Path,
+    editor: &str,
+    (w, h): (u16, u16),
+    on: &str,
+    args: &str,
+) -> Session {
     let exe = env!("CARGO_BIN_EXE_dismount_iso_qemu");
     let session = format!("diq-top-{tag}-{}", std::process::id());
     let cmd = format!(
         "env -u VISUAL -u LIBVIRT_DEFAULT_URI EDITOR='{editor}' TMPDIR='{h}' XDG_CACHE_HOME='{h}' \
-         XDG_CONFIG_HOME='{h}' XDG_STATE_HOME='{h}' '{exe}' -c '{uri}' --backend native top {args}; \
+         XDG_CONFIG_HOME='{h}' XDG_STATE_HOME='{h}' '{exe}' {on} --backend native top {args}; \
          echo TOP-EXITED-$?; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e echo | tr '\\n' ' '; \
          echo TTY-CHECKED; sleep 60",
         h = home.display(),
-        uri = harness_uri(),
     );
     let (w, h) = (w.to_string(), h.to_string());
     tmux(&[
@@ -446,4 +458,162 @@ fn top_without_a_terminal_says_to_use_batch() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// The ISO in `vm`'s first drive on the harness, from `isos --json`.
+fn iso_of(home: &std::path::Path, vm: &str) -> Option<String> {
+    let out = tool_on_harness(home, "native")
+        .args(["isos", "--json"])
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = doc["vms"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"] == vm)?
+        .clone();
+    let d = &v["drives"][0];
+    ["live", "config"]
+        .iter()
+        .find_map(|k| d[k]["source"].as_str().map(str::to_string))
+}
+
+fn mount_on_harness(home: &std::path::Path, vm: &str, iso: &str) {
+    let out = tool_on_harness(home, "native")
+        .args(["mount", vm, iso])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mount: {}", text(&out.stderr));
+}
+
+#[test]
+fn top_over_several_hosts_names_each_and_acts_on_the_host_shown() {
+    if !harness_available() || !tmux_present() {
+        return;
+    }
+    const OFF: &str = "diq-media-off";
+    let _serial = serial();
+    let home = tempfile::tempdir().unwrap();
+    // The shut-off media guest holds a disc for the dismount (what it held is put back).
+    let had = iso_of(home.path(), OFF);
+    let disc = had
+        .clone()
+        .or_else(|| iso_of(home.path(), UBUNTU))
+        .expect("the harness's ISO");
+    if had.is_none() {
+        mount_on_harness(home.path(), OFF, &disc);
+    }
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = home.path().join("dismount_iso_qemu");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.toml"),
+        format!(
+            "[hosts.harness]\nuri = {:?}\n\n[hosts.test]\nuri = \"test:///default\"\n\n\
+             [hosts.dead]\nuri = \"qemu+tcp://127.0.0.1:{dead}/system\"\n",
+            harness_uri()
+        ),
+    )
+    .unwrap();
+    let s = start_on(
+        "hosts",
+        home.path(),
+        "true",
+        (160, 30),
+        "--all-hosts --connect-timeout 3",
+        "-d 1",
+    );
+    let name = &s.0;
+    let screen = wait_text(name, UBUNTU, Duration::from_secs(60));
+    let lines: Vec<&str> = screen.lines().collect();
+    assert!(lines[0].contains("3 hosts"), "{screen}");
+    assert!(
+        lines[1].starts_with("HOST "),
+        "the HOST column first: {screen}"
+    );
+    assert!(the_row(&screen, UBUNTU).starts_with("harness "), "{screen}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("test ") && l.contains(" test ")),
+        "the test driver's VM on its host: {screen}"
+    );
+    assert!(
+        screen.contains("host dead: cannot be opened: cannot reach libvirt"),
+        "the host that could not be opened, on the status line: {screen}"
+    );
+
+    // Filter by host, then the details name the VM as HOST:VM.
+    keys(name, &["/"]);
+    keys(name, &["-l", "test"]);
+    keys(name, &["Enter"]);
+    let screen = wait_for(
+        name,
+        "only the test host's VM",
+        |s| !s.contains(UBUNTU) && s.contains("filter \"test\""),
+        Duration::from_secs(5),
+    );
+    assert!(screen.contains("1 VMs"), "{screen}");
+    keys(name, &["Enter"]);
+    wait_text(name, "test:test  running", Duration::from_secs(5));
+    // An Esc and the next key close together read as Alt+key: let each Esc stand alone.
+    let escape = || {
+        keys(name, &["Escape"]);
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    escape();
+
+    // A dismount goes to the host the row is on, and its line says which.
+    // Esc in the filter clears it.
+    keys(name, &["/"]);
+    escape();
+    keys(name, &["/"]);
+    keys(name, &["-l", OFF]);
+    keys(name, &["Enter"]);
+    wait_for(
+        name,
+        "the media guest alone",
+        |s| the_row(s, OFF).starts_with("harness ") && !s.contains(UBUNTU),
+        Duration::from_secs(5),
+    );
+    keys(name, &["e"]);
+    wait_text(
+        name,
+        &format!("from harness:{OFF}?"),
+        Duration::from_secs(5),
+    );
+    keys(name, &["y"]);
+    let screen = wait_text(
+        name,
+        &format!("harness:{OFF}: sda ejected"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        screen.contains("(config)"),
+        "a shut-off VM's definition: {screen}"
+    );
+    assert_eq!(
+        iso_of(home.path(), OFF),
+        None,
+        "the disc is out on the harness"
+    );
+
+    keys(name, &["q"]);
+    let screen = wait_text(name, "TTY-CHECKED", Duration::from_secs(10));
+    assert!(
+        screen.contains("TOP-EXITED-1"),
+        "a host could not be opened: exit 1\n{screen}"
+    );
+    assert!(screen.contains("icanon echo"), "{screen}");
+    assert!(
+        screen.contains("error: host dead"),
+        "the host's error line stays on the terminal: {screen}"
+    );
+    if let Some(iso) = had {
+        mount_on_harness(home.path(), OFF, &iso);
+    }
 }

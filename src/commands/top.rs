@@ -11,7 +11,7 @@
 
 use std::io::{self, BufRead, IsTerminal, Stdout, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -23,20 +23,21 @@ use crossterm::{cursor, execute};
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 
-use crate::app::App;
+use crate::app::{App, Host};
 use crate::cli::{EditArgs, MountArgs, TopArgs, TopFormat};
 use crate::commands::{edit as edit_cmd, media};
 use crate::edit::ExternalEditor;
 use crate::exit::{self, Failure};
 use crate::media::iso::uri_is_local;
-use crate::probe::{ProbeManager, ProbeSettings};
+use crate::probe::cache::OsCache;
+use crate::probe::{save_cache, ProbeManager, ProbeSettings};
 use crate::render::media::eject_line;
 use crate::render::text::terminal_line;
 use crate::snapshot::telemetry::Families;
 use crate::term::interrupt::Interrupts;
 use crate::term::progress::ProgressSink;
 use crate::top::batch::{self, Format};
-use crate::top::collector::{self, Update};
+use crate::top::collector::{self, Source, Update};
 use crate::top::model::{self, Column, Sample};
 use crate::top::state::{Action, Ui};
 use crate::top::view;
@@ -50,8 +51,95 @@ pub const FAMILIES: Families = Families {
     compat: false,
 };
 
-/// `top [-d SECS] [--sort FIELD] [--filter TEXT] [--batch …]`.
-pub fn run(app: App, args: &TopArgs) -> Result<u8, Failure> {
+/// The hosts `top` watches: with several, VMs are `HOST:VM` and the table has its HOST
+/// column; the hosts' probe managers share one cache, saved when `top` ends.
+pub struct Watched {
+    pub hosts: Vec<Host>,
+    pub several: bool,
+    /// With several hosts: the shared cache and how to save it.
+    pub shared: Option<(Arc<Mutex<OsCache>>, ProbeSettings)>,
+    /// Hosts that could not be opened, and why (each already said on stderr).
+    pub unopened: Vec<(String, String)>,
+}
+
+impl Watched {
+    /// One host.
+    pub fn one(app: App) -> Watched {
+        Watched {
+            hosts: vec![Host {
+                name: app.uri(),
+                app,
+            }],
+            several: false,
+            shared: None,
+            unopened: Vec::new(),
+        }
+    }
+
+    /// The app on the host a VM label names, and the VM's name there: `HOST:VM` with
+    /// several hosts (the longest host name that prefixes it wins), else the name as is.
+    fn on_host(&self, label: &str) -> (App, String) {
+        if self.several {
+            let found = self
+                .hosts
+                .iter()
+                .filter_map(|h| {
+                    let vm = label.strip_prefix(h.name.as_str())?.strip_prefix(':')?;
+                    Some((h, vm))
+                })
+                .max_by_key(|(h, _)| h.name.len());
+            if let Some((h, vm)) = found {
+                return (h.app.clone(), vm.to_string());
+            }
+        }
+        (self.hosts[0].app.clone(), label.to_string())
+    }
+
+    /// Save the shared cache (several hosts), once, when `top` ends.
+    fn save_cache(&self) {
+        if let Some((cache, saving)) = &self.shared {
+            let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = save_cache(&mut cache, saving);
+        }
+    }
+
+    /// A collector source per host, with `top`'s statistics families.
+    fn sources(&self) -> Vec<Source> {
+        self.hosts
+            .iter()
+            .map(|h| {
+                let settings = ProbeSettings {
+                    collect: FAMILIES,
+                    ..h.app.probes.settings().clone()
+                };
+                let hv = Arc::clone(&h.app.hv);
+                let probes = Arc::new(match &self.shared {
+                    Some((cache, _)) => {
+                        ProbeManager::with_cache(Arc::clone(&hv), settings, Arc::clone(cache))
+                    }
+                    None => ProbeManager::new(Arc::clone(&hv), settings),
+                });
+                let uri = h.app.uri();
+                Source {
+                    probes,
+                    host_cpus: Box::new(move || host_cpus(&uri).or_else(|| hv.host_cpus())),
+                }
+            })
+            .collect()
+    }
+
+    /// The HOST column's names, in the collectors' order (none with one host).
+    fn names(&self) -> Vec<String> {
+        if self.several {
+            self.hosts.iter().map(|h| h.name.clone()).collect()
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// `top [-d SECS] [--sort FIELD] [--filter TEXT] [--batch …]` on the hosts `watched`.
+pub fn run(watched: Watched, args: &TopArgs) -> Result<u8, Failure> {
     if !(0.2..=3600.0).contains(&args.delay) || args.delay.is_nan() {
         return Err(Failure::usage(format!(
             "-d/--delay: {} is not between 0.2 and 3600 seconds",
@@ -63,14 +151,6 @@ pub fn run(app: App, args: &TopArgs) -> Result<u8, Failure> {
         None => None,
     };
     let interval = Duration::from_secs_f64(args.delay);
-    let probes = Arc::new(ProbeManager::new(
-        Arc::clone(&app.hv),
-        ProbeSettings {
-            collect: FAMILIES,
-            ..app.probes.settings().clone()
-        },
-    ));
-    let host_cpus = host_cpus(&app.uri()).or_else(|| app.hv.host_cpus());
     let filter = args.filter.clone().unwrap_or_default();
     if args.batch {
         let format = match args.format {
@@ -79,32 +159,53 @@ pub fn run(app: App, args: &TopArgs) -> Result<u8, Failure> {
         };
         let stdout = io::stdout();
         let mut out = io::BufWriter::new(stdout.lock());
-        return run_batch(
-            probes,
+        let code = run_batch(
+            watched.sources(),
             interval,
             &BatchSpec {
                 format,
                 iterations: args.iterations,
                 sort: sort.unwrap_or(Column::Vm),
                 filter,
-                host_cpus,
+                hosts: watched.names(),
             },
             &mut out,
             &mut io::stderr(),
         );
+        watched.save_cache();
+        return match code {
+            Ok(exit::OK) if !watched.unopened.is_empty() => Ok(exit::PARTIAL),
+            other => other,
+        };
     }
     if !io::stdout().is_terminal() || !io::stdin().is_terminal() {
         return Err(Failure::usage(
             "top needs a terminal; for a pipe or a file use `top --batch`",
         ));
     }
-    let mut ui = Ui::new(app.uri(), args.delay, host_cpus, color_wanted());
+    let mut ui = if watched.several {
+        let mut names = watched.names();
+        names.extend(watched.unopened.iter().map(|(n, _)| n.clone()));
+        let title = format!("{} hosts", names.len());
+        let mut ui = Ui::of_hosts(title, &names, args.delay, color_wanted());
+        for (i, (_, e)) in watched.unopened.iter().enumerate() {
+            ui.failed(watched.hosts.len() + i, format!("cannot be opened: {e}"));
+        }
+        ui
+    } else {
+        Ui::new(watched.hosts[0].app.uri(), args.delay, color_wanted())
+    };
     if let Some(s) = sort {
         ui.sort = s;
     }
     ui.filter = filter;
-    let rx = collector::spawn(probes, interval);
-    interactive(Arc::new(app), ui, rx)
+    let rx = collector::spawn(watched.sources(), interval);
+    let code = interactive(&watched, ui, rx);
+    watched.save_cache();
+    match code {
+        Ok(exit::OK) if !watched.unopened.is_empty() => Ok(exit::PARTIAL),
+        other => other,
+    }
 }
 
 /// The host's CPU count, for a connection to this machine's libvirt (a remote host's
@@ -127,22 +228,35 @@ pub struct BatchSpec {
     pub iterations: Option<u64>,
     pub sort: Column,
     pub filter: String,
-    pub host_cpus: Option<u32>,
+    /// The hosts' names, in the sources' order, with several hosts (none with one).
+    pub hosts: Vec<String>,
 }
 
-/// `top --batch`: records from the second sample on (every rate needs two), one set per
-/// interval. A failed first scan is the command's error; later ones are a line on
-/// `warnings` each. A closed stdout (`| head`) ends it quietly.
+/// `top --batch`: records from each host's second sample on (every rate needs two), one
+/// set per host per interval. With one host a failed first scan is the command's error;
+/// every other failed scan is a line on `warnings`. `--iterations N` gives each host N
+/// intervals (a failed scan counts as one) and ends when every host has had them. A closed stdout (`| head`)
+/// ends it quietly.
 pub fn run_batch(
-    probes: Arc<ProbeManager>,
+    sources: Vec<Source>,
     interval: Duration,
     spec: &BatchSpec,
     out: &mut dyn Write,
     warnings: &mut dyn Write,
 ) -> Result<u8, Failure> {
-    let rx = collector::spawn(probes, interval);
-    let mut prev: Option<Sample> = None;
-    let mut n = 0u64;
+    let count = sources.len();
+    let rx = collector::spawn(sources, interval);
+    let names: Vec<Option<Arc<str>>> = if spec.hosts.is_empty() {
+        vec![None; count]
+    } else {
+        spec.hosts
+            .iter()
+            .map(|n| Some(Arc::from(n.as_str())))
+            .collect()
+    };
+    let mut prev: Vec<Option<Sample>> = vec![None; count];
+    // Updates each host has sent; the first only primes the rates.
+    let mut seen = vec![0u64; count];
     let mut header = false;
     let quiet_pipe = |e: io::Error| -> Result<u8, Failure> {
         if e.kind() == io::ErrorKind::BrokenPipe {
@@ -151,41 +265,55 @@ pub fn run_batch(
             Err(Failure::from(e))
         }
     };
-    for update in rx.iter() {
+    let done = |seen: &[u64]| {
+        spec.iterations
+            .is_some_and(|max| seen.iter().all(|&n| n > max))
+    };
+    for (h, update) in rx.iter() {
+        let Some(name) = names.get(h) else {
+            continue;
+        };
+        seen[h] += 1;
         match update {
-            Update::Failed(e) if prev.is_none() && !header => {
+            Update::Failed(e) if count == 1 && prev[h].is_none() && !header => {
                 return Err(Failure::usage(format!("top: {e}")));
             }
             Update::Failed(e) => {
+                let on = name
+                    .as_ref()
+                    .map(|n| format!("host {n}: "))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     warnings,
                     "{}",
-                    terminal_line(&format!("top: scan failed: {e}"))
+                    terminal_line(&format!("top: {on}scan failed: {e}"))
                 );
             }
             Update::Sample(s) => {
                 if !header {
                     header = true;
-                    if let Err(e) = batch::write_header(out, spec.format) {
+                    if let Err(e) = batch::write_header(out, spec.format, name.is_some()) {
                         return quiet_pipe(e);
                     }
                 }
-                if let Some(p) = &prev {
-                    n += 1;
-                    let mut lines: Vec<model::Line> = model::lines(Some(p), &s, spec.host_cpus)
+                // A host that has had its N intervals waits for the others in silence.
+                let more = spec.iterations.is_none_or(|max| seen[h] <= max + 1);
+                if let (Some(p), true) = (&prev[h], more) {
+                    let mut lines: Vec<model::Line> = model::lines(Some(p), &s, name.as_ref())
                         .into_iter()
                         .filter(|l| model::matches(l, &spec.filter))
                         .collect();
                     model::sort(&mut lines, spec.sort, false);
+                    let n = seen[h] - 1;
                     if let Err(e) = batch::write_records(out, spec.format, s.unix, n, &lines) {
                         return quiet_pipe(e);
                     }
-                    if spec.iterations.is_some_and(|max| n >= max) {
-                        return Ok(exit::OK);
-                    }
                 }
-                prev = Some(*s);
+                prev[h] = Some(*s);
             }
+        }
+        if done(&seen) {
+            return Ok(exit::OK);
         }
     }
     Ok(exit::OK)
@@ -244,9 +372,9 @@ enum Done {
 }
 
 fn interactive(
-    app: Arc<App>,
+    watched: &Watched,
     mut ui: Ui,
-    rx: crossbeam_channel::Receiver<Update>,
+    rx: crossbeam_channel::Receiver<(usize, Update)>,
 ) -> Result<u8, Failure> {
     let signals = Interrupts::install()
         .map_err(|e| Failure::usage(format!("cannot install signal handlers: {e}")))?;
@@ -261,10 +389,10 @@ fn interactive(
     let mut last_draw: Option<Instant> = None;
     let mut dirty = true;
     loop {
-        while let Ok(u) = rx.try_recv() {
+        while let Ok((h, u)) = rx.try_recv() {
             match u {
-                Update::Sample(s) => ui.take(*s),
-                Update::Failed(e) => ui.collector_error = Some(e),
+                Update::Sample(s) => ui.take_from(h, *s),
+                Update::Failed(e) => ui.failed(h, e),
             }
             dirty = true;
         }
@@ -303,18 +431,18 @@ fn interactive(
         match ui.key(k) {
             Action::None => {}
             Action::Quit => break,
-            Action::Eject { vm } => {
-                let (app, tx) = (Arc::clone(&app), done_tx.clone());
+            Action::Eject { vm: label } => {
+                let ((app, vm), tx) = (watched.on_host(&label), done_tx.clone());
                 thread::spawn(move || {
                     let line = match media::eject_one(&app, &vm, None, false) {
-                        Ok(report) => eject_line(&report),
-                        Err(f) => format!("{vm}: error: {}", f.message),
+                        Ok(report) => on_host_line(&label, &vm, &eject_line(&report)),
+                        Err(f) => format!("{label}: error: {}", f.message),
                     };
                     let _ = tx.send(Done::Line(line));
                 });
             }
             Action::ListIsos { vm } => {
-                let (app, tx) = (Arc::clone(&app), done_tx.clone());
+                let ((app, _), tx) = (watched.on_host(&vm), done_tx.clone());
                 thread::spawn(move || {
                     let _ = match media::iso_volumes(&app) {
                         Ok(v) => tx.send(Done::Isos(vm, v.into_iter().map(|v| v.path).collect())),
@@ -325,8 +453,8 @@ fn interactive(
                     };
                 });
             }
-            Action::Mount { vm, iso } => {
-                let (app, tx) = (Arc::clone(&app), done_tx.clone());
+            Action::Mount { vm: label, iso } => {
+                let ((app, vm), tx) = (watched.on_host(&label), done_tx.clone());
                 thread::spawn(move || {
                     let args = MountArgs {
                         vm: vm.clone(),
@@ -337,15 +465,16 @@ fn interactive(
                     };
                     let mut out = Vec::new();
                     let line = match media::mount_cmd(&app, &args, &mut out) {
-                        Ok(_) => String::from_utf8_lossy(&out).trim().to_string(),
-                        Err(f) => format!("{vm}: error: {}", f.message),
+                        Ok(_) => on_host_line(&label, &vm, String::from_utf8_lossy(&out).trim()),
+                        Err(f) => format!("{label}: error: {}", f.message),
                     };
                     let _ = tx.send(Done::Line(line));
                 });
             }
-            Action::Edit { vm, path } => {
+            Action::Edit { vm: label, path } => {
                 let before = cancel.count();
-                let line = screen.suspended(|| edit_in_guest(&app, &vm, &path))?;
+                let (app, vm) = watched.on_host(&label);
+                let line = screen.suspended(|| edit_in_guest(&app, &vm, &label, &path))?;
                 // Interrupts during the edit were the edit's, not a request to quit.
                 cancel = cancel.after(cancel.count() - before);
                 ui.done(line);
@@ -355,6 +484,13 @@ fn interactive(
     drop(screen);
     drop(signals);
     Ok(exit::OK)
+}
+
+/// A result line that starts with VM `vm`'s name, as the screen names it (`label`: with
+/// several hosts `HOST:VM`, so the line starts `HOST:`).
+fn on_host_line(label: &str, vm: &str, line: &str) -> String {
+    let host = label.strip_suffix(vm).unwrap_or_default();
+    format!("{host}{line}")
 }
 
 /// Wait up to `timeout` for input on stdin; `true` when the terminal hung up.
@@ -370,12 +506,13 @@ fn terminal_gone(timeout: Duration) -> bool {
 }
 
 /// `edit VM PATH` on the plain terminal, then a pause so its last words can be read.
-fn edit_in_guest(app: &App, vm: &str, path: &str) -> String {
+/// `label`: how the screen names the VM (`HOST:VM` with several hosts).
+fn edit_in_guest(app: &App, vm: &str, label: &str, path: &str) -> String {
     let mut stdout = io::stdout();
     let _ = writeln!(
         stdout,
         "{}",
-        terminal_line(&format!("editing {path} in {vm}"))
+        terminal_line(&format!("editing {path} in {label}"))
     );
     let result = (|| -> Result<u8, Failure> {
         let guard = edit_cmd::interrupts()?;
@@ -401,8 +538,8 @@ fn edit_in_guest(app: &App, vm: &str, path: &str) -> String {
         )
     })();
     let line = match result {
-        Ok(_) => format!("edit of {path} in {vm}: done"),
-        Err(f) => format!("edit of {path} in {vm}: {}", f.message),
+        Ok(_) => format!("edit of {path} in {label}: done"),
+        Err(f) => format!("edit of {path} in {label}: {}", f.message),
     };
     let _ = writeln!(stdout, "{}", terminal_line(&line));
     let _ = write!(stdout, "Press Enter to go back to top. ");
@@ -410,4 +547,104 @@ fn edit_in_guest(app: &App, vm: &str, path: &str) -> String {
     let mut answer = String::new();
     let _ = io::stdin().lock().read_line(&mut answer);
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypervisor::fake::{FakeDomain, FakeHypervisor};
+    use crate::hypervisor::{DomainState, HvError};
+
+    fn watched(hosts: Vec<Host>) -> Watched {
+        Watched {
+            hosts,
+            several: true,
+            shared: None,
+            unopened: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_vm_label_goes_to_the_host_it_names() {
+        let hv = FakeHypervisor::new();
+        let w = watched(vec![Host::fake("a", &hv), Host::fake("a:b", &hv)]);
+        let at = |label: &str| {
+            let (app, vm) = w.on_host(label);
+            let h = w
+                .hosts
+                .iter()
+                .position(|h| Arc::ptr_eq(&h.app.probes, &app.probes));
+            (h, vm)
+        };
+        assert_eq!(at("a:web"), (Some(0), "web".to_string()));
+        assert_eq!(
+            at("a:b:web"),
+            (Some(1), "web".to_string()),
+            "the longest name"
+        );
+        assert_eq!(at("a:b:c"), (Some(1), "c".to_string()));
+    }
+
+    #[test]
+    fn batch_over_two_hosts_prints_each_hosts_records_and_says_which_failed() {
+        let one = FakeHypervisor::new()
+            .with_domain(FakeDomain::new("web01", DomainState::Running))
+            .with_domain(FakeDomain::new("db01", DomainState::ShutOff));
+        let two = FakeHypervisor::new().with_domain(FakeDomain::new("web01", DomainState::Running));
+        let three = FakeHypervisor::new();
+        three.fail_listing(HvError::Unreachable {
+            uri: "fake:///three".into(),
+            detail: "gone".into(),
+        });
+        let w = watched(vec![
+            Host::fake("kvm1", &one),
+            Host::fake("kvm2", &two),
+            Host::fake("kvm3", &three),
+        ]);
+        let (mut out, mut warnings) = (Vec::new(), Vec::new());
+        let code = run_batch(
+            w.sources(),
+            Duration::from_millis(200),
+            &BatchSpec {
+                format: Format::Jsonl,
+                iterations: Some(2),
+                sort: Column::Vm,
+                filter: String::new(),
+                hosts: w.names(),
+            },
+            &mut out,
+            &mut warnings,
+        )
+        .unwrap();
+        assert_eq!(code, exit::OK);
+        let records: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let of = |host: &str, vm: &str, it: u64| {
+            records
+                .iter()
+                .filter(|r| r["host"] == host && r["vm"] == vm && r["iteration"] == it)
+                .count()
+        };
+        assert!(records
+            .iter()
+            .all(|r| r["iteration"] == 1 || r["iteration"] == 2));
+        for it in [1, 2] {
+            assert_eq!(of("kvm1", "web01", it), 1, "{records:?}");
+            assert_eq!(of("kvm1", "db01", it), 1, "{records:?}");
+            assert_eq!(of("kvm2", "web01", it), 1, "{records:?}");
+        }
+        assert!(records.iter().all(|r| r["host"] != "kvm3"));
+        let warnings = String::from_utf8(warnings).unwrap();
+        assert!(
+            warnings.contains("top: host kvm3: scan failed: cannot reach libvirt"),
+            "{warnings}"
+        );
+        assert!(
+            !warnings.contains("kvm1") && !warnings.contains("kvm2"),
+            "{warnings}"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! `top --batch`: one record per VM per interval, as CSV (a header line first) or JSON
 //! lines. The fields and their meaning are fixed ([`FIELDS`]; README, "top"); a field
-//! without a figure is empty (CSV) or `null` (JSON), and `missing` says why.
+//! without a figure is empty (CSV) or `null` (JSON), and `missing` says why. With several
+//! hosts a `host` field comes first and each host counts its own intervals.
 
 use std::io::{self, Write};
 
@@ -57,7 +58,13 @@ fn bps(f: &Fig<f64>) -> Value {
     }
 }
 
-/// One VM's record as a JSON object (field order as [`FIELDS`]).
+/// The records' fields, in CSV column order: [`FIELDS`], after `host` with several hosts.
+pub fn fields(hosts: bool) -> Vec<&'static str> {
+    let host = hosts.then_some("host");
+    host.into_iter().chain(FIELDS).collect()
+}
+
+/// One VM's record as a JSON object (field order as [`fields`]).
 pub fn record(time: f64, iteration: u64, l: &Line) -> Map<String, Value> {
     let r = &l.row;
     let mut missing = Map::new();
@@ -80,6 +87,9 @@ pub fn record(time: f64, iteration: u64, l: &Line) -> Map<String, Value> {
     }
     let isos: Vec<&str> = r.media.iter().filter_map(|d| d.source.as_deref()).collect();
     let mut m = Map::new();
+    if let Some(h) = &l.host {
+        m.insert("host".into(), json!(h.as_ref()));
+    }
     m.insert("time".into(), json!((time * 1000.0).round() / 1000.0));
     m.insert("iteration".into(), json!(iteration));
     m.insert("vm".into(), json!(r.name));
@@ -104,10 +114,10 @@ pub fn record(time: f64, iteration: u64, l: &Line) -> Map<String, Value> {
     m
 }
 
-/// The CSV header line.
-pub fn write_header(out: &mut dyn Write, format: Format) -> io::Result<()> {
+/// The CSV header line (`hosts`: with the `host` field).
+pub fn write_header(out: &mut dyn Write, format: Format, hosts: bool) -> io::Result<()> {
     if format == Format::Csv {
-        writeln!(out, "{}", FIELDS.join(","))?;
+        writeln!(out, "{}", fields(hosts).join(","))?;
     }
     Ok(())
 }
@@ -154,7 +164,7 @@ pub fn write_records(
                 write_compact(out, &Value::Object(doc))?;
             }
             Format::Csv => {
-                let cells: Vec<String> = FIELDS
+                let cells: Vec<String> = fields(l.host.is_some())
                     .iter()
                     .map(|f| csv_field(rec.get(*f).unwrap_or(&Value::Null)))
                     .collect();

@@ -1,5 +1,7 @@
-//! The collector thread: one scan per interval, each sent as a [`Sample`] (or the reason
-//! it failed) over a channel. It ends when the receiver is dropped.
+//! The collectors: one thread per host, each running one scan per interval and sending it
+//! as a [`Sample`] (or the reason it failed) over one shared channel, tagged with the
+//! host's index. A slow or dead host delays only its own samples. They end when the
+//! receiver is dropped.
 
 use std::sync::Arc;
 use std::thread;
@@ -10,7 +12,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::model::Sample;
 use crate::probe::ProbeManager;
 
-/// What the collector sends.
+/// What a collector sends.
 #[derive(Debug)]
 pub enum Update {
     Sample(Box<Sample>),
@@ -18,28 +20,52 @@ pub enum Update {
     Failed(String),
 }
 
-/// Start the collector: a scan now, then one every `interval` (a scan that takes longer
-/// is followed by the next at once).
-pub fn spawn(probes: Arc<ProbeManager>, interval: Duration) -> Receiver<Update> {
+/// One host to collect from: its probe manager, and how to learn its CPU count (asked
+/// once, on the collector's own thread: a slow host must not hold up the others).
+pub struct Source {
+    pub probes: Arc<ProbeManager>,
+    pub host_cpus: Box<dyn FnOnce() -> Option<u32> + Send>,
+}
+
+/// Start a collector per source: a scan now, then one every `interval` (a scan that takes
+/// longer is followed by the next at once). Updates come tagged with the source's index.
+pub fn spawn(sources: Vec<Source>, interval: Duration) -> Receiver<(usize, Update)> {
     let (tx, rx) = crossbeam_channel::unbounded();
-    thread::Builder::new()
-        .name("top-collector".into())
-        .spawn(move || run(&probes, interval, &tx))
-        .ok();
+    for (i, source) in sources.into_iter().enumerate() {
+        let tx = tx.clone();
+        thread::Builder::new()
+            .name(format!("top-collector-{i}"))
+            .spawn(move || {
+                let host_cpus = (source.host_cpus)();
+                run(&source.probes, host_cpus, interval, i, &tx)
+            })
+            .ok();
+    }
     rx
 }
 
-fn run(probes: &ProbeManager, interval: Duration, tx: &Sender<Update>) {
+fn run(
+    probes: &ProbeManager,
+    host_cpus: Option<u32>,
+    interval: Duration,
+    host: usize,
+    tx: &Sender<(usize, Update)>,
+) {
     loop {
         let at = Instant::now();
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         let update = match probes.scan() {
-            Ok(snapshot) => Update::Sample(Box::new(Sample { at, unix, snapshot })),
+            Ok(snapshot) => Update::Sample(Box::new(Sample {
+                at,
+                unix,
+                snapshot,
+                host_cpus,
+            })),
             Err(e) => Update::Failed(e.to_string()),
         };
-        if tx.send(update).is_err() {
+        if tx.send((host, update)).is_err() {
             return;
         }
         let next = at + interval;

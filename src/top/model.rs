@@ -4,6 +4,7 @@
 //! (the screen, the batch records) only read it.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::hypervisor::{DomainState, DomainStats};
@@ -18,6 +19,8 @@ pub struct Sample {
     /// Unix seconds of the same moment (batch records carry it).
     pub unix: f64,
     pub snapshot: Snapshot,
+    /// The host's logical CPU count, when known (what HOST% is measured against).
+    pub host_cpus: Option<u32>,
 }
 
 /// Why a cell shows `-`. The legend names every reason on the screen.
@@ -101,6 +104,8 @@ pub type Fig<T> = Result<T, Why>;
 /// One VM's line: the scan's row and the figures computed for it.
 #[derive(Debug, Clone)]
 pub struct Line {
+    /// The host's name, with several hosts (the HOST column); `None` with one.
+    pub host: Option<Arc<str>>,
     pub row: VmRow,
     /// Percent of its own vCPUs (100: every vCPU busy all the time).
     pub cpu_pct: Fig<f64>,
@@ -219,9 +224,30 @@ fn os_why(row: &VmRow) -> Option<Why> {
     })
 }
 
-/// The lines of sample `cur`, with rates against `prev` (the sample before it).
-/// `host_cpus`: the host's CPU count, when known.
-pub fn lines(prev: Option<&Sample>, cur: &Sample, host_cpus: Option<u32>) -> Vec<Line> {
+impl Line {
+    /// How commands and the screen name the VM: `HOST:VM` with several hosts, else its
+    /// name.
+    pub fn label(&self) -> String {
+        match &self.host {
+            Some(h) => format!("{h}:{}", self.row.name),
+            None => self.row.name.clone(),
+        }
+    }
+
+    /// What tells this VM from every other on the screen: its UUID, and with several
+    /// hosts its host's name too (two names for one host share UUIDs).
+    pub fn key(&self) -> String {
+        match &self.host {
+            Some(h) => format!("{h}\u{0}{}", self.row.uuid),
+            None => self.row.uuid.clone(),
+        }
+    }
+}
+
+/// The lines of sample `cur`, with rates against `prev` (the sample before it, of the
+/// same host); `host` names that host when there are several.
+pub fn lines(prev: Option<&Sample>, cur: &Sample, host: Option<&Arc<str>>) -> Vec<Line> {
+    let host_cpus = cur.host_cpus;
     let dt = prev.map_or(0.0, |p| {
         cur.at.saturating_duration_since(p.at).as_secs_f64()
     });
@@ -330,6 +356,7 @@ pub fn lines(prev: Option<&Sample>, cur: &Sample, host_cpus: Option<u32>) -> Vec
                     .unwrap_or_default()
             };
             Line {
+                host: host.cloned(),
                 cpu_pct,
                 host_pct,
                 mem_used_kib,
@@ -361,9 +388,13 @@ pub enum Column {
     Tx,
     Agent,
     Iso,
+    /// The host's name: shown first, and only with several hosts.
+    HostName,
 }
 
 impl Column {
+    /// Every column but [`Column::HostName`], in table order (the number keys sort by
+    /// these).
     pub const ALL: [Column; 12] = [
         Column::Vm,
         Column::Os,
@@ -394,6 +425,7 @@ impl Column {
             Column::Tx => "tx",
             Column::Agent => "agent",
             Column::Iso => "iso",
+            Column::HostName => "hostname",
         }
     }
 
@@ -411,18 +443,25 @@ impl Column {
             Column::Tx => "TX/s",
             Column::Agent => "AGENT",
             Column::Iso => "ISO",
+            Column::HostName => "HOST",
         }
     }
 
     pub fn parse(s: &str) -> Result<Column, String> {
         let s = s.trim().to_ascii_lowercase();
-        Column::ALL
-            .into_iter()
-            .find(|c| c.key() == s)
-            .ok_or_else(|| {
-                let keys: Vec<&str> = Column::ALL.iter().map(|c| c.key()).collect();
-                format!("unknown sort field {s:?} (fields: {})", keys.join(", "))
-            })
+        let every = || Column::ALL.into_iter().chain([Column::HostName]);
+        every().find(|c| c.key() == s).ok_or_else(|| {
+            let keys: Vec<&str> = every().map(|c| c.key()).collect();
+            format!("unknown sort field {s:?} (fields: {})", keys.join(", "))
+        })
+    }
+
+    /// Where the column stands in the table: the host first, then [`Column::ALL`]'s order.
+    pub fn position(self) -> usize {
+        match self {
+            Column::HostName => 0,
+            c => 1 + Column::ALL.iter().position(|x| *x == c).unwrap_or(0),
+        }
     }
 
     /// Figures sort largest first; text sorts A to Z.
@@ -465,6 +504,7 @@ fn sort_text(l: &Line, c: Column) -> String {
         Column::State => l.row.state.as_str().to_string(),
         Column::Agent => l.row.agent.as_str().to_string(),
         Column::Iso => iso_text(&l.row).to_lowercase(),
+        Column::HostName => l.host.as_deref().unwrap_or_default().to_lowercase(),
         _ => String::new(),
     }
 }
@@ -509,11 +549,13 @@ pub fn sort(lines: &mut [Line], col: Column, reverse: bool) {
                 o
             }
         };
-        primary.then_with(|| a.row.name.cmp(&b.row.name))
+        primary
+            .then_with(|| a.row.name.cmp(&b.row.name))
+            .then_with(|| a.host.cmp(&b.host))
     });
 }
 
-/// Does the line match the filter (case-insensitive, in the name, OS, state or ISO)?
+/// Does the line match the filter (case-insensitive, in the name, OS, state, ISO or host)?
 pub fn matches(l: &Line, filter: &str) -> bool {
     if filter.is_empty() {
         return true;
@@ -524,6 +566,7 @@ pub fn matches(l: &Line, filter: &str) -> bool {
         l.row.os.text.clone().unwrap_or_default().to_lowercase(),
         l.row.state.as_str().to_string(),
         iso_text(&l.row).to_lowercase(),
+        l.host.as_deref().unwrap_or_default().to_lowercase(),
     ]
     .iter()
     .any(|s| s.contains(&f))
@@ -541,17 +584,15 @@ pub struct Point {
 /// How many points each VM keeps: ten minutes at one sample a second.
 pub const HISTORY: usize = 600;
 
-/// The last [`HISTORY`] points of every VM, by UUID.
+/// The last [`HISTORY`] points of every VM, by [`Line::key`].
 #[derive(Debug, Default)]
 pub struct History {
-    by_uuid: HashMap<String, VecDeque<Point>>,
+    by_key: HashMap<String, VecDeque<Point>>,
 }
 
 impl History {
+    /// A point for each of `lines` (one host's newest sample).
     pub fn push(&mut self, lines: &[Line]) {
-        let seen: std::collections::HashSet<&str> =
-            lines.iter().map(|l| l.row.uuid.as_str()).collect();
-        self.by_uuid.retain(|k, _| seen.contains(k.as_str()));
         for l in lines {
             let both = |a: &Fig<f64>, b: &Fig<f64>| match (num(a), num(b)) {
                 (None, None) => None,
@@ -563,7 +604,7 @@ impl History {
                 disk_bps: both(&l.rd_bps, &l.wr_bps),
                 net_bps: both(&l.rx_bps, &l.tx_bps),
             };
-            let q = self.by_uuid.entry(l.row.uuid.clone()).or_default();
+            let q = self.by_key.entry(l.key()).or_default();
             if q.len() == HISTORY {
                 q.pop_front();
             }
@@ -571,7 +612,13 @@ impl History {
         }
     }
 
-    pub fn of(&self, uuid: &str) -> Option<&VecDeque<Point>> {
-        self.by_uuid.get(uuid)
+    /// Forget the VMs `lines` (every host's) no longer has.
+    pub fn keep_only(&mut self, lines: &[Line]) {
+        let seen: std::collections::HashSet<String> = lines.iter().map(Line::key).collect();
+        self.by_key.retain(|k, _| seen.contains(k));
+    }
+
+    pub fn of(&self, key: &str) -> Option<&VecDeque<Point>> {
+        self.by_key.get(key)
     }
 }

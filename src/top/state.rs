@@ -2,6 +2,8 @@
 //! it comes back as an [`Action`] for the command to run (off the UI thread, or with the
 //! screen suspended for the editor).
 
+use std::sync::Arc;
+
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use super::model::{self, Column, History, Line, Sample};
@@ -66,10 +68,24 @@ pub enum Mode {
 /// The last item of the ISO picker.
 pub const TYPE_A_PATH: &str = "Type a path…";
 
+/// One host's samples: each host has a collector of its own, so a slow host delays only
+/// its own lines.
+pub struct Feed {
+    /// The host's name (the HOST column), with several hosts.
+    pub name: Option<Arc<str>>,
+    /// The newest sample.
+    pub last: Option<Sample>,
+    /// Its lines.
+    lines: Vec<Line>,
+    /// Why the host's newest scan failed, when it did (its lines stay the last good ones).
+    pub error: Option<String>,
+}
+
 pub struct Ui {
+    /// What the header names: the URI, or how many hosts.
     pub uri: String,
     pub interval_secs: f64,
-    pub host_cpus: Option<u32>,
+    pub feeds: Vec<Feed>,
     pub color: bool,
     pub sort: Column,
     pub reverse: bool,
@@ -84,9 +100,6 @@ pub struct Ui {
     /// Rows the table showed last time it was drawn (for PgUp/PgDn).
     pub page: usize,
     pub history: History,
-    pub last: Option<Sample>,
-    /// Why the newest scan failed, when it did (the table keeps the last good one).
-    pub collector_error: Option<String>,
     /// The result line of the last action.
     pub message: Option<String>,
     /// An action running in the background.
@@ -94,11 +107,32 @@ pub struct Ui {
 }
 
 impl Ui {
-    pub fn new(uri: String, interval_secs: f64, host_cpus: Option<u32>, color: bool) -> Ui {
+    /// The screen of one host.
+    pub fn new(uri: String, interval_secs: f64, color: bool) -> Ui {
+        Ui::of_hosts(uri, &[], interval_secs, color)
+    }
+
+    /// The screen of several hosts (`names`, in the collectors' order; none: one host
+    /// without a HOST column) that `title` names in the header.
+    pub fn of_hosts(title: String, names: &[String], interval_secs: f64, color: bool) -> Ui {
+        let feed = |name: Option<Arc<str>>| Feed {
+            name,
+            last: None,
+            lines: Vec::new(),
+            error: None,
+        };
+        let feeds = if names.is_empty() {
+            vec![feed(None)]
+        } else {
+            names
+                .iter()
+                .map(|n| feed(Some(Arc::from(n.as_str()))))
+                .collect()
+        };
         Ui {
-            uri,
+            uri: title,
             interval_secs,
-            host_cpus,
+            feeds,
             color,
             sort: Column::Cpu,
             reverse: false,
@@ -110,20 +144,45 @@ impl Ui {
             offset: 0,
             page: 10,
             history: History::default(),
-            last: None,
-            collector_error: None,
             message: None,
             busy: None,
         }
     }
 
-    /// A new sample from the collector.
+    /// Whether the screen covers several hosts (a HOST column, VMs named `HOST:VM`).
+    pub fn several(&self) -> bool {
+        self.feeds.iter().any(|f| f.name.is_some())
+    }
+
+    /// What the header names.
+    pub fn title(&self) -> &str {
+        &self.uri
+    }
+
+    /// A new sample from the (one) host's collector.
     pub fn take(&mut self, sample: Sample) {
-        self.all = model::lines(self.last.as_ref(), &sample, self.host_cpus);
-        self.history.push(&self.all);
-        self.last = Some(sample);
-        self.collector_error = None;
+        self.take_from(0, sample);
+    }
+
+    /// A new sample from host `h`'s collector.
+    pub fn take_from(&mut self, h: usize, sample: Sample) {
+        let Some(feed) = self.feeds.get_mut(h) else {
+            return;
+        };
+        feed.lines = model::lines(feed.last.as_ref(), &sample, feed.name.as_ref());
+        feed.last = Some(sample);
+        feed.error = None;
+        self.history.push(&feed.lines);
+        self.all = self.feeds.iter().flat_map(|f| f.lines.clone()).collect();
+        self.history.keep_only(&self.all);
         self.refresh();
+    }
+
+    /// Host `h`'s newest scan failed.
+    pub fn failed(&mut self, h: usize, error: String) {
+        if let Some(feed) = self.feeds.get_mut(h) {
+            feed.error = Some(error);
+        }
     }
 
     /// Re-sort and re-filter, keeping the selection on the same VM.
@@ -139,13 +198,13 @@ impl Ui {
         let keep = self
             .selected
             .as_ref()
-            .and_then(|u| self.shown.iter().position(|l| &l.row.uuid == u));
+            .and_then(|k| self.shown.iter().position(|l| &l.key() == k));
         self.select(keep.unwrap_or(0));
     }
 
     pub fn selected_index(&self) -> Option<usize> {
-        let u = self.selected.as_ref()?;
-        self.shown.iter().position(|l| &l.row.uuid == u)
+        let k = self.selected.as_ref()?;
+        self.shown.iter().position(|l| &l.key() == k)
     }
 
     pub fn selected_line(&self) -> Option<&Line> {
@@ -159,7 +218,7 @@ impl Ui {
             return;
         }
         let i = i.min(self.shown.len() - 1);
-        self.selected = Some(self.shown[i].row.uuid.clone());
+        self.selected = Some(self.shown[i].key());
         let page = self.page.max(1);
         if i < self.offset {
             self.offset = i;
@@ -347,7 +406,7 @@ impl Ui {
                 let Some(line) = self.selected_line() else {
                     return Action::None;
                 };
-                let vm = line.row.name.clone();
+                let vm = line.label();
                 if let Some(b) = &self.busy {
                     self.message = Some(format!("busy: {b}"));
                     return Action::None;

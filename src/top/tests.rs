@@ -161,6 +161,7 @@ fn sample(at: Instant, secs: u64, c: C) -> Sample {
                 domains,
             }),
         },
+        host_cpus: Some(4),
     }
 }
 
@@ -194,7 +195,7 @@ fn two_samples() -> (Sample, Sample) {
 
 fn ui_with_samples(color: bool) -> Ui {
     let (a, b) = two_samples();
-    let mut ui = Ui::new("qemu:///system".into(), 2.0, Some(4), color);
+    let mut ui = Ui::new("qemu:///system".into(), 2.0, color);
     ui.take(a);
     ui.take(b);
     ui
@@ -260,13 +261,14 @@ fn rates_come_from_counter_deltas_over_the_collectors_clock() {
 #[test]
 fn one_sample_has_no_rates_and_a_restarted_counter_none_either() {
     let (a, mut b) = two_samples();
-    let first = model::lines(None, &a, Some(4));
+    let first = model::lines(None, &a, None);
     let web = first.iter().find(|l| l.row.name == "web01").unwrap();
     assert_eq!(web.cpu_pct, Err(Why::FirstSample));
     assert_eq!(web.rd_bps, Err(Why::FirstSample));
     // The VM restarted between the samples: its counters went back.
     let t = b.snapshot.telemetry.as_mut().unwrap();
     t.domains[5].stats.as_mut().unwrap().blocks[0].rd_bytes = Some(1);
+    b.host_cpus = None;
     let l = model::lines(Some(&a), &b, None);
     let web = l.iter().find(|l| l.row.name == "web01").unwrap();
     assert_eq!(web.rd_bps, Err(Why::FirstSample));
@@ -291,7 +293,7 @@ fn a_vm_libvirt_skipped_as_busy_says_so_instead_of_no_stats() {
         ..BlockStats::default()
     };
     web.balloon = BalloonStats::default();
-    let l = model::lines(Some(&a), &b, Some(4));
+    let l = model::lines(Some(&a), &b, None);
     let web = l.iter().find(|l| l.row.name == "web01").unwrap();
     assert_eq!(web.rd_bps, Err(Why::Busy));
     assert_eq!(web.wr_bps, Err(Why::Busy));
@@ -381,15 +383,15 @@ fn no_color_means_no_colour_anywhere() {
 #[test]
 fn columns_drop_by_priority_and_fill_the_width() {
     for w in [40u16, 60, 80, 100, 120, 200] {
-        let cols = view::layout(w);
+        let cols = view::layout(w, false);
         let used: u16 = cols.iter().map(|c| c.1).sum::<u16>() + cols.len() as u16 - 1;
         assert!(used <= w, "{w}: {used}");
         assert_eq!(cols[0].0, Column::Vm);
     }
-    let at80: Vec<Column> = view::layout(80).iter().map(|c| c.0).collect();
+    let at80: Vec<Column> = view::layout(80, false).iter().map(|c| c.0).collect();
     assert!(at80.contains(&Column::Cpu) && at80.contains(&Column::Iso));
     assert!(!at80.contains(&Column::Host));
-    assert_eq!(view::layout(200).len(), 12);
+    assert_eq!(view::layout(200, false).len(), 12);
 }
 
 #[test]
@@ -520,9 +522,9 @@ fn details_show_drives_devices_and_sparklines() {
 #[test]
 fn batch_records_follow_the_schema() {
     let (a, b) = two_samples();
-    let lines = model::lines(Some(&a), &b, Some(4));
+    let lines = model::lines(Some(&a), &b, None);
     let mut csv = Vec::new();
-    batch::write_header(&mut csv, Format::Csv).unwrap();
+    batch::write_header(&mut csv, Format::Csv, false).unwrap();
     batch::write_records(&mut csv, Format::Csv, b.unix, 1, &lines).unwrap();
     let csv = String::from_utf8(csv).unwrap();
     let rows: Vec<&str> = csv.lines().collect();
@@ -566,4 +568,108 @@ fn batch_records_follow_the_schema() {
             assert!(line.contains("\\u001b"), "{line}");
         }
     }
+}
+
+/// Two hosts that hold the same VMs (two names for one daemon share UUIDs): each host's
+/// samples come on their own; the second host's scan fails after its first sample.
+fn two_hosts() -> Ui {
+    let names = ["kvm1".to_string(), "kvm2".to_string()];
+    let mut ui = Ui::of_hosts("2 hosts".into(), &names, 2.0, false);
+    let (a, b) = two_samples();
+    ui.take_from(0, a.clone());
+    ui.take_from(1, a);
+    ui.take_from(0, b);
+    ui.failed(
+        1,
+        "cannot reach libvirt at qemu+ssh://kvm2/system: gone".into(),
+    );
+    ui
+}
+
+#[test]
+fn several_hosts_keep_their_vms_apart_and_name_the_host() {
+    let mut ui = two_hosts();
+    assert!(ui.several());
+    let webs: Vec<&model::Line> = ui.shown.iter().filter(|l| l.row.name == "web01").collect();
+    assert_eq!(webs.len(), 2, "one web01 per host");
+    let labels: Vec<String> = webs.iter().map(|l| l.label()).collect();
+    assert!(labels.contains(&"kvm1:web01".to_string()), "{labels:?}");
+    assert!(labels.contains(&"kvm2:web01".to_string()), "{labels:?}");
+    assert_ne!(webs[0].key(), webs[1].key(), "same UUID, different keys");
+    // kvm1 has two samples, so rates; kvm2 has one.
+    let on = |h: &str| {
+        ui.shown
+            .iter()
+            .find(|l| l.label() == format!("{h}:web01"))
+            .unwrap()
+    };
+    assert!(on("kvm1").cpu_pct.is_ok());
+    assert_eq!(on("kvm2").cpu_pct, Err(Why::FirstSample));
+    // Each host's history has its own points: one for kvm2, two for kvm1.
+    assert_eq!(ui.history.of(&on("kvm1").key()).map(|q| q.len()), Some(2));
+    assert_eq!(ui.history.of(&on("kvm2").key()).map(|q| q.len()), Some(1));
+
+    // The table: HOST first, the failing host on the status line.
+    let (lines, _) = screen(&mut ui, 120, 24);
+    let text = lines.join("\n");
+    assert!(lines[0].contains("2 hosts"), "{text}");
+    let header = &lines[1];
+    assert!(
+        header.starts_with("HOST "),
+        "the host's column first: {header}"
+    );
+    assert!(text.contains("kvm2"), "{text}");
+    let err = lines
+        .iter()
+        .position(|l| l.starts_with("host kvm2: cannot reach libvirt"))
+        .unwrap_or_else(|| panic!("the failing host's own line: {text}"));
+    assert!(
+        lines[err + 1].starts_with("- :"),
+        "above the legend: {text}"
+    );
+    assert!(
+        lines[23].contains("q quit"),
+        "the status line stays free: {text}"
+    );
+
+    // Sorting by host, filtering by host, and the actions name HOST:VM.
+    ui.sort_by(Column::parse("hostname").unwrap());
+    assert_eq!(ui.shown[0].host.as_deref(), Some("kvm1"));
+    ui.filter = "kvm2".into();
+    ui.refresh();
+    assert!(ui.shown.iter().all(|l| l.host.as_deref() == Some("kvm2")));
+    ui.filter = "kvm2:".into();
+    ui.refresh();
+    assert!(ui.shown.is_empty(), "the filter looks at each field alone");
+    ui.filter = "web01".into();
+    ui.refresh();
+    let first = ui.shown[0].label();
+    ui.key(key('e'));
+    assert_eq!(
+        ui.mode,
+        Mode::ConfirmEject {
+            vm: first.clone(),
+            discs: "/isos/debian.iso".into()
+        }
+    );
+    assert_eq!(ui.key(key('y')), Action::Eject { vm: first });
+}
+
+#[test]
+fn several_hosts_records_carry_the_host_first() {
+    let ui = two_hosts();
+    let lines: Vec<model::Line> = ui.shown.clone();
+    let mut csv = Vec::new();
+    batch::write_header(&mut csv, Format::Csv, true).unwrap();
+    batch::write_records(&mut csv, Format::Csv, 1.0, 1, &lines).unwrap();
+    let csv = String::from_utf8(csv).unwrap();
+    let mut rows = csv.lines();
+    assert!(rows.next().unwrap().starts_with("host,time,iteration,vm,"));
+    assert!(
+        rows.all(|r| r.starts_with("kvm1,") || r.starts_with("kvm2,")),
+        "{csv}"
+    );
+    let rec = batch::record(1.0, 1, &lines[0]);
+    assert!(rec["host"] == "kvm1" || rec["host"] == "kvm2", "{rec:?}");
+    assert_eq!(rec.len(), FIELDS.len() + 1);
 }

@@ -11,15 +11,17 @@ use ratatui::text::{Line as TextLine, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, Wrap};
 use ratatui::Frame;
 
-use super::model::{self, Column, Fig, Line, Why};
+use super::model::{self, Column, Fig, Line, Sample, Why};
 use super::state::{Mode, Purpose, Ui};
 use crate::hypervisor::DomainState;
 use crate::render::text::{sanitize, truncate, width};
 use crate::units::memory_kib;
 
-/// (column, narrowest, widest) in the order columns are kept when space runs out.
-const PRIORITY: [(Column, u16, u16); 12] = [
+/// (column, narrowest, widest) in the order columns are kept when space runs out. The
+/// host's name is kept right after the VM's, and only with several hosts.
+const PRIORITY: [(Column, u16, u16); 13] = [
     (Column::Vm, 10, 28),
+    (Column::HostName, 6, 16),
     (Column::Cpu, 5, 5),
     (Column::State, 8, 8),
     (Column::Mem, 12, 12),
@@ -35,11 +37,14 @@ const PRIORITY: [(Column, u16, u16); 12] = [
 
 /// The columns that fit in `total` cells (one cell between columns), in table order,
 /// each with its width: columns are taken by priority while they fit, and what is left
-/// widens the text columns.
-pub fn layout(total: u16) -> Vec<(Column, u16)> {
+/// widens the text columns. `hosts`: the HOST column is wanted (several hosts).
+pub fn layout(total: u16, hosts: bool) -> Vec<(Column, u16)> {
     let mut used: u16 = 0;
     let mut kept: Vec<(Column, u16, u16)> = Vec::new();
     for (c, min, max) in PRIORITY {
+        if c == Column::HostName && !hosts {
+            continue;
+        }
         let need = min + u16::from(!kept.is_empty());
         if used + need <= total {
             used += need;
@@ -61,7 +66,7 @@ pub fn layout(total: u16) -> Vec<(Column, u16)> {
         }
     }
     let mut out: Vec<(Column, u16)> = kept.into_iter().map(|(c, w, _)| (c, w)).collect();
-    out.sort_by_key(|(c, _)| Column::ALL.iter().position(|x| x == c));
+    out.sort_by_key(|(c, _)| c.position());
     out
 }
 
@@ -100,6 +105,7 @@ pub fn cell_text(l: &Line, c: Column) -> (String, Option<Why>) {
     let why = |f: Result<(), Why>| f.err();
     match c {
         Column::Vm => (sanitize(&l.row.name), None),
+        Column::HostName => (sanitize(l.host.as_deref().unwrap_or("-")), None),
         Column::Os => match &l.row.os.text {
             Some(t) => (sanitize(t), None),
             None => ("-".into(), l.os_why),
@@ -196,15 +202,24 @@ pub fn draw(f: &mut Frame, ui: &mut Ui) {
     let legend_rows = (width(&legend_line) as u16)
         .div_ceil(area.width.max(1))
         .clamp(1, 3);
-    let [head, table, legend, status] = Layout::vertical([
+    // With several hosts, each failing host has a line of its own above the legend, so
+    // that a host down for good never hides the result lines on the status line.
+    let failing = if ui.several() {
+        host_errors(ui, 3)
+    } else {
+        Vec::new()
+    };
+    let [head, table, errors, legend, status] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(2),
+        Constraint::Length(failing.len() as u16),
         Constraint::Length(legend_rows),
         Constraint::Length(1),
     ])
     .areas(area);
     f.render_widget(Paragraph::new(header_text(ui)).style(st.header), head);
     draw_table(f, table, ui, &st);
+    f.render_widget(Paragraph::new(failing.join("\n")).style(st.warn), errors);
     f.render_widget(
         Paragraph::new(legend_line)
             .wrap(Wrap { trim: false })
@@ -267,13 +282,16 @@ fn header_text(ui: &Ui) -> String {
         .iter()
         .filter(|l| l.row.state == DomainState::Running)
         .count();
-    let age = match &ui.last {
-        Some(s) => format!(
-            "updated {:.1} s ago (scan {} ms)",
-            s.at.elapsed().as_secs_f64(),
-            s.snapshot.duration_ms
-        ),
-        None => "waiting for the first scan…".to_string(),
+    // With several hosts: the stalest host's age and the slowest host's scan.
+    let samples: Vec<&Sample> = ui.feeds.iter().filter_map(|f| f.last.as_ref()).collect();
+    let age = match (
+        samples.iter().map(|s| s.at.elapsed()).max(),
+        samples.iter().map(|s| s.snapshot.duration_ms).max(),
+    ) {
+        (Some(age), Some(ms)) => {
+            format!("updated {:.1} s ago (scan {ms} ms)", age.as_secs_f64())
+        }
+        _ => "waiting for the first scan…".to_string(),
     };
     let arrow = if ui.reverse ^ ui.sort.numeric() {
         "▼"
@@ -291,13 +309,13 @@ fn header_text(ui: &Ui) -> String {
     t.push_str(&format!(
         "  every {} s  {age}  {}",
         ui.interval_secs,
-        sanitize(&ui.uri)
+        sanitize(ui.title())
     ));
     t
 }
 
 fn draw_table(f: &mut Frame, area: Rect, ui: &mut Ui, st: &Styles) {
-    let cols = layout(area.width);
+    let cols = layout(area.width, ui.several());
     ui.page = area.height.saturating_sub(1).max(1) as usize;
     // Keep the selection in view at this height.
     if let Some(i) = ui.selected_index() {
@@ -354,10 +372,14 @@ fn draw_table(f: &mut Frame, area: Rect, ui: &mut Ui, st: &Styles) {
     let table = Table::new(rows, widths).header(header).column_spacing(1);
     f.render_widget(table, area);
     if ui.shown.is_empty() {
-        let msg = if ui.last.is_none() {
+        let msg = if ui.feeds.iter().all(|f| f.last.is_none()) {
             "scanning…"
         } else if ui.filter.is_empty() {
-            "no VMs on this connection"
+            if ui.several() {
+                "no VMs on these hosts"
+            } else {
+                "no VMs on this connection"
+            }
         } else {
             "no VM matches the filter (/ to change it, Esc in it to clear)"
         };
@@ -396,12 +418,39 @@ pub fn legend_text(lines: &[Line]) -> String {
     format!("- : {}", parts.join(" · "))
 }
 
+/// A line for each host whose newest scan failed (or that could not be opened), at most
+/// `max` (the last one then says how many more there are).
+fn host_errors(ui: &Ui, max: usize) -> Vec<String> {
+    let failing: Vec<String> = ui
+        .feeds
+        .iter()
+        .filter_map(|f| {
+            let e = f.error.as_deref()?;
+            Some(sanitize(&format!(
+                "host {}: {e}",
+                f.name.as_deref().unwrap_or("?")
+            )))
+        })
+        .collect();
+    if failing.len() <= max {
+        return failing;
+    }
+    let mut shown = failing[..max - 1].to_vec();
+    shown.push(format!(
+        "and {} more hosts failing",
+        failing.len() - (max - 1)
+    ));
+    shown
+}
+
 fn status_text(ui: &Ui, st: &Styles) -> (String, Style) {
     if let Some(b) = &ui.busy {
         return (sanitize(b), st.header);
     }
-    if let Some(e) = &ui.collector_error {
-        return (format!("libvirt: {}", sanitize(e)), st.warn);
+    if !ui.several() {
+        if let Some(e) = ui.feeds.iter().find_map(|f| f.error.as_deref()) {
+            return (format!("libvirt: {}", sanitize(e)), st.warn);
+        }
     }
     if let Some(m) = &ui.message {
         return (sanitize(m), Style::default());
@@ -479,7 +528,7 @@ fn draw_details(f: &mut Frame, area: Rect, ui: &Ui, l: &Line, st: &Styles) {
         None => format!("- ({})", l.os_why.map_or("unknown", Why::text)),
     };
     text.push(TextLine::from(vec![
-        Span::styled(sanitize(&r.name), st.header),
+        Span::styled(sanitize(&l.label()), st.header),
         Span::raw(format!(
             "  {}  {}  {} vCPU  agent {}  uuid {}",
             r.state.as_str(),
@@ -546,7 +595,7 @@ fn draw_details(f: &mut Frame, area: Rect, ui: &Ui, l: &Line, st: &Styles) {
     f.render_widget(Paragraph::new(text), info);
     let points: Vec<model::Point> = ui
         .history
-        .of(&r.uuid)
+        .of(&l.key())
         .map(|q| q.iter().copied().collect())
         .unwrap_or_default();
     let w = sparks.width.saturating_sub(1) as usize;

@@ -11,11 +11,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::app::{probe_settings, App};
+use crate::app::{open_hosts, App, Host};
 use crate::config::Settings;
 use crate::edit::{self, EditError, EditOptions, ExternalEditor};
 use crate::exit::{self, Failure};
-use crate::fleet::{self, widest, Target};
+use crate::fleet::Target;
 use crate::hypervisor::{DomainInfo, DomainState, HvResult};
 use crate::media::guest::some_of;
 use crate::probe::cache::OsCache;
@@ -31,13 +31,6 @@ pub const PROMPT: &str = "Select option: ";
 
 /// A snapshot younger than this is shown at once by option 2.
 const FRESH_ENOUGH: Duration = Duration::from_secs(10);
-
-/// One host of a menu session: its name (the config file's, or the URI given) and the
-/// app on it.
-pub struct Host {
-    pub name: String,
-    pub app: App,
-}
 
 /// The hosts the menu works on. With one, every list and table is the single-host one;
 /// with several, the table gets a HOST column and every VM is shown as `HOST:VM`.
@@ -83,47 +76,15 @@ impl Session {
         }
     }
 
-    /// Open every target in parallel, each within the connect timeout. Each host that
-    /// could not be opened is one `error: host …` line in `warnings`; `None` when no host
-    /// could.
+    /// Open every target in parallel (see [`open_hosts`]); `None` when no host could be.
     pub fn connect(
         settings: &Settings,
         targets: &[Target],
         warnings: &mut dyn Write,
     ) -> Result<Option<Session>, Failure> {
-        let limit = Target::slowest_connect(targets, settings) + Duration::from_secs(1);
-        let opened = fleet::each_host(targets, settings.connect_timeout, limit, |_, hv| Ok(hv));
-        let saving = probe_settings(&widest(settings, targets), false);
-        let cache = Arc::new(Mutex::new(ProbeManager::load_cache(&saving)));
-        let mut hosts = Vec::new();
-        for o in opened {
-            match o.result {
-                Ok(hv) => {
-                    let settings = o.target.settings(settings);
-                    let probes = Arc::new(ProbeManager::with_cache(
-                        Arc::clone(&hv),
-                        probe_settings(&settings, false),
-                        Arc::clone(&cache),
-                    ));
-                    let app = App {
-                        settings,
-                        hv,
-                        probes,
-                    };
-                    hosts.push(Host {
-                        name: o.target.name,
-                        app,
-                    });
-                }
-                Err(e) => render::text::write_line(
-                    warnings,
-                    &format!("error: host {}: {e}", o.target.shown()),
-                )?,
-            }
-        }
-        Ok((!hosts.is_empty()).then(|| Session {
-            hosts,
-            shared: Some((cache, saving)),
+        Ok(open_hosts(settings, targets, warnings)?.map(|o| Session {
+            hosts: o.hosts,
+            shared: Some((o.cache, o.saving)),
             named: true,
         }))
     }
@@ -494,16 +455,11 @@ fn show_scan(refresher: &Refresher, named: bool, p: &mut Prompter) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{resolve_with, FileConfig, Overrides};
     use crate::hypervisor::fake::{FakeDomain, FakeHypervisor};
     use crate::hypervisor::DomainState;
 
     fn app(hv: FakeHypervisor) -> App {
-        let mut settings =
-            resolve_with(&Overrides::default(), None, FileConfig::default()).unwrap();
-        settings.cache_path = None;
-        settings.scan_deadline = Duration::from_millis(500);
-        App::from_parts(settings, Arc::new(hv), false)
+        Host::fake("fake", &hv).app
     }
 
     fn drive(app: App, input: &str) -> (u8, String) {
@@ -580,7 +536,6 @@ mod tests {
 mod several_hosts {
     use super::tests::drive_session;
     use super::*;
-    use crate::config::{resolve_with, FileConfig, Overrides};
     use crate::hypervisor::fake::{Call, FakeDomain, FakeHypervisor};
     use crate::hypervisor::{DomainState, StorageVolume};
     use crate::media::testkit::iso_file;
@@ -589,17 +544,6 @@ mod several_hosts {
         <source file='/isos/a.iso'/><target dev='sda' bus='sata'/></disk></devices></domain>";
     const EMPTY_XML: &str = "<domain><devices><disk type='file' device='cdrom'>\
         <target dev='sda' bus='sata'/></disk></devices></domain>";
-
-    fn host(name: &str, hv: &FakeHypervisor) -> Host {
-        let mut settings =
-            resolve_with(&Overrides::default(), None, FileConfig::default()).unwrap();
-        settings.cache_path = None;
-        settings.scan_deadline = Duration::from_millis(500);
-        Host {
-            name: name.to_string(),
-            app: App::from_parts(settings, Arc::new(hv.clone()), false),
-        }
-    }
 
     /// Host "kvm1" with web01 (shut off, holding a.iso) and db01 (running, empty drive);
     /// host "kvm2" with web01 (running, holding a.iso) and an ISO volume in its pool.
@@ -616,7 +560,10 @@ mod several_hosts {
                 path: iso.display().to_string(),
                 capacity_bytes: None,
             });
-        let session = Session::of(vec![host("kvm1", &one), host("kvm2", &two)], None);
+        let session = Session::of(
+            vec![Host::fake("kvm1", &one), Host::fake("kvm2", &two)],
+            None,
+        );
         (one, two, session, dir)
     }
 
@@ -713,7 +660,7 @@ mod several_hosts {
     fn hosts_stay_named_when_only_one_of_those_chosen_could_be_opened() {
         let (_, two, _, _dir) = fleet();
         let session = Session {
-            hosts: vec![host("kvm2", &two)],
+            hosts: vec![Host::fake("kvm2", &two)],
             shared: None,
             named: true,
         };
