@@ -2,18 +2,19 @@
 //! [`crate::serve`] until SIGTERM or SIGINT.
 
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::app::{probe_settings, resolve};
 use crate::cli::{GlobalArgs, LogFormat, ServeArgs};
+use crate::config::Settings;
 use crate::exit::{self, Failure};
-use crate::fleet::Target;
+use crate::fleet::{widest, Target};
 use crate::hypervisor::{self, Access, Hypervisor};
-use crate::probe::ProbeSettings;
+use crate::probe::{ProbeManager, ProbeSettings};
 use crate::render::text::sanitize;
 use crate::serve::http::{Endpoint, Limits, LIMITS};
-use crate::serve::{self, parse_listen, web_config, Opener, ServeOptions};
+use crate::serve::{self, parse_listen, web_config, Opener, ServeOptions, SharedCache};
 
 /// The longest interval and staleness threshold, a day: beyond that a scrape target is
 /// not being monitored.
@@ -67,30 +68,48 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Failure> {
         })
     };
     let opener = open(backend, uri, settings.connect_timeout);
-    // Every host of the config file is a `/probe?target=NAME` target.
-    let targets: Vec<(String, Opener)> = settings
+    let interval = Duration::from_secs(args.interval);
+    // Serve's options over a host's settings: its probe timeout and TTLs.
+    let options_for = |s: &Settings, cache: Option<SharedCache>| -> Result<ServeOptions, Failure> {
+        Ok(ServeOptions {
+            interval,
+            stale_after: args
+                .stale_after
+                .map(Duration::from_secs)
+                .unwrap_or_else(|| ServeOptions::default_stale_after(interval, s.scan_deadline)),
+            probes: ProbeSettings {
+                ask_agents: !args.read_only,
+                ..crate::app::collecting(probe_settings(s, false), s, args)?
+            },
+            cache,
+        })
+    };
+    // Every host of the config file is a `/probe?target=NAME` target, scanned with its
+    // own backend, connect timeout, probe timeout and TTLs; every scan loop then shares
+    // one OS cache, saved with the widest TTLs.
+    let configured: Vec<Target> = settings
         .hosts
         .iter()
-        .map(|(name, h)| {
-            // Each host's own backend and connect timeout; the scans are serve's.
-            let t = Target::configured(name, h, &settings);
-            let connect_timeout = t.settings(&settings).connect_timeout;
-            (name.clone(), open(t.backend, Some(t.uri), connect_timeout))
-        })
+        .map(|(name, h)| Target::configured(name, h, &settings))
         .collect();
-    let target_names: Vec<String> = targets.iter().map(|(n, _)| sanitize(n)).collect();
-    let interval = Duration::from_secs(args.interval);
-    let options = ServeOptions {
-        interval,
-        stale_after: args
-            .stale_after
-            .map(Duration::from_secs)
-            .unwrap_or_else(|| ServeOptions::default_stale_after(interval, settings.scan_deadline)),
-        probes: ProbeSettings {
-            ask_agents: !args.read_only,
-            ..crate::app::collecting(probe_settings(&settings, false), &settings, args)?
-        },
-    };
+    let cache = (!configured.is_empty()).then(|| {
+        let saving = probe_settings(&widest(&settings, &configured), false);
+        SharedCache {
+            cache: Arc::new(Mutex::new(ProbeManager::load_cache(&saving))),
+            saving,
+        }
+    });
+    let mut targets = Vec::with_capacity(configured.len());
+    for t in configured {
+        let own = t.settings(&settings);
+        targets.push(serve::Target {
+            name: t.name.clone(),
+            opener: open(t.backend, Some(t.uri), own.connect_timeout),
+            options: options_for(&own, cache.clone())?,
+        });
+    }
+    let target_names: Vec<String> = targets.iter().map(|t| sanitize(&t.name)).collect();
+    let options = options_for(&settings, cache)?;
     let auth = web.auth.is_some();
     let web_file = web
         .path

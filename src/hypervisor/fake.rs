@@ -164,6 +164,8 @@ struct State {
     stats_delay: Duration,
     /// Domains the bulk statistics call leaves out (libvirt could not read them).
     stats_missing: HashSet<String>,
+    /// The URI it answers to, when not the default `fake:///test`.
+    uri: Option<String>,
 }
 
 /// The fake itself. Cheap to clone: clones share state.
@@ -179,6 +181,12 @@ impl FakeHypervisor {
 
     pub fn with_domain(self, domain: FakeDomain) -> FakeHypervisor {
         self.lock().domains.insert(domain.info.name.clone(), domain);
+        self
+    }
+
+    /// Answer to `uri` (a second host of a fleet) instead of `fake:///test`.
+    pub fn with_uri(self, uri: &str) -> FakeHypervisor {
+        self.lock().uri = Some(uri.to_string());
         self
     }
 
@@ -273,7 +281,8 @@ impl FakeHypervisor {
 
 impl Hypervisor for FakeHypervisor {
     fn uri(&self) -> String {
-        "fake:///test".to_string()
+        let uri = self.lock().uri.clone();
+        uri.unwrap_or_else(|| "fake:///test".to_string())
     }
 
     fn list_domains(&self) -> HvResult<Vec<DomainInfo>> {

@@ -22,7 +22,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::hypervisor::{HvError, HvResult, Hypervisor};
-use crate::probe::{ProbeManager, ProbeSettings};
+use crate::probe::cache::OsCache;
+use crate::probe::{save_cache, ProbeManager, ProbeSettings};
 use crate::render::text::{sanitize, terminal_line};
 use crate::snapshot::{AgentStatus, Snapshot};
 
@@ -143,6 +144,25 @@ pub struct ServeOptions {
     pub stale_after: Duration,
     /// The probe manager's settings for every scan.
     pub probes: ProbeSettings,
+    /// With several hosts: the cache file their scan loops share.
+    pub cache: Option<SharedCache>,
+}
+
+/// The OS cache the scan loops of several hosts share: one file keyed by URI, saved whole
+/// after each loop's scan with `saving` (the widest TTLs of every host), so that no loop
+/// drops another's entries.
+#[derive(Debug, Clone)]
+pub struct SharedCache {
+    pub cache: Arc<Mutex<OsCache>>,
+    pub saving: ProbeSettings,
+}
+
+/// A host `/probe?target=NAME` serves: its name, how to open it, and its own options (the
+/// host's probe timeout and TTLs; the interval is serve's).
+pub struct Target {
+    pub name: String,
+    pub opener: Opener,
+    pub options: ServeOptions,
 }
 
 impl ServeOptions {
@@ -171,31 +191,35 @@ pub fn start(
 }
 
 /// [`start`] with TLS, basic auth or other limits (`endpoint`), and the hosts `/probe`
-/// serves (`targets`: name and opener; each scanned in the background like the default
-/// host, every interval, its scrapes served from its own latest rendering).
+/// serves (`targets`: each scanned in the background like the default host, every
+/// interval with its own options, its scrapes served from its own latest rendering).
 pub fn start_with(
     options: ServeOptions,
     opener: Opener,
-    targets: Vec<(String, Opener)>,
+    targets: Vec<Target>,
     endpoint: http::Endpoint,
     stop: Arc<AtomicBool>,
 ) -> Result<Running, String> {
     let mut shared = Shared::new(options.stale_after);
-    let mut loops = vec![("scan".to_string(), opener, None)];
-    for (name, opener) in targets {
-        let target = Arc::new(Shared::new(options.stale_after));
-        shared.targets.insert(name.clone(), Arc::clone(&target));
-        loops.push((format!("scan-{name}"), opener, Some(target)));
+    let mut loops = vec![("scan".to_string(), opener, options, None)];
+    for t in targets {
+        let target = Arc::new(Shared::new(t.options.stale_after));
+        shared.targets.insert(t.name.clone(), Arc::clone(&target));
+        loops.push((
+            format!("scan-{}", t.name),
+            t.opener,
+            t.options,
+            Some(target),
+        ));
     }
     let shared = Arc::new(shared);
     let server = http::Server::bind(endpoint, Arc::clone(&shared))?;
     let (addr, tls, max_connections) = (server.addr, server.tls(), server.max_connections);
 
     let mut scanners = Vec::with_capacity(loops.len());
-    for (thread_name, opener, target) in loops {
+    for (thread_name, opener, options, target) in loops {
         let publish_to = target.unwrap_or_else(|| Arc::clone(&shared));
         let stop = Arc::clone(&stop);
-        let options = options.clone();
         scanners.push(
             thread::Builder::new()
                 .name(thread_name)
@@ -221,6 +245,8 @@ fn scan_loop(options: ServeOptions, opener: Opener, shared: &Shared, stop: &Atom
     let mut probes: Option<Arc<ProbeManager>> = None;
     let mut stats = ScanStats::default();
     let mut agents = AgentWatch::default();
+    // The shared cache could not be saved last time (said once, until it can again).
+    let mut cache_failing = false;
     while !stop.load(Ordering::SeqCst) {
         let tick = Instant::now();
         shared.update_health(|h| h.scan_started = Some(tick));
@@ -230,7 +256,11 @@ fn scan_loop(options: ServeOptions, opener: Opener, shared: &Shared, stop: &Atom
         let result = catch_unwind(AssertUnwindSafe(|| match &probes {
             Some(p) => p.scan(),
             None => opener().and_then(|hv| {
-                let p = Arc::new(ProbeManager::new(hv, options.probes.clone()));
+                let settings = options.probes.clone();
+                let p = Arc::new(match &options.cache {
+                    Some(c) => ProbeManager::with_cache(hv, settings, Arc::clone(&c.cache)),
+                    None => ProbeManager::new(hv, settings),
+                });
                 probes = Some(Arc::clone(&p));
                 p.scan()
             }),
@@ -259,6 +289,17 @@ fn scan_loop(options: ServeOptions, opener: Opener, shared: &Shared, stop: &Atom
                     "scan finished"
                 );
                 agents.log_changes(&snap);
+                if let Some(c) = &options.cache {
+                    let mut cache = c.cache.lock().unwrap_or_else(|e| e.into_inner());
+                    match save_cache(&mut cache, &c.saving) {
+                        Err(e) if !cache_failing => {
+                            cache_failing = true;
+                            tracing::warn!("cannot save the OS cache: {}", terminal_line(&e));
+                        }
+                        Err(_) => {}
+                        Ok(()) => cache_failing = false,
+                    }
+                }
                 (Some(Arc::new(snap)), None)
             }
             Err(e) => {

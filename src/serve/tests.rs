@@ -19,6 +19,7 @@ fn options(scan_deadline: Duration, interval: Duration) -> ServeOptions {
             deadline: scan_deadline,
             ..ProbeSettings::default()
         },
+        cache: None,
     }
 }
 
@@ -425,8 +426,14 @@ fn agent_changes_are_logged_once() {
 
 #[test]
 fn probe_serves_each_configured_target_from_its_own_scans() {
-    let default = FakeHypervisor::new().with_domain(ubuntu());
-    let other = FakeHypervisor::new().with_domain(FakeDomain::new("far-vm", DomainState::ShutOff));
+    // Both hosts' agents answer after 300 ms: in time for the default host's deadline,
+    // late for the far host's own one.
+    let slow = || ubuntu().with_agent_delay(Duration::from_millis(300));
+    let default = FakeHypervisor::new().with_domain(slow());
+    let other = FakeHypervisor::new()
+        .with_uri("fake:///far")
+        .with_domain(FakeDomain::new("far-vm", DomainState::ShutOff))
+        .with_domain(slow());
     let opener_of = |hv: &FakeHypervisor| -> Opener {
         let hv = hv.clone();
         Arc::new(move || Ok(Arc::new(hv.clone()) as Arc<dyn Hypervisor>))
@@ -437,12 +444,30 @@ fn probe_serves_each_configured_target_from_its_own_scans() {
             detail: "no route to host".into(),
         })
     });
+    let shared = SharedCache {
+        cache: Arc::new(Mutex::new(OsCache::in_memory())),
+        saving: ProbeSettings::default(),
+    };
+    let with_cache = |o: ServeOptions| ServeOptions {
+        cache: Some(shared.clone()),
+        ..o
+    };
+    let base = with_cache(options(Duration::from_secs(2), Duration::from_millis(200)));
+    let far = with_cache(options(
+        Duration::from_millis(100),
+        Duration::from_millis(200),
+    ));
+    let target = |name: &str, opener: Opener, options: &ServeOptions| Target {
+        name: name.to_string(),
+        opener,
+        options: options.clone(),
+    };
     let r = start_with(
-        options(Duration::from_secs(2), Duration::from_millis(200)),
+        base.clone(),
         opener_of(&default),
         vec![
-            ("far".to_string(), opener_of(&other)),
-            ("gone".to_string(), down),
+            target("far", opener_of(&other), &far),
+            target("gone", down, &base),
         ],
         http::Endpoint::plain("127.0.0.1:0".parse().unwrap()),
         Arc::new(AtomicBool::new(false)),
@@ -456,12 +481,30 @@ fn probe_serves_each_configured_target_from_its_own_scans() {
     let (st, _, body) = get(r.addr, "/probe?target=far", None);
     assert_eq!(st, 200);
     assert!(body.contains("libvirt_up 1"), "{body}");
-    assert!(!body.contains("diq-ubuntu"), "{body}");
+    // The far host's own deadline: its agent is late there, in time on the default host.
+    assert!(
+        body.contains("libvirt_domain_agent_status{domain=\"diq-ubuntu\",status=\"timeout\"} 1"),
+        "{body}"
+    );
     // The default host stays on /metrics.
+    let answered = "libvirt_domain_agent_status{domain=\"diq-ubuntu\",status=\"ok\"} 1";
     wait_for("the default scan", Duration::from_secs(5), || {
-        get(r.addr, "/metrics", None).2.contains("diq-ubuntu")
+        get(r.addr, "/metrics", None).2.contains(answered)
     });
     assert!(!get(r.addr, "/metrics", None).2.contains("far-vm"));
+    // Both loops keep their answers in the one cache they share: the default host's OS,
+    // the far host's remembered timeout.
+    let uuid = ubuntu().info.uuid;
+    let cache = shared.cache.lock().unwrap();
+    let ok = cache
+        .get("fake:///test", &uuid, 3600)
+        .expect("the default host's answer");
+    assert_eq!(ok.agent, AgentStatus::Ok);
+    let late = cache
+        .get("fake:///far", &uuid, 3600)
+        .expect("the far host's timeout");
+    assert_eq!(late.agent, AgentStatus::Timeout);
+    drop(cache);
     // A target whose host is down says so in its own metrics, the others are untouched.
     wait_for(
         "the gone target's first scan",
