@@ -350,6 +350,25 @@ const FAMILIES: &[&str] = &[
 const NS: f64 = 1e-9;
 const KIB: f64 = 1024.0;
 
+/// A running guest whose block counters virsh read before and after while the exporter's
+/// rendering has none: libvirt skipped it in the exporter's scan as busy.
+fn skipped_by_the_exporter(
+    before: &HashMap<String, HashMap<String, String>>,
+    after: &HashMap<String, HashMap<String, String>>,
+    text: &str,
+) -> Option<&'static str> {
+    STABLE.into_iter().find(|g| {
+        let counted = |m: &HashMap<String, HashMap<String, String>>| {
+            m.get(*g).is_some_and(|s| {
+                s.get("state.state").map(String::as_str) == Some("1")
+                    && s.contains_key("block.0.rd.bytes")
+            })
+        };
+        let exported = format!("libvirt_domain_block_stats_read_bytes_total{{domain=\"{g}\"");
+        counted(before) && counted(after) && !text.contains(&exported)
+    })
+}
+
 #[test]
 fn every_family_matches_virsh_domstats_on_both_backends() {
     if !harness_available() {
@@ -362,9 +381,22 @@ fn every_family_matches_virsh_domstats_on_both_backends() {
             &["--interval", "1"],
         );
         e.fresh_metrics(Duration::from_secs(60));
-        let before = domstats(uri);
-        let text = e.fresh_metrics(Duration::from_secs(60));
-        let after = domstats(uri);
+        // The exporter never waits for a domain whose job is busy (NOWAIT): when this
+        // test's own virsh held one during the exporter's scan, that scan lacks the
+        // domain's monitor figures. Such a round is taken again, a few times at most.
+        let mut round = 0;
+        let (before, text, after) = loop {
+            round += 1;
+            let before = domstats(uri);
+            let text = e.fresh_metrics(Duration::from_secs(60));
+            let after = domstats(uri);
+            match skipped_by_the_exporter(&before, &after, &text) {
+                Some(guest) if round < 4 => {
+                    eprintln!("{backend}: the exporter skipped {guest} as busy; again");
+                }
+                _ => break (before, text, after),
+            }
+        };
         let samples = parse(&text);
 
         let present = families(&text);
