@@ -78,21 +78,20 @@ impl Watched {
 
     /// The app on the host a VM label names, and the VM's name there: `HOST:VM` with
     /// several hosts (the longest host name that prefixes it wins), else the name as is.
-    fn on_host(&self, label: &str) -> (App, String) {
-        if self.several {
-            let found = self
-                .hosts
-                .iter()
-                .filter_map(|h| {
-                    let vm = label.strip_prefix(h.name.as_str())?.strip_prefix(':')?;
-                    Some((h, vm))
-                })
-                .max_by_key(|(h, _)| h.name.len());
-            if let Some((h, vm)) = found {
-                return (h.app.clone(), vm.to_string());
-            }
+    /// A label naming no host watched is refused, never guessed at.
+    fn on_host(&self, label: &str) -> Result<(App, String), String> {
+        if !self.several {
+            return Ok((self.hosts[0].app.clone(), label.to_string()));
         }
-        (self.hosts[0].app.clone(), label.to_string())
+        self.hosts
+            .iter()
+            .filter_map(|h| {
+                let vm = label.strip_prefix(h.name.as_str())?.strip_prefix(':')?;
+                Some((h, vm))
+            })
+            .max_by_key(|(h, _)| h.name.len())
+            .map(|(h, vm)| (h.app.clone(), vm.to_string()))
+            .ok_or_else(|| format!("{label}: error: no host watched by top holds this VM"))
     }
 
     /// Save the shared cache (several hosts), once, when `top` ends.
@@ -428,11 +427,20 @@ fn interactive(
         if k.kind != KeyEventKind::Press {
             continue;
         }
-        match ui.key(k) {
-            Action::None => {}
-            Action::Quit => break,
-            Action::Eject { vm: label } => {
-                let ((app, vm), tx) = (watched.on_host(&label), done_tx.clone());
+        let action = ui.key(k);
+        // The host of the VM the action is about, and the VM's name there.
+        let (app, vm) = match action.vm().map(|label| watched.on_host(label)) {
+            None => (None, String::new()),
+            Some(Ok((app, vm))) => (Some(app), vm),
+            Some(Err(e)) => {
+                ui.done(e);
+                continue;
+            }
+        };
+        let tx = done_tx.clone();
+        match (action, app) {
+            (Action::Quit, _) => break,
+            (Action::Eject { vm: label }, Some(app)) => {
                 thread::spawn(move || {
                     let line = match media::eject_one(&app, &vm, None, false) {
                         Ok(report) => on_host_line(&label, &vm, &eject_line(&report)),
@@ -441,20 +449,20 @@ fn interactive(
                     let _ = tx.send(Done::Line(line));
                 });
             }
-            Action::ListIsos { vm } => {
-                let ((app, _), tx) = (watched.on_host(&vm), done_tx.clone());
+            (Action::ListIsos { vm: label }, Some(app)) => {
                 thread::spawn(move || {
                     let _ = match media::iso_volumes(&app) {
-                        Ok(v) => tx.send(Done::Isos(vm, v.into_iter().map(|v| v.path).collect())),
+                        Ok(v) => {
+                            tx.send(Done::Isos(label, v.into_iter().map(|v| v.path).collect()))
+                        }
                         Err(e) => tx.send(Done::Isos(
-                            vm,
+                            label,
                             vec![format!("(cannot list storage pools: {e})")],
                         )),
                     };
                 });
             }
-            Action::Mount { vm: label, iso } => {
-                let ((app, vm), tx) = (watched.on_host(&label), done_tx.clone());
+            (Action::Mount { vm: label, iso }, Some(app)) => {
                 thread::spawn(move || {
                     let args = MountArgs {
                         vm: vm.clone(),
@@ -471,14 +479,14 @@ fn interactive(
                     let _ = tx.send(Done::Line(line));
                 });
             }
-            Action::Edit { vm: label, path } => {
+            (Action::Edit { vm: label, path }, Some(app)) => {
                 let before = cancel.count();
-                let (app, vm) = watched.on_host(&label);
                 let line = screen.suspended(|| edit_in_guest(&app, &vm, &label, &path))?;
                 // Interrupts during the edit were the edit's, not a request to quit.
                 cancel = cancel.after(cancel.count() - before);
                 ui.done(line);
             }
+            _ => {}
         }
     }
     drop(screen);
@@ -569,20 +577,25 @@ mod tests {
         let hv = FakeHypervisor::new();
         let w = watched(vec![Host::fake("a", &hv), Host::fake("a:b", &hv)]);
         let at = |label: &str| {
-            let (app, vm) = w.on_host(label);
+            let (app, vm) = w.on_host(label)?;
             let h = w
                 .hosts
                 .iter()
                 .position(|h| Arc::ptr_eq(&h.app.probes, &app.probes));
-            (h, vm)
+            Ok::<_, String>((h, vm))
         };
-        assert_eq!(at("a:web"), (Some(0), "web".to_string()));
+        assert_eq!(at("a:web"), Ok((Some(0), "web".to_string())));
         assert_eq!(
             at("a:b:web"),
-            (Some(1), "web".to_string()),
+            Ok((Some(1), "web".to_string())),
             "the longest name"
         );
-        assert_eq!(at("a:b:c"), (Some(1), "c".to_string()));
+        assert_eq!(at("a:b:c"), Ok((Some(1), "c".to_string())));
+        assert_eq!(
+            at("z:web"),
+            Err("z:web: error: no host watched by top holds this VM".to_string()),
+            "never another host's VM"
+        );
     }
 
     #[test]

@@ -33,6 +33,19 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The VM the action is about (as the screen names it), if any.
+    pub fn vm(&self) -> Option<&str> {
+        match self {
+            Action::None | Action::Quit => None,
+            Action::Eject { vm }
+            | Action::ListIsos { vm }
+            | Action::Mount { vm, .. }
+            | Action::Edit { vm, .. } => Some(vm),
+        }
+    }
+}
+
 /// What a typed line is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Purpose {
