@@ -100,10 +100,11 @@ fn scan(home: &tempfile::TempDir, uri: &str, backend: &str) -> (Value, Duration)
         "{backend} scan of {uri}: {}",
         text(&out.stderr)
     );
-    (
-        serde_json::from_slice(&out.stdout).expect("valid JSON"),
-        took,
-    )
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    // The URI as the user wrote it: never the no_tty=1 the tool adds for ssh.
+    let reported = doc["uri"].as_str().unwrap_or_default();
+    assert!(!reported.contains("no_tty"), "{backend}: {reported}");
+    (doc, took)
 }
 
 /// name → (state, OS) of every harness guest in a scan (`diq-` names: other tests' guests

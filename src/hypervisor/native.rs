@@ -298,7 +298,10 @@ pub struct NativeHypervisor {
     /// no lookup round trip. A stale handle (domain undefined or redefined since) fails
     /// with "no domain" and the name is looked up afresh.
     listed: Mutex<HashMap<String, Arc<Owned<Domain>>>>,
+    /// The URI further connections open (libvirt's form of it).
     uri: String,
+    /// The URI as the user wrote it (see [`remote::shown`]): what errors and reports name.
+    shown: String,
     access: Access,
     /// What each further (agent) connection may take to open.
     connect_timeout: Duration,
@@ -452,7 +455,8 @@ impl NativeHypervisor {
         }
         let conn = connect_within(uri, &shown_uri, access, limit)?;
         let uri = conn.uri().unwrap_or(shown_uri);
-        keep_alive(&conn, &uri);
+        let shown = remote::shown(&uri).into_owned();
+        keep_alive(&conn, &shown);
         Ok(NativeHypervisor {
             conn: Arc::new(conn),
             agent_conns: Mutex::new(Vec::new()),
@@ -460,6 +464,7 @@ impl NativeHypervisor {
             agent_calls: AtomicUsize::new(0),
             listed: Mutex::new(HashMap::new()),
             uri,
+            shown,
             access,
             connect_timeout: limit,
         })
@@ -474,7 +479,7 @@ impl NativeHypervisor {
         if pool.len() < AGENT_CONNECTIONS {
             if let Ok(c) = connect_within(
                 Some(&self.uri),
-                &self.uri,
+                &self.shown,
                 self.access,
                 self.connect_timeout,
             ) {
@@ -495,7 +500,7 @@ impl NativeHypervisor {
     fn stats_records(&self, stats: u32, flags: u32) -> HvResult<StatsRecords> {
         let nowait = sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT;
         let fail =
-            |e: &VirtError| classify_domain_error(&self.uri, "reading domain statistics", "*", e);
+            |e: &VirtError| classify_domain_error(&self.shown, "reading domain statistics", "*", e);
         match StatsRecords::fetch(&self.conn, stats, flags | nowait) {
             Err(e)
                 if code(&e) == sys::VIR_ERR_INVALID_ARG
@@ -516,7 +521,7 @@ impl NativeHypervisor {
 
     /// Classification shared by every per-domain operation.
     fn classify(&self, operation: &'static str, domain: &str, e: &VirtError) -> HvError {
-        classify_domain_error(&self.uri, operation, domain, e)
+        classify_domain_error(&self.shown, operation, domain, e)
     }
 }
 
@@ -721,7 +726,7 @@ fn scope_missing() -> HvError {
 
 impl Hypervisor for NativeHypervisor {
     fn uri(&self) -> String {
-        self.uri.clone()
+        self.shown.clone()
     }
 
     fn list_domains(&self) -> HvResult<Vec<DomainInfo>> {
@@ -747,7 +752,7 @@ impl Hypervisor for NativeHypervisor {
             let listed = self
                 .conn
                 .list_all_domains(flag | sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-                .map_err(|e| classify_domain_error(&self.uri, "listing domains", "*", &e))?;
+                .map_err(|e| classify_domain_error(&self.shown, "listing domains", "*", &e))?;
             domains.extend(listed.into_iter().map(|d| (Owned::new(d), persistent)));
         }
         let infos = par_map(&domains, |(dom, persistent)| domain_info(dom, *persistent));
@@ -762,7 +767,7 @@ impl Hypervisor for NativeHypervisor {
                 Err(e) => {
                     let name = dom.name().unwrap_or_else(|_| "?".to_string());
                     return Err(classify_domain_error(
-                        &self.uri,
+                        &self.shown,
                         "reading domain info",
                         &name,
                         &e,
@@ -836,11 +841,11 @@ impl Hypervisor for NativeHypervisor {
         let dom = conn
             .lookup_domain_by_name(domain)
             .map(Owned::new)
-            .map_err(|e| classify_agent(&self.uri, domain, &name, code(&e), &one_line(&e)))?;
+            .map_err(|e| classify_agent(&self.shown, domain, &name, code(&e), &one_line(&e)))?;
         let request = command.to_string();
         let reply = dom
             .qemu_agent_command(&request, super::agent_timeout_secs(timeout) as i32, 0)
-            .map_err(|e| classify_agent(&self.uri, domain, &name, code(&e), &one_line(&e)))?;
+            .map_err(|e| classify_agent(&self.shown, domain, &name, code(&e), &one_line(&e)))?;
         super::agent_reply(domain, &name, &reply)
     }
 
@@ -888,7 +893,7 @@ impl Hypervisor for NativeHypervisor {
         let pools = self
             .conn
             .list_all_storage_pools(sys::VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
-            .map_err(|e| classify_domain_error(&self.uri, "listing storage pools", "*", &e))?;
+            .map_err(|e| classify_domain_error(&self.shown, "listing storage pools", "*", &e))?;
         let pools: Vec<Owned<StoragePool>> = pools.into_iter().map(Owned::new).collect();
         let mut out = Vec::new();
         for pool in &pools {

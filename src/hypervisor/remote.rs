@@ -145,6 +145,32 @@ pub fn without_prompts(uri: &str) -> Cow<'_, str> {
     Cow::Owned(added)
 }
 
+/// `uri` as the user wrote it: the `no_tty=1` that [`without_prompts`] adds to an ssh
+/// transport's URI (and that libvirt then reports back) taken out again, for every line
+/// the user reads; every other URI is unchanged.
+pub fn shown(uri: &str) -> Cow<'_, str> {
+    if transport(uri) != Transport::Ssh {
+        return Cow::Borrowed(uri);
+    }
+    let (body, fragment) = match uri.find('#') {
+        Some(i) => uri.split_at(i),
+        None => (uri, ""),
+    };
+    let Some((path, query)) = body.split_once('?') else {
+        return Cow::Borrowed(uri);
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| !kv.eq_ignore_ascii_case("no_tty=1"))
+        .collect();
+    if kept.len() == query.split('&').count() {
+        return Cow::Borrowed(uri);
+    }
+    let query = kept.join("&");
+    let sep = if query.is_empty() { "" } else { "?" };
+    Cow::Owned(format!("{path}{sep}{query}{fragment}"))
+}
+
 /// What ssh's failure (as libvirt passes it on in its message) means, for an open of `uri`
 /// (the URI as the user gave it); `None` when the message is not one of ssh's.
 pub fn classify(uri: &str, message: &str) -> Option<HvError> {
@@ -248,6 +274,30 @@ mod tests {
         }
         assert!(Transport::Tcp.is_network() && Transport::Ssh.is_network());
         assert!(!Transport::Local.is_network());
+    }
+
+    #[test]
+    fn the_no_tty_added_is_not_shown() {
+        for given in [
+            "qemu+ssh://root@h/system",
+            "qemu+ssh://h:2222/system?keyfile=/k&socket=/s",
+            "qemu+ssh://us%40er@h/system?keyfile=/a%20b%26c#frag",
+            "qemu+ssh://h/system?keyfile=/no_tty",
+        ] {
+            assert_eq!(shown(&without_prompts(given)), given);
+        }
+        // libvirt's own form of a URI it reports back, and URIs left alone.
+        assert_eq!(
+            shown("qemu+ssh://root@127.0.0.1:2222/session?no_tty=1&keyfile=/k"),
+            "qemu+ssh://root@127.0.0.1:2222/session?keyfile=/k"
+        );
+        for other in [
+            "qemu+ssh://h/system?no_tty=0",
+            "qemu+libssh://h/system?no_tty=1",
+            "qemu:///system",
+        ] {
+            assert!(matches!(shown(other), Cow::Borrowed(u) if u == other));
+        }
     }
 
     #[test]

@@ -183,7 +183,7 @@ impl VirshHypervisor {
         }
         let printed = finished.stdout.trim();
         if !printed.is_empty() {
-            hv.uri = printed.to_string();
+            hv.uri = super::remote::shown(printed).into_owned();
         }
         Ok(hv)
     }
