@@ -206,9 +206,15 @@ fn both_adapters_read_the_same_statistics(uri: &str) {
         b.iter().map(|s| &s.name).collect::<Vec<_>>()
     );
     // Other tests pause, resume and eject meanwhile: compare the guests whose state both
-    // calls agree on, and never the media tests' own guests.
-    let calm =
-        |x: &&DomainStats, y: &&DomainStats| x.state == y.state && !x.name.starts_with("diq-media");
+    // calls agree on, and never the media tests' own guests. A guest libvirt skipped as
+    // busy in either call (NOWAIT: another client's job held it) lacks its monitor
+    // figures there, so it is not compared either.
+    let calm = |x: &&DomainStats, y: &&DomainStats| {
+        x.state == y.state
+            && !x.name.starts_with("diq-media")
+            && !x.job_skipped()
+            && !y.job_skipped()
+    };
     for (x, y) in a.iter().zip(&b).filter(|(x, y)| calm(x, y)) {
         assert_eq!(stable(x), stable(y));
     }
@@ -383,19 +389,30 @@ fn paused_guest_gets_no_agent_wait(h: &dyn Hypervisor) {
 }
 
 fn harness_guests_have_every_stats_family(h: &dyn Hypervisor) {
-    let stats = h.domain_stats(StatsGroups::ALL).expect("domain_stats");
+    const RUNNING: [&str; 4] = [
+        common::UBUNTU,
+        common::CENTOS,
+        common::NO_AGENT,
+        common::FROZEN,
+    ];
+    // A guest libvirt skipped as busy (NOWAIT: another test's job held it) lacks its
+    // monitor figures in that call: ask again, a few times at most.
+    let mut stats = h.domain_stats(StatsGroups::ALL).expect("domain_stats");
+    for _ in 0..5 {
+        let busy = |s: &DomainStats| RUNNING.contains(&s.name.as_str()) && s.job_skipped();
+        if !stats.iter().any(busy) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        stats = h.domain_stats(StatsGroups::ALL).expect("domain_stats");
+    }
     let find = |name: &str| {
         stats
             .iter()
             .find(|s| s.name == name)
             .unwrap_or_else(|| panic!("{name} has no statistics"))
     };
-    for running in [
-        common::UBUNTU,
-        common::CENTOS,
-        common::NO_AGENT,
-        common::FROZEN,
-    ] {
+    for running in RUNNING {
         let s = find(running);
         assert_eq!(s.state, Some(DomainState::Running), "{s:?}");
         assert!(s.cpu_time_ns.unwrap_or(0) > 0, "{s:?}");
