@@ -96,7 +96,7 @@ pub struct Feed {
 
 pub struct Ui {
     /// What the header names: the URI, or how many hosts.
-    pub uri: String,
+    pub title: String,
     pub interval_secs: f64,
     pub feeds: Vec<Feed>,
     pub color: bool,
@@ -143,7 +143,7 @@ impl Ui {
                 .collect()
         };
         Ui {
-            uri: title,
+            title,
             interval_secs,
             feeds,
             color,
@@ -165,11 +165,6 @@ impl Ui {
     /// Whether the screen covers several hosts (a HOST column, VMs named `HOST:VM`).
     pub fn several(&self) -> bool {
         self.feeds.iter().any(|f| f.name.is_some())
-    }
-
-    /// What the header names.
-    pub fn title(&self) -> &str {
-        &self.uri
     }
 
     /// A new sample from the (one) host's collector.

@@ -239,7 +239,10 @@ pub fn draw(f: &mut Frame, ui: &mut Ui) {
         }
         Mode::Input { purpose, text } => {
             let (title, prompt) = match &purpose {
-                Purpose::Filter => (" Filter ".to_string(), "name, OS, state or ISO contains:"),
+                Purpose::Filter => (
+                    " Filter ".to_string(),
+                    "name, OS, state, ISO or host contains:",
+                ),
                 Purpose::MountPath { vm } => (
                     format!(" Mount into {} ", sanitize(vm)),
                     "ISO path (Enter: mount, Esc: cancel):",
@@ -309,7 +312,7 @@ fn header_text(ui: &Ui) -> String {
     t.push_str(&format!(
         "  every {} s  {age}  {}",
         ui.interval_secs,
-        sanitize(ui.title())
+        sanitize(&ui.title)
     ));
     t
 }
