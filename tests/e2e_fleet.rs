@@ -344,6 +344,24 @@ fn eject_across_hosts_lists_asks_and_takes_and_host_vm_picks_the_host() {
             v.extend(extra.iter().map(|s| s.to_string()));
             v
         };
+        // Each host's VM list kept for ten minutes; the fleet eject must drop the lists
+        // it changed, or a scan within the TTL would still show the discs.
+        let kept_scan = || {
+            let args = with(&["scan", "--json", "--stats-ttl", "600"]);
+            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (out, _) = run(home.path(), backend, &argv);
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+            let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let off = doc["vms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["host"] == "harness" && v["name"] == "diq-media-off")
+                .unwrap()
+                .clone();
+            off["media"].to_string()
+        };
+        assert!(kept_scan().contains(&second), "{backend}: mounted");
         let args = with(&["eject", "--iso", &second, "--dry-run"]);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let (out, _) = run(home.path(), backend, &argv);
@@ -386,6 +404,10 @@ fn eject_across_hosts_lists_asks_and_takes_and_host_vm_picks_the_host() {
             "{stdout}"
         );
         eprintln!("TIMING {backend}: eject --iso across 2 hosts (2 VMs): {took:?}");
+        assert!(
+            !kept_scan().contains(&second),
+            "{backend}: the eject dropped the kept list"
+        );
         let args = with(&["eject", "--iso", &second, "--yes"]);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let (out, _) = run(home.path(), backend, &argv);

@@ -280,18 +280,20 @@ pub fn eject(
             let mut lines = Vec::new();
             let code =
                 write_batch(&mut lines, &reports, &plan.errors, started).map_err(|f| f.message)?;
-            Ok((lines, code, hv.uri()))
+            Ok((lines, code))
         },
     );
-    // The changed hosts' kept VM lists go, in one rewrite of the shared cache file.
-    let uris = changed
-        .iter()
-        .filter_map(|o| Some(o.result.as_ref().ok()?.2.as_str()));
+    // The kept VM lists of every host an eject was tried on go (one that failed midway
+    // may have changed some drives), in one rewrite of the shared cache file.
+    let uris = read.iter().filter_map(|o| {
+        let tried = busy_hosts.iter().any(|t| t.name == o.target.name);
+        Some(o.result.as_ref().ok().filter(|_| tried)?.uri.as_str())
+    });
     probe::forget_listings(settings.cache_path.as_deref(), uris);
     let mut code = report_hosts(&read, warnings)?;
     for o in &changed {
         match &o.result {
-            Ok((lines, host_code, _)) => {
+            Ok((lines, host_code)) => {
                 for l in String::from_utf8_lossy(lines).lines() {
                     writeln!(out, "{}: {l}", sanitize(&o.target.name))?;
                 }
