@@ -164,12 +164,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             let (settings, targets) = chosen()?;
             let watched = if targets.len() > 1 {
                 match app::open_hosts(&settings, &targets, &mut stderr.lock())? {
-                    Some(o) => top_cmd::Watched {
-                        hosts: o.hosts,
-                        several: true,
-                        shared: Some((o.cache, o.saving)),
-                        unopened: o.unopened,
-                    },
+                    Some(o) => top_cmd::Watched::several_of(o),
                     None => return Ok(exit::USAGE),
                 }
             } else {

@@ -23,7 +23,7 @@ use crossterm::{cursor, execute};
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 
-use crate::app::{App, Host};
+use crate::app::{App, Host, OpenHosts};
 use crate::cli::{EditArgs, MountArgs, TopArgs, TopFormat};
 use crate::commands::{edit as edit_cmd, media};
 use crate::edit::ExternalEditor;
@@ -55,14 +55,27 @@ pub const FAMILIES: Families = Families {
 /// column; the hosts' probe managers share one cache, saved when `top` ends.
 pub struct Watched {
     pub hosts: Vec<Host>,
-    pub several: bool,
-    /// With several hosts: the shared cache and how to save it.
+    /// With several hosts (and only then): the cache they share and how to save it.
     pub shared: Option<(Arc<Mutex<OsCache>>, ProbeSettings)>,
     /// Hosts that could not be opened, and why (each already said on stderr).
     pub unopened: Vec<(String, String)>,
 }
 
 impl Watched {
+    /// Several hosts, as [`crate::app::open_hosts`] opened them.
+    pub fn several_of(open: OpenHosts) -> Watched {
+        Watched {
+            hosts: open.hosts,
+            shared: Some((open.cache, open.saving)),
+            unopened: open.unopened,
+        }
+    }
+
+    /// Whether several hosts were chosen (even if only one of them could be opened).
+    fn several(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// One host.
     pub fn one(app: App) -> Watched {
         Watched {
@@ -70,7 +83,6 @@ impl Watched {
                 name: app.uri(),
                 app,
             }],
-            several: false,
             shared: None,
             unopened: Vec::new(),
         }
@@ -80,7 +92,7 @@ impl Watched {
     /// several hosts (the longest host name that prefixes it wins), else the name as is.
     /// A label naming no host watched is refused, never guessed at.
     fn on_host(&self, label: &str) -> Result<(App, String), String> {
-        if !self.several {
+        if !self.several() {
             return Ok((self.hosts[0].app.clone(), label.to_string()));
         }
         self.hosts
@@ -129,7 +141,7 @@ impl Watched {
 
     /// The HOST column's names, in the collectors' order (none with one host).
     fn names(&self) -> Vec<String> {
-        if self.several {
+        if self.several() {
             self.hosts.iter().map(|h| h.name.clone()).collect()
         } else {
             Vec::new()
@@ -182,7 +194,7 @@ pub fn run(watched: Watched, args: &TopArgs) -> Result<u8, Failure> {
             "top needs a terminal; for a pipe or a file use `top --batch`",
         ));
     }
-    let mut ui = if watched.several {
+    let mut ui = if watched.several() {
         let mut names = watched.names();
         names.extend(watched.unopened.iter().map(|(n, _)| n.clone()));
         let title = format!("{} hosts", names.len());
@@ -564,10 +576,10 @@ mod tests {
     use crate::hypervisor::{DomainState, HvError};
 
     fn watched(hosts: Vec<Host>) -> Watched {
+        let saving = ProbeSettings::default();
         Watched {
             hosts,
-            several: true,
-            shared: None,
+            shared: Some((Arc::new(Mutex::new(OsCache::in_memory())), saving)),
             unopened: Vec::new(),
         }
     }
